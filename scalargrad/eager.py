@@ -1,0 +1,40 @@
+"""Eager ``backward()``: the compiled reverse sweep over the recorder(s) a Variable came from.
+
+A recorder is sealed by backward (later ops start a fresh one, so the old graph is freed once the
+user drops it). Values imported from an older recorder are its inputs; their adjoints seed that
+recorder's sweep, processed newest first, so the whole chain is visited without recursion.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .jit.kernels import eager_backward
+from .trace import TracingError, Variable
+
+
+def backward(v: Variable, seed: float) -> None:
+    if v._leaf:
+        if v._requires_grad:
+            v._grad = seed if v._grad is None else v._grad + seed
+        return
+    if v._rec.trace:
+        raise TracingError("backward() inside a traced function; use sg.grad / sg.value_and_grad instead")
+    pending = {v._rec: {v._slot: seed}}
+    while pending:
+        rec = max(pending, key=lambda r: r.serial)  # imports always come from older recorders
+        seeds = pending.pop(rec)
+        rec.sealed = True
+        op, a, b, c, lit = rec.arrays()
+        adj = eager_backward(op, a, b, c, lit,
+                             np.fromiter(seeds.keys(), np.int32, len(seeds)),
+                             np.fromiter(seeds.values(), np.float64, len(seeds)))
+        del op, a, b  # release the views of the recorder's buffers
+        rec.adj = adj if rec.adj is None else rec.adj + adj
+        for k, var in rec.imports:
+            g = float(adj[k])
+            if var._leaf:
+                if var._requires_grad:
+                    var._grad = g if var._grad is None else var._grad + g
+            else:
+                into = pending.setdefault(var._rec, {})
+                into[var._slot] = into.get(var._slot, 0.0) + g

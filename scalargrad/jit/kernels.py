@@ -1,0 +1,143 @@
+"""Compiled kernels over a tape's arrays: value, value-and-gradient, eager backward.
+
+A tape is handed to the kernels as a ``Program``: ``ins`` (int32, 6 x n: op, a, b, c, ra, rb) and
+``lit``. ``ra``/``rb`` are the slots that receive the two derivatives a reverse step carries, or the
+scratch slot n where an op carries fewer, so the reverse sweep has no dispatch. ``io`` packs the
+input, output and guard slots. Buffers are allocated per call: no shared scratch, thread-safe.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops import DIFF_MASK, INPUT
+from ..tape import Tape
+from ._interp import forward, forward_partials
+from .flags import njit
+
+
+class Program:
+    """A validated tape in the kernels' layout."""
+
+    __slots__ = ("ins", "lit", "io", "n_inputs", "n_outputs", "n_guards", "tape")
+
+    def __init__(self, tape: Tape):
+        n = len(tape)
+        ra, rb = reverse_operands(tape.op, tape.a, tape.b, tape.c)
+        self.ins = np.ascontiguousarray(np.stack([tape.op.astype(np.int32), tape.a, tape.b, tape.c, ra, rb]),
+                                        dtype=np.int32)
+        self.lit = np.ascontiguousarray(tape.lit)
+        self.n_inputs, self.n_outputs, self.n_guards = len(tape.inputs), len(tape.outputs), len(tape.guards)
+        self.io = np.concatenate([[self.n_inputs, self.n_outputs, self.n_guards], tape.inputs, tape.outputs,
+                                  tape.guards, tape.guard_values != 0.0]).astype(np.int32)
+        self.tape = tape
+        assert n == self.ins.shape[1]
+
+
+def reverse_operands(op, a, b, c):
+    """Slots receiving the first and second carried derivative of each instruction (n if none)."""
+    return _reverse_operands(op, a, b, c, DIFF_MASK)
+
+
+@njit
+def _reverse_operands(op, a, b, c, diff_mask):
+    n = len(op)
+    ra = np.full(n, n, np.int32)
+    rb = np.full(n, n, np.int32)
+    for k in range(n):
+        carried = 0
+        for j in range(3):
+            if diff_mask[op[k], j]:
+                slot = a[k] if j == 0 else (b[k] if j == 1 else c[k])
+                if carried == 0:
+                    ra[k] = slot
+                else:
+                    rb[k] = slot
+                carried += 1
+    return ra, rb
+
+
+@njit
+def reverse(ra, rb, pa, pb, adj, n):
+    """adj[operand] += partial * adj[k] for k = n-1..0. A zero adjoint is skipped, so an infinite
+    or NaN partial on a branch the output does not depend on (``where``) never leaks in."""
+    for k in range(n - 1, -1, -1):
+        g = adj[k]
+        if g != 0.0:
+            adj[ra[k]] += pa[k] * g
+            adj[rb[k]] += pb[k] * g
+
+
+@njit
+def _load_inputs(ins, io, x, vals):
+    n_in = io[0]
+    for i in range(n_in):
+        vals[io[3 + i]] = x[i]
+
+
+@njit
+def _guards_hold(io, vals):
+    n_in, n_out, n_guard = io[0], io[1], io[2]
+    start = 3 + n_in + n_out
+    for i in range(n_guard):
+        if (vals[io[start + i]] != 0.0) != (io[start + n_guard + i] != 0):
+            return False
+    return True
+
+
+@njit
+def evaluate(ins, lit, io, x, out):
+    """Forward sweep: writes the outputs to ``out``; returns False if a guard failed."""
+    n = ins.shape[1]
+    vals = np.empty(n + 1)
+    _load_inputs(ins, io, x, vals)
+    forward(ins[0], ins[1], ins[2], ins[3], lit, vals, n)
+    n_in, n_out = io[0], io[1]
+    for i in range(n_out):
+        out[i] = vals[io[3 + n_in + i]]
+    return _guards_hold(io, vals)
+
+
+@njit
+def value_and_grad(ins, lit, io, x, grad):
+    """Value of output 0 and its gradient with respect to every input (written into ``grad``).
+    Returns (value, guards_hold)."""
+    n = ins.shape[1]
+    vals = np.empty(n + 1)
+    pa = np.empty(n)
+    pb = np.empty(n)
+    _load_inputs(ins, io, x, vals)
+    forward_partials(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n)
+    n_in = io[0]
+    out = io[3 + n_in]
+    if not _guards_hold(io, vals):
+        return vals[out], False
+    adj = np.zeros(n + 1)
+    adj[out] = 1.0
+    reverse(ins[4], ins[5], pa, pb, adj, n)
+    for i in range(n_in):
+        grad[i] = adj[io[3 + i]]
+    return vals[out], True
+
+
+def eager_backward(op, a, b, c, lit, seed_slots, seed_values):
+    """Adjoints of every slot of an eager recording, seeded at ``seed_slots``. Input instructions
+    hold their recorded value in ``lit``."""
+    ra, rb = reverse_operands(op, a, b, c)
+    return _eager_backward(op, a, b, c, lit, ra, rb, seed_slots, seed_values, INPUT)
+
+
+@njit
+def _eager_backward(op, a, b, c, lit, ra, rb, seed_slots, seed_values, input_code):
+    n = len(op)
+    vals = np.empty(n + 1)
+    pa = np.empty(n)
+    pb = np.empty(n)
+    for k in range(n):
+        if op[k] == input_code:
+            vals[k] = lit[k]
+    forward_partials(op, a, b, c, lit, vals, pa, pb, n)
+    adj = np.zeros(n + 1)
+    for i in range(len(seed_slots)):
+        adj[seed_slots[i]] += seed_values[i]
+    reverse(ra, rb, pa, pb, adj, n)
+    return adj[:n]

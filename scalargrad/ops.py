@@ -1,0 +1,169 @@
+"""The op table: every fact about every scalar op, one row each.
+
+Everything else (Variable operators, ``sg.<op>`` functions, reference sweeps, the generated Numba
+interpreter, the printer, the CLI op list, test parametrisation) is derived from ``OPS``.
+Expressions are written over placeholders: ``{a} {b} {c}`` operand values, ``{y}`` the op's own
+value, ``{lit}`` the instruction's float literal, using the function names in ``FUNCTIONS``.
+"""
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass
+
+import numpy as np
+
+# Function names the expressions may use, with their meaning in Python's math module and in NumPy.
+# Numba compiles the math versions; NumPy's give IEEE results (nan/inf) where math raises.
+FUNCTIONS = {
+    "exp": (math.exp, np.exp), "log": (math.log, np.log), "log1p": (math.log1p, np.log1p),
+    "expm1": (math.expm1, np.expm1), "sqrt": (math.sqrt, np.sqrt), "sin": (math.sin, np.sin),
+    "cos": (math.cos, np.cos), "tan": (math.tan, np.tan), "tanh": (math.tanh, np.tanh),
+    "sinh": (math.sinh, np.sinh), "cosh": (math.cosh, np.cosh), "asin": (math.asin, np.arcsin),
+    "acos": (math.acos, np.arccos), "atan": (math.atan, np.arctan), "atan2": (math.atan2, np.arctan2),
+    "pow": (math.pow, np.power), "fabs": (math.fabs, np.fabs), "isnan": (math.isnan, np.isnan),
+}
+
+PLACEHOLDERS = ("a", "b", "c", "y", "lit")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One scalar op. ``partials[i]`` is d(op)/d(operand i); "0.0" marks an operand that carries no
+    derivative (comparison inputs, the condition of ``where``)."""
+
+    name: str
+    arity: int
+    forward: str
+    partials: tuple[str, ...]
+    pyops: tuple[str, ...] = ()       # Python dunder methods that record this op
+    domain: tuple[tuple[float, float], ...] = ()  # per operand, where tests sample smooth points
+    literal: bool = False              # uses the instruction's float literal {lit}
+    smooth: bool = True                # differentiable everywhere inside ``domain``
+    note: str = ""                     # behaviour at non-differentiable points / domain edges
+
+    @property
+    def differentiable(self) -> tuple[bool, ...]:
+        return tuple(p != "0.0" for p in self.partials)
+
+
+R = (-3.0, 3.0)
+POS = (0.1, 4.0)
+UNIT = (-0.9, 0.9)
+CMP = "comparison: value 1.0 or 0.0, zero derivative; `if` on it records a guard"
+
+OPS: tuple[Op, ...] = (
+    # Leaves: their values come from outside the sweep (inputs) or from the literal.
+    Op("input", 0, "{y}", ()),
+    Op("const", 0, "{lit}", (), literal=True),
+    # Arithmetic, in rough order of frequency (the interpreter tests opcodes in this order).
+    Op("add", 2, "{a} + {b}", ("1.0", "1.0"), ("__add__", "__radd__"), (R, R)),
+    Op("mul", 2, "{a} * {b}", ("{b}", "{a}"), ("__mul__", "__rmul__"), (R, R)),
+    Op("sub", 2, "{a} - {b}", ("1.0", "-1.0"), ("__sub__", "__rsub__"), (R, R)),
+    Op("div", 2, "{a} / {b}", ("1.0 / {b}", "-{y} / {b}"), ("__truediv__", "__rtruediv__"),
+       (R, POS)),
+    Op("square", 1, "{a} * {a}", ("2.0 * {a}",), (), (R,)),
+    Op("neg", 1, "-{a}", ("-1.0",), ("__neg__",), (R,)),
+    Op("powc", 1, "pow({a}, {lit})", ("0.0 if {lit} == 0.0 else {lit} * pow({a}, {lit} - 1.0)",),
+       (), (POS,), literal=True, note="x ** constant; d/dx is 0 for exponent 0"),
+    Op("cpow", 1, "pow({lit}, {a})", ("0.0 if {lit} == 0.0 else {y} * log({lit})",), (), (R,),
+       literal=True, note="constant ** x; d/dx is 0 for base 0"),
+    Op("pow", 2, "pow({a}, {b})",
+       ("0.0 if {b} == 0.0 else {b} * pow({a}, {b} - 1.0)",
+        "0.0 if {a} == 0.0 and {b} >= 0.0 else {y} * log({a})"),
+       ("__pow__", "__rpow__"), (POS, R),
+       note="d/da is 0 where b == 0; d/db is 0 where a == 0 and b >= 0, NaN where a < 0"),
+    Op("reciprocal", 1, "1.0 / {a}", ("-{y} * {y}",), (), (POS,)),
+    Op("exp", 1, "exp({a})", ("{y}",), (), (R,)),
+    Op("log", 1, "log({a})", ("1.0 / {a}",), (), (POS,), note="log(0) = -inf, log(x < 0) = NaN"),
+    Op("tanh", 1, "tanh({a})", ("1.0 - {y} * {y}",), (), (R,)),
+    Op("sigmoid", 1, "1.0 / (1.0 + exp(-{a}))", ("{y} * (1.0 - {y})",), (), (R,)),
+    Op("sqrt", 1, "sqrt({a})", ("0.5 / {y}",), (), (POS,), note="d/dx at 0 is +inf"),
+    Op("sin", 1, "sin({a})", ("cos({a})",), (), (R,)),
+    Op("cos", 1, "cos({a})", ("-sin({a})",), (), (R,)),
+    Op("tan", 1, "tan({a})", ("1.0 + {y} * {y}",), (), ((-1.2, 1.2),)),
+    Op("sinh", 1, "sinh({a})", ("cosh({a})",), (), (R,)),
+    Op("cosh", 1, "cosh({a})", ("sinh({a})",), (), (R,)),
+    Op("log1p", 1, "log1p({a})", ("1.0 / (1.0 + {a})",), (), ((-0.9, 4.0),)),
+    Op("expm1", 1, "expm1({a})", ("{y} + 1.0",), (), (R,)),
+    Op("arcsin", 1, "asin({a})", ("1.0 / sqrt(1.0 - {a} * {a})",), (), (UNIT,),
+       note="derivative is +inf at ±1"),
+    Op("arccos", 1, "acos({a})", ("-1.0 / sqrt(1.0 - {a} * {a})",), (), (UNIT,),
+       note="derivative is -inf at ±1"),
+    Op("arctan", 1, "atan({a})", ("1.0 / (1.0 + {a} * {a})",), (), (R,)),
+    Op("arctan2", 2, "atan2({a}, {b})",
+       ("{b} / ({a} * {a} + {b} * {b})", "-{a} / ({a} * {a} + {b} * {b})"), (), (POS, POS),
+       note="derivatives are NaN at (0, 0)"),
+    Op("abs", 1, "fabs({a})", ("1.0 if {a} > 0.0 else (-1.0 if {a} < 0.0 else 0.0)",),
+       ("__abs__",), (R,), smooth=False, note="derivative at 0 is 0 (sign(0) = 0)"),
+    Op("relu", 1, "0.0 if {a} <= 0.0 else {a}", ("1.0 if {a} > 0.0 else 0.0",), (), (R,),
+       smooth=False, note="derivative at 0 is 0; relu(NaN) = NaN"),
+    Op("maximum", 2, "{a} if ({a} >= {b} or isnan({a})) else {b}",
+       ("1.0 if {a} > {b} else (0.5 if {a} == {b} else 0.0)",
+        "1.0 if {b} > {a} else (0.5 if {a} == {b} else 0.0)"), (), (R, R), smooth=False,
+       note="propagates NaN like np.maximum; at a tie each operand gets half the derivative"),
+    Op("minimum", 2, "{a} if ({a} <= {b} or isnan({a})) else {b}",
+       ("1.0 if {a} < {b} else (0.5 if {a} == {b} else 0.0)",
+        "1.0 if {b} < {a} else (0.5 if {a} == {b} else 0.0)"), (), (R, R), smooth=False,
+       note="propagates NaN like np.minimum; at a tie each operand gets half the derivative"),
+    Op("where", 3, "{b} if {a} != 0.0 else {c}",
+       ("0.0", "1.0 if {a} != 0.0 else 0.0", "0.0 if {a} != 0.0 else 1.0"), (), (R, R, R),
+       smooth=False, note="where(cond, x, y): the derivative flows only into the chosen operand"),
+    Op("lt", 2, "1.0 if {a} < {b} else 0.0", ("0.0", "0.0"), ("__lt__",), (R, R), False, False, CMP),
+    Op("le", 2, "1.0 if {a} <= {b} else 0.0", ("0.0", "0.0"), ("__le__",), (R, R), False, False, CMP),
+    Op("gt", 2, "1.0 if {a} > {b} else 0.0", ("0.0", "0.0"), ("__gt__",), (R, R), False, False, CMP),
+    Op("ge", 2, "1.0 if {a} >= {b} else 0.0", ("0.0", "0.0"), ("__ge__",), (R, R), False, False, CMP),
+    Op("eq", 2, "1.0 if {a} == {b} else 0.0", ("0.0", "0.0"), ("__eq__",), (R, R), False, False, CMP),
+    Op("ne", 2, "1.0 if {a} != {b} else 0.0", ("0.0", "0.0"), ("__ne__",), (R, R), False, False, CMP),
+)
+
+OPCODE: dict[str, int] = {op.name: k for k, op in enumerate(OPS)}
+BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
+INPUT, CONST = OPCODE["input"], OPCODE["const"]
+# Ops a user calls as sg.<name> (leaves are created by the recorder, not called).
+USER_OPS: tuple[Op, ...] = tuple(op for op in OPS if op.arity > 0)
+COMPARISONS = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
+
+# Which operand slots carry a derivative, per opcode: the reverse sweep skips the others, so that
+# e.g. the condition of `where` never receives an adjoint.
+DIFF_MASK = np.array([[i < op.arity and op.differentiable[i] for i in range(3)] for op in OPS],
+                     dtype=np.bool_)
+
+
+def substitute(expr: str, **names: str) -> str:
+    """Fill an expression's placeholders, e.g. ``substitute("{a} * {b}", a="x", b="y")``."""
+    return expr.format(**{p: names.get(p, "{" + p + "}") for p in PLACEHOLDERS})
+
+
+def _placeholders(expr: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(expr) if field is not None}
+
+
+def validate_table(ops: tuple[Op, ...] = OPS) -> None:
+    """Check every row is well formed; raises ValueError naming the op at fault."""
+    seen = set()
+    allowed_calls = set(FUNCTIONS)
+    for op in ops:
+        if op.name in seen:
+            raise ValueError(f"op {op.name!r}: duplicate name")
+        seen.add(op.name)
+        if len(op.partials) != op.arity:
+            raise ValueError(f"op {op.name!r}: {op.arity} operands but {len(op.partials)} partials")
+        if op.arity and len(op.domain) != op.arity:
+            raise ValueError(f"op {op.name!r}: domain needs one interval per operand")
+        operands = set("abc"[: op.arity]) | {"y"} | ({"lit"} if op.literal else set())
+        for expr in (op.forward, *op.partials):
+            used = _placeholders(expr)
+            if not used <= operands:
+                raise ValueError(f"op {op.name!r}: expression {expr!r} uses {sorted(used - operands)}")
+            code = compile(substitute(expr, a="a", b="b", c="c", y="y", lit="lit"), op.name, "eval")
+            unknown = set(code.co_names) - allowed_calls - set(PLACEHOLDERS)
+            if unknown:
+                raise ValueError(f"op {op.name!r}: expression {expr!r} calls unknown {sorted(unknown)}")
+        if "y" in _placeholders(op.forward) and op.name != "input":
+            raise ValueError(f"op {op.name!r}: the forward expression cannot use its own value")
+    if len(ops) > 127:
+        raise ValueError("opcodes must fit in int8")
+
+
+validate_table()

@@ -1,0 +1,111 @@
+"""Tape: a recorded scalar program as flat, immutable arrays (struct of arrays, SSA by position).
+
+Instruction ``k`` defines slot ``k``; its operand slots ``a[k] b[k] c[k]`` are ``< k`` (or -1 when
+unused), so recording order is a topological order. ``validate()`` checks every invariant that a
+compiled sweep relies on, so a malformed tape can never make a kernel read out of bounds.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ops import CONST, INPUT, OPS
+
+_ARRAYS = {"op": np.int8, "a": np.int32, "b": np.int32, "c": np.int32, "lit": np.float64,
+           "inputs": np.int32, "outputs": np.int32, "guards": np.int32, "guard_values": np.float64}
+
+
+class Tape:
+    """Immutable recorded program.
+
+    op, a, b, c, lit  instruction arrays (length n)
+    inputs            slot of each input, in argument order
+    outputs           slots whose values the program returns
+    guards            slots of recorded comparisons that Python control flow depended on
+    guard_values      the value (1.0 or 0.0) each guard had when traced; a different value on a
+                      later call means the function would have taken another branch
+    """
+
+    __slots__ = tuple(_ARRAYS)
+
+    def __init__(self, op, a, b, c, lit, inputs, outputs, guards=(), guard_values=()):
+        given = dict(op=op, a=a, b=b, c=c, lit=lit, inputs=inputs, outputs=outputs, guards=guards,
+                     guard_values=guard_values)
+        for name, dtype in _ARRAYS.items():
+            arr = np.array(given[name], dtype=dtype).reshape(-1)
+            arr.flags.writeable = False
+            object.__setattr__(self, name, arr)
+        self.validate()
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Tape is immutable; transformations return a new Tape")
+
+    def __len__(self) -> int:
+        return len(self.op)
+
+    def validate(self) -> None:
+        """Raise ValueError unless every invariant holds (lengths, opcodes, operand order)."""
+        n = len(self.op)
+        for name in ("a", "b", "c", "lit"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"tape array {name!r} has length {len(getattr(self, name))}, expected {n}")
+        if n and (self.op.min() < 0 or self.op.max() >= len(OPS)):
+            k = int(np.flatnonzero((self.op < 0) | (self.op >= len(OPS)))[0])
+            raise ValueError(f"instruction {k}: opcode {int(self.op[k])} is not in the op table")
+        arity = np.array([op.arity for op in OPS])[self.op] if n else np.zeros(0, int)
+        index = np.arange(n)
+        for j, name in enumerate("abc"):
+            slots = getattr(self, name)
+            used = arity > j
+            bad = np.flatnonzero(used & ((slots < 0) | (slots >= index)) | ~used & (slots != -1))
+            if bad.size:
+                k = int(bad[0])
+                raise ValueError(f"instruction {k} ({OPS[self.op[k]].name}): operand {name}={int(slots[k])} "
+                                 f"must be {'in [0, ' + str(k) + ')' if used[k] else '-1 (unused)'}")
+        for name in ("inputs", "outputs", "guards"):
+            slots = getattr(self, name)
+            if slots.size and (slots.min() < 0 or slots.max() >= n):
+                raise ValueError(f"tape {name} refer to slots outside [0, {n})")
+        if self.inputs.size:
+            if np.any(self.op[self.inputs] != INPUT):
+                raise ValueError("tape inputs must be slots of 'input' instructions")
+            if len(np.unique(self.inputs)) != len(self.inputs):
+                raise ValueError("tape inputs must be distinct slots")
+        if np.count_nonzero(self.op == INPUT) != len(self.inputs):
+            raise ValueError("every 'input' instruction must be listed in tape inputs")
+        if len(self.guard_values) != len(self.guards):
+            raise ValueError("guards and guard_values must have the same length")
+
+    def __repr__(self) -> str:
+        return (f"<Tape: {len(self)} instructions, {len(self.inputs)} inputs, "
+                f"{len(self.outputs)} outputs, {len(self.guards)} guards>")
+
+    def __str__(self) -> str:
+        input_index = {int(s): i for i, s in enumerate(self.inputs)}
+        lines = []
+        for k in range(len(self)):
+            op = OPS[self.op[k]]
+            args = [f"%{int(s)}" for s in (self.a[k], self.b[k], self.c[k])[: op.arity]]
+            if op.literal:
+                args.append(repr(float(self.lit[k])))
+            if op.name == "input":
+                args.append(str(input_index[k]))
+            lines.append(f"%{k} = {op.name} {' '.join(args)}".rstrip())
+        for s, v in zip(self.guards, self.guard_values):
+            lines.append(f"guard %{int(s)} == {int(v)}")
+        lines.append("return " + ", ".join(f"%{int(s)}" for s in self.outputs))
+        return "\n".join(lines)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Tape):
+            return NotImplemented
+        return all(np.array_equal(getattr(self, n), getattr(other, n)) for n in _ARRAYS)
+
+    __hash__ = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The tape's arrays by name (read-only views)."""
+        return {name: getattr(self, name) for name in _ARRAYS}
+
+
+def is_leaf(opcode: int) -> bool:
+    return opcode in (INPUT, CONST)
