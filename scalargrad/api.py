@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
+import math
 import numbers
 import warnings
-from collections import OrderedDict
-
 import numpy as np
 
 from .jit import kernels
@@ -30,48 +28,42 @@ def _arg_name(names, i):
 
 
 def _flatten_args(args, names):
-    """(structure key, flat float64 input vector) of a call's arguments."""
+    """(structure key, flat float64 input vector) of a call's arguments; the key holds None for a
+    scalar argument and the shape for an array argument."""
+    if len(args) == 1 and type(args[0]) is np.ndarray and args[0].dtype == np.float64:
+        return (args[0].shape,), args[0].reshape(-1)  # the common case: one float64 array
     shapes = []
     parts = []
     for i, x in enumerate(args):
         tx = type(x)
-        if tx is float or tx is int or (isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))):
+        if tx is float or tx is int:
             shapes.append(None)
-            parts.append(float(x))
-            continue
-        if isinstance(x, np.ndarray):
+            parts.append(x)
+        elif isinstance(x, np.ndarray):
             if x.dtype.kind not in "fiu":
                 raise TypeError(f"{_arg_name(names, i)}: arrays must have a real numeric dtype, got {x.dtype}")
             shapes.append(x.shape)
-            parts.append(np.asarray(x, dtype=np.float64).reshape(-1))
-            continue
-        if isinstance(x, (bool, np.bool_)):
+            parts.append(x.astype(np.float64, copy=False).reshape(-1))
+        elif isinstance(x, (bool, np.bool_)):
             raise TypeError(f"{_arg_name(names, i)}: bool is not differentiable; pass a float")
-        if isinstance(x, (complex, np.complexfloating)):
+        elif isinstance(x, numbers.Real):
+            shapes.append(None)
+            parts.append(float(x))
+        elif isinstance(x, (complex, np.complexfloating)):
             raise TypeError(f"{_arg_name(names, i)}: complex numbers are not supported (scalargrad is real-valued)")
-        if isinstance(x, Variable):
+        elif isinstance(x, Variable):
             raise TypeError(f"{_arg_name(names, i)}: pass a float, not a Variable, to a transformed function")
-        raise TypeError(f"{_arg_name(names, i)}: expected a float, an int or a numeric NumPy array, "
-                        f"got {tx.__name__}")
-    if len(parts) == 1 and shapes[0] is not None:
-        x = parts[0]
-    elif all(s is None for s in shapes):
+        else:
+            raise TypeError(f"{_arg_name(names, i)}: expected a float, an int or a numeric NumPy array, "
+                            f"got {tx.__name__}")
+    shapes = tuple(shapes)
+    if None in shapes and all(s is None for s in shapes):
         x = np.array(parts, dtype=np.float64)
+    elif parts:
+        x = np.concatenate([np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in parts])
     else:
-        x = np.concatenate([np.atleast_1d(p) for p in parts]) if parts else np.zeros(0)
-    return tuple(shapes), np.ascontiguousarray(x, dtype=np.float64)
-
-
-def _unflatten(flat, shapes, which):
-    """Per-argument pieces of a flat vector: floats for scalars, arrays with the argument's shape."""
-    out = []
-    offset = 0
-    for i, shape in enumerate(shapes):
-        size = 1 if shape is None else int(np.prod(shape, dtype=np.int64))
-        if i in which:
-            out.append(float(flat[offset]) if shape is None else flat[offset:offset + size].reshape(shape))
-        offset += size
-    return out
+        x = np.zeros(0)
+    return shapes, x
 
 
 def _traced_args(rec, shapes, x):
@@ -136,6 +128,26 @@ class _Path:
         self.structure = structure
 
 
+class _Signature:
+    """What is cached for one argument structure: its traced paths (most recently used first) and
+    where each argument lives in the flat input vector."""
+
+    __slots__ = ("shapes", "paths", "offsets", "argnums")
+
+    def __init__(self, shapes, argnums=()):
+        self.shapes = shapes
+        self.argnums = argnums  # the differentiated arguments, as non-negative indices
+        self.paths: list[_Path] = []
+        sizes = [1 if s is None else math.prod(s) for s in shapes]
+        self.offsets = [sum(sizes[:i]) for i in range(len(shapes) + 1)]
+
+    def piece(self, flat, i):
+        """Argument i's part of a flat vector: a float for a scalar, else an array of its shape."""
+        shape = self.shapes[i]
+        start = self.offsets[i]
+        return float(flat[start]) if shape is None else flat[start:self.offsets[i + 1]].reshape(shape)
+
+
 class _Transformed:
     """Shared machinery: per-structure cache of traced paths and the retrace loop."""
 
@@ -143,40 +155,44 @@ class _Transformed:
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.names = _param_names(fun)
-        self.cache: dict[tuple, OrderedDict] = {}
-        self.path_ids = itertools.count()
-
-    def _paths(self, shapes):
-        paths = self.cache.get(shapes)
-        if paths is None:
-            paths = self.cache[shapes] = OrderedDict()
-        return paths
+        self.cache: dict[tuple, _Signature] = {}
 
     def _run(self, args, kwargs, attempt):
+        """(signature, result of ``attempt(path, x)`` for the first path whose guards hold)."""
         if kwargs:
             raise TypeError(f"{self.__name__}: keyword arguments are not supported by transformed "
                             "functions; bind them with functools.partial")
         shapes, x = _flatten_args(args, self.names)
-        paths = self._paths(shapes)
-        for key in reversed(paths):
-            result = attempt(paths[key], x)
+        sig = self.cache.get(shapes)
+        if sig is None:
+            sig = self.cache[shapes] = self._signature(shapes)
+        paths = sig.paths
+        for i, path in enumerate(paths):
+            result = attempt(path, x)
             if result is not None:
-                paths.move_to_end(key)
-                return shapes, result
-        tape, structure = _trace(self.fun, shapes, x)
+                if i:
+                    paths.insert(0, paths.pop(i))
+                return sig, result
+        return sig, self._retrace(sig, x, attempt)
+
+    def _retrace(self, sig, x, attempt):
+        tape, structure = _trace(self.fun, sig.shapes, x)
         path = _Path(tape, structure)
         self._check_path(path)
         result = attempt(path, x)
         if result is None:
             raise RuntimeError(f"{self.__name__}: a freshly traced path failed its own guards; the "
                                "function's control flow is not deterministic in its inputs")
-        paths[next(self.path_ids)] = path
-        if len(paths) > MAX_PATHS:
-            paths.popitem(last=False)
+        sig.paths.insert(0, path)
+        if len(sig.paths) > MAX_PATHS:
+            sig.paths.pop()
             warnings.warn(f"{self.__name__}: more than {MAX_PATHS} control-flow paths for one argument "
                           "structure; retracing often. Use sg.where instead of if on traced values.",
-                          RuntimeWarning, stacklevel=3)
-        return shapes, result
+                          RuntimeWarning, stacklevel=4)
+        return result
+
+    def _signature(self, shapes):
+        return _Signature(shapes)
 
     def _check_path(self, path):
         pass
@@ -208,22 +224,28 @@ class ValueAndGrad(_Transformed):
             raise TypeError(f"{self.__name__} must return a scalar to be differentiated, got "
                             f"{'an array of shape ' + str(size) if kind is np.ndarray else f'a {kind.__name__} of {size}'}")
 
-    def __call__(self, *args, **kwargs):
+    def _signature(self, shapes):
         for i in self.argnums:
-            if not -len(args) <= i < len(args):
-                raise ValueError(f"{self.__name__}: argnums={i} but it was called with {len(args)} positional arguments")
-        which = tuple(sorted(i % len(args) for i in self.argnums))
+            if not -len(shapes) <= i < len(shapes):
+                raise ValueError(f"{self.__name__}: argnums={i} but it was called with {len(shapes)} "
+                                 "positional arguments")
+        return _Signature(shapes, tuple(i % len(shapes) for i in self.argnums))
+
+    def __call__(self, *args, **kwargs):
+        g = None
 
         def attempt(path, x):
-            g = np.empty(len(x))
+            nonlocal g
+            if g is None:
+                g = np.empty(len(x))
             p = path.program
             value, ok = kernels.value_and_grad(p.ins, p.lit, p.io, x, g)
-            return (value, g) if ok else None
+            return value if ok else None
 
-        shapes, (value, g) = self._run(args, kwargs, attempt)
-        pieces = dict(zip(which, _unflatten(g, shapes, which)))
-        grads = tuple(pieces[i % len(args)] for i in self.argnums)
-        return value, grads[0] if self.single else grads
+        sig, value = self._run(args, kwargs, attempt)
+        if self.single:
+            return value, sig.piece(g, sig.argnums[0])
+        return value, tuple(sig.piece(g, i) for i in sig.argnums)
 
 
 class Grad:
