@@ -239,7 +239,7 @@ class ValueAndGrad(_Transformed):
             if g is None:
                 g = np.empty(len(x))
             p = path.program
-            value, ok = kernels.value_and_grad(p.ins, p.lit, p.io, x, g)
+            value, ok = kernels.value_and_grad(p.ins, p.lit, p.io, x, g, p.workspace())
             return value if ok else None
 
         sig, value = self._run(args, kwargs, attempt)
@@ -269,7 +269,7 @@ class Jit(_Transformed):
         def attempt(path, x):
             out = np.empty(path.program.n_outputs)
             p = path.program
-            return (out, path.structure) if kernels.evaluate(p.ins, p.lit, p.io, x, out) else None
+            return (out, path.structure) if kernels.evaluate(p.ins, p.lit, p.io, x, out, p.workspace()) else None
 
         _, (out, structure) = self._run(args, kwargs, attempt)
         if structure is None:

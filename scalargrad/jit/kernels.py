@@ -3,9 +3,12 @@
 A tape is handed to the kernels as a ``Program``: ``ins`` (int32, 6 x n: op, a, b, c, ra, rb) and
 ``lit``. ``ra``/``rb`` are the slots that receive the two derivatives a reverse step carries, or the
 scratch slot n where an op carries fewer, so the reverse sweep has no dispatch. ``io`` packs the
-input, output and guard slots. Buffers are allocated per call: no shared scratch, thread-safe.
+input, output and guard slots. Each thread gets its own workspace per program (reused across
+calls: fresh large buffers would page-fault on every call), so there is no shared scratch.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -18,7 +21,7 @@ from .flags import njit
 class Program:
     """A validated tape in the kernels' layout."""
 
-    __slots__ = ("ins", "lit", "io", "n_inputs", "n_outputs", "n_guards", "tape")
+    __slots__ = ("ins", "lit", "io", "n_inputs", "n_outputs", "n_guards", "tape", "local")
 
     def __init__(self, tape: Tape):
         n = len(tape)
@@ -30,7 +33,15 @@ class Program:
         self.io = np.concatenate([[self.n_inputs, self.n_outputs, self.n_guards], tape.inputs, tape.outputs,
                                   tape.guards, tape.guard_values != 0.0]).astype(np.int32)
         self.tape = tape
-        assert n == self.ins.shape[1]
+        self.local = threading.local()
+
+    def workspace(self) -> np.ndarray:
+        """This thread's buffer for vals, partials and adjoints (4 n + 2 floats)."""
+        try:
+            return self.local.work
+        except AttributeError:
+            work = self.local.work = np.empty(4 * self.ins.shape[1] + 2)
+            return work
 
 
 def reverse_operands(op, a, b, c):
@@ -85,10 +96,16 @@ def _guards_hold(io, vals):
 
 
 @njit
-def evaluate(ins, lit, io, x, out):
+def _split(work, n):
+    """vals (n + 1), pa (n), pb (n), adj (n + 1) views of a workspace."""
+    return work[: n + 1], work[n + 1: 2 * n + 1], work[2 * n + 1: 3 * n + 1], work[3 * n + 1: 4 * n + 2]
+
+
+@njit
+def evaluate(ins, lit, io, x, out, work):
     """Forward sweep: writes the outputs to ``out``; returns False if a guard failed."""
     n = ins.shape[1]
-    vals = np.empty(n + 1)
+    vals = _split(work, n)[0]
     _load_inputs(ins, io, x, vals)
     forward(ins[0], ins[1], ins[2], ins[3], lit, vals, n)
     n_in, n_out = io[0], io[1]
@@ -98,20 +115,18 @@ def evaluate(ins, lit, io, x, out):
 
 
 @njit
-def value_and_grad(ins, lit, io, x, grad):
+def value_and_grad(ins, lit, io, x, grad, work):
     """Value of output 0 and its gradient with respect to every input (written into ``grad``).
     Returns (value, guards_hold)."""
     n = ins.shape[1]
-    vals = np.empty(n + 1)
-    pa = np.empty(n)
-    pb = np.empty(n)
+    vals, pa, pb, adj = _split(work, n)
     _load_inputs(ins, io, x, vals)
     forward_partials(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n)
     n_in = io[0]
     out = io[3 + n_in]
     if not _guards_hold(io, vals):
         return vals[out], False
-    adj = np.zeros(n + 1)
+    adj[:] = 0.0
     adj[out] = 1.0
     reverse(ins[4], ins[5], pa, pb, adj, n)
     for i in range(n_in):
