@@ -509,6 +509,13 @@ def _reflected(fn):
     return method
 
 
+def _pow_method(self, other):
+    t = type(other)
+    if t is int or t is float:  # the common case, x ** 2, without the generic dispatch
+        return RECORD["square"](self) if other == 2 else RECORD["powc"](self, float(other))
+    return power(self, other) if _is_operand(other) else NotImplemented
+
+
 def _install_operators():
     for op in USER_OPS:
         fn = RECORD[op.name]
@@ -518,7 +525,7 @@ def _install_operators():
             continue
         for i, dunder in enumerate(op.pyops):
             setattr(Variable, dunder, _reflected(fn) if i == 1 else fn)
-    Variable.__pow__ = lambda self, other: power(self, other) if _is_operand(other) else NotImplemented
+    Variable.__pow__ = _pow_method
     Variable.__rpow__ = lambda self, other: power(other, self) if _is_operand(other) else NotImplemented
     Variable.power = power
 
