@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from .jit import kernels
+from .passes import optimize
 from .tape import Tape
 from .trace import Recorder, TracingError, Variable, new_input, output_slot, recording, to_tape
 
@@ -124,7 +125,7 @@ class _Path:
     __slots__ = ("program", "structure")
 
     def __init__(self, tape, structure):
-        self.program = kernels.Program(tape)
+        self.program = kernels.Program(optimize(tape))
         self.structure = structure
 
 

@@ -41,6 +41,7 @@ class Op:
     literal: bool = False              # uses the instruction's float literal {lit}
     smooth: bool = True                # differentiable everywhere inside ``domain``
     note: str = ""                     # behaviour at non-differentiable points / domain edges
+    commutative: bool = False          # op(a, b) == op(b, a) bit for bit (CSE may swap operands)
 
     @property
     def differentiable(self) -> tuple[bool, ...]:
@@ -57,8 +58,8 @@ OPS: tuple[Op, ...] = (
     Op("input", 0, "{y}", ()),
     Op("const", 0, "{lit}", (), literal=True),
     # Arithmetic, in rough order of frequency (the interpreter tests opcodes in this order).
-    Op("add", 2, "{a} + {b}", ("1.0", "1.0"), ("__add__", "__radd__"), (R, R)),
-    Op("mul", 2, "{a} * {b}", ("{b}", "{a}"), ("__mul__", "__rmul__"), (R, R)),
+    Op("add", 2, "{a} + {b}", ("1.0", "1.0"), ("__add__", "__radd__"), (R, R), commutative=True),
+    Op("mul", 2, "{a} * {b}", ("{b}", "{a}"), ("__mul__", "__rmul__"), (R, R), commutative=True),
     Op("sub", 2, "{a} - {b}", ("1.0", "-1.0"), ("__sub__", "__rsub__"), (R, R)),
     Op("div", 2, "{a} / {b}", ("1.0 / {b}", "-{y} / {b}"), ("__truediv__", "__rtruediv__"),
        (R, POS)),
@@ -113,8 +114,8 @@ OPS: tuple[Op, ...] = (
     Op("le", 2, "1.0 if {a} <= {b} else 0.0", ("0.0", "0.0"), ("__le__",), (R, R), False, False, CMP),
     Op("gt", 2, "1.0 if {a} > {b} else 0.0", ("0.0", "0.0"), ("__gt__",), (R, R), False, False, CMP),
     Op("ge", 2, "1.0 if {a} >= {b} else 0.0", ("0.0", "0.0"), ("__ge__",), (R, R), False, False, CMP),
-    Op("eq", 2, "1.0 if {a} == {b} else 0.0", ("0.0", "0.0"), ("__eq__",), (R, R), False, False, CMP),
-    Op("ne", 2, "1.0 if {a} != {b} else 0.0", ("0.0", "0.0"), ("__ne__",), (R, R), False, False, CMP),
+    Op("eq", 2, "1.0 if {a} == {b} else 0.0", ("0.0", "0.0"), ("__eq__",), (R, R), False, False, CMP, True),
+    Op("ne", 2, "1.0 if {a} != {b} else 0.0", ("0.0", "0.0"), ("__ne__",), (R, R), False, False, CMP, True),
 )
 
 OPCODE: dict[str, int] = {op.name: k for k, op in enumerate(OPS)}
@@ -126,6 +127,7 @@ COMPARISONS = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
 
 # Which operand slots carry a derivative, per opcode: the reverse sweep skips the others, so that
 # e.g. the condition of `where` never receives an adjoint.
+COMMUTATIVE = np.array([op.commutative for op in OPS], dtype=np.bool_)
 DIFF_MASK = np.array([[i < op.arity and op.differentiable[i] for i in range(3)] for op in OPS],
                      dtype=np.bool_)
 

@@ -20,7 +20,7 @@ import numpy as np
 from .ops import COMPARISONS, CONST, FUNCTIONS, INPUT, OPCODE, OPS, USER_OPS, substitute
 from .tape import Tape
 
-EAGER_TAPE_LIMIT = 1 << 22  # instructions per eager recorder before a fresh one starts
+EAGER_TAPE_LIMIT = 1 << 20  # instructions per eager recorder before a fresh one starts
 
 
 class TracingError(TypeError):
@@ -67,15 +67,16 @@ _serial = itertools.count()
 
 
 class Recorder:
-    """Growable instruction buffers. ``lit`` and ``c`` are sparse: few instructions have them."""
+    """Growable instruction buffers. Few instructions have a literal or a third operand, so those
+    are kept sparse, as (slot, value) pairs in ``lit_at``/``lit`` and ``c_at``/``c``."""
 
-    __slots__ = ("op", "a", "b", "c", "lit", "trace", "limit", "sealed", "serial", "imports",
+    __slots__ = ("op", "a", "b", "c_at", "c", "lit_at", "lit", "trace", "limit", "sealed", "serial", "imports",
                  "imported", "guards", "adj", "__weakref__")
 
     def __init__(self, trace: bool):
         self.op, self.a, self.b = array("b"), array("i"), array("i")
-        self.c: dict[int, int] = {}
-        self.lit: dict[int, float] = {}
+        self.c_at, self.c = array("i"), array("i")
+        self.lit_at, self.lit = array("i"), array("d")
         self.trace = trace
         self.limit = 1 << 62 if trace else EAGER_TAPE_LIMIT  # eager recorders are sealed past it
         self.sealed = False
@@ -94,9 +95,13 @@ class Recorder:
             self.sealed = True
         return k
 
+    def set_literal(self, k: int, value: float) -> None:
+        self.lit_at.append(k)
+        self.lit.append(value)
+
     def constant(self, value: float) -> int:
         k = self.emit(CONST)
-        self.lit[k] = value
+        self.set_literal(k, value)
         return k
 
     def adopt(self, v: Variable) -> int:
@@ -118,7 +123,7 @@ class Recorder:
                 return k
             k = self.emit(INPUT)
             self.imported[id(v)] = k
-        self.lit[k] = v._data
+        self.set_literal(k, v._data)
         self.imports.append((k, v))
         return k
 
@@ -135,11 +140,11 @@ class Recorder:
         a = np.frombuffer(self.a, dtype=np.int32) if n else np.zeros(0, np.int32)
         b = np.frombuffer(self.b, dtype=np.int32) if n else np.zeros(0, np.int32)
         c = np.full(n, -1, np.int32)
-        if self.c:
-            c[np.fromiter(self.c.keys(), np.int64, len(self.c))] = np.fromiter(self.c.values(), np.int32, len(self.c))
+        if self.c_at:
+            c[np.array(self.c_at, dtype=np.int64)] = np.array(self.c, dtype=np.int32)
         lit = np.zeros(n)
-        if self.lit:
-            lit[np.fromiter(self.lit.keys(), np.int64, len(self.lit))] = np.fromiter(self.lit.values(), np.float64, len(self.lit))
+        if self.lit_at:
+            lit[np.array(self.lit_at, dtype=np.int64)] = np.array(self.lit, dtype=np.float64)
         return op, a, b, c, lit
 
 
@@ -452,9 +457,10 @@ def _make_recorder_fn(op):
             slots = [rec.slot(x) for x in operands]
             k = rec.emit(opcode, slots[0], slots[1] if nops > 1 else -1)
             if nops > 2:
-                rec.c[k] = slots[2]
+                rec.c_at.append(k)
+                rec.c.append(slots[2])
             if extra:
-                rec.lit[k] = lit
+                rec.set_literal(k, lit)
             return _nonleaf(z, rec, k)
 
     record.__name__ = record.__qualname__ = op.name

@@ -18,6 +18,12 @@ from ._interp import forward, forward_partials
 from .flags import njit
 
 
+def kernel_arrays(*arrays):
+    """Writable C-contiguous copies, int32 for integer arrays: the one set of argument types the
+    sweeps are compiled for (each other combination would cost another multi-second compile)."""
+    return [np.array(x, dtype=np.float64 if x.dtype.kind == "f" else np.int32, order="C") for x in arrays]
+
+
 class Program:
     """A validated tape in the kernels' layout."""
 
@@ -28,7 +34,7 @@ class Program:
         ra, rb = reverse_operands(tape.op, tape.a, tape.b, tape.c)
         self.ins = np.ascontiguousarray(np.stack([tape.op.astype(np.int32), tape.a, tape.b, tape.c, ra, rb]),
                                         dtype=np.int32)
-        self.lit = np.ascontiguousarray(tape.lit)
+        self.lit = kernel_arrays(tape.lit)[0]
         self.n_inputs, self.n_outputs, self.n_guards = len(tape.inputs), len(tape.outputs), len(tape.guards)
         self.io = np.concatenate([[self.n_inputs, self.n_outputs, self.n_guards], tape.inputs, tape.outputs,
                                   tape.guards, tape.guard_values != 0.0]).astype(np.int32)
@@ -137,6 +143,7 @@ def value_and_grad(ins, lit, io, x, grad, work):
 def eager_backward(op, a, b, c, lit, seed_slots, seed_values):
     """Adjoints of every slot of an eager recording, seeded at ``seed_slots``. Input instructions
     hold their recorded value in ``lit``."""
+    op, a, b, c, lit = kernel_arrays(op, a, b, c, lit)
     ra, rb = reverse_operands(op, a, b, c)
     return _eager_backward(op, a, b, c, lit, ra, rb, seed_slots, seed_values, INPUT)
 
