@@ -21,7 +21,7 @@ FUNCTIONS = {
     "cos": (math.cos, np.cos), "tan": (math.tan, np.tan), "tanh": (math.tanh, np.tanh),
     "sinh": (math.sinh, np.sinh), "cosh": (math.cosh, np.cosh), "asin": (math.asin, np.arcsin),
     "acos": (math.acos, np.arccos), "atan": (math.atan, np.arctan), "atan2": (math.atan2, np.arctan2),
-    "pow": (math.pow, np.power), "fabs": (math.fabs, np.fabs), "isnan": (math.isnan, np.isnan),
+    "pow": (math.pow, np.float_power), "fabs": (math.fabs, np.fabs), "isnan": (math.isnan, np.isnan),
 }
 
 PLACEHOLDERS = ("a", "b", "c", "y", "lit")

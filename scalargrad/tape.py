@@ -66,8 +66,11 @@ class Tape:
             if slots.size and (slots.min() < 0 or slots.max() >= n):
                 raise ValueError(f"tape {name} refer to slots outside [0, {n})")
         if self.inputs.size:
-            if np.any(self.op[self.inputs] != INPUT):
-                raise ValueError("tape inputs must be slots of 'input' instructions")
+            wrong = np.flatnonzero(self.op[self.inputs] != INPUT)
+            if wrong.size:
+                slot = int(self.inputs[wrong[0]])
+                raise ValueError(f"tape input {int(wrong[0])} is slot {slot}, a "
+                                 f"'{OPS[self.op[slot]].name}' instruction; inputs must be 'input' instructions")
             if len(np.unique(self.inputs)) != len(self.inputs):
                 raise ValueError("tape inputs must be distinct slots")
         if np.count_nonzero(self.op == INPUT) != len(self.inputs):

@@ -314,6 +314,8 @@ class Variable:
         return math.ceil(self._concrete("math.ceil()"))
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if method == "reduce" and inputs == (self,) and ufunc in REDUCTIONS and kwargs.get("out") is None:
+            return self  # np.sum(v), np.prod(v), np.max(v) of one value is that value
         fn = UFUNCS.get(ufunc)
         if method != "__call__" or kwargs or fn is None:
             return NotImplemented
@@ -549,6 +551,7 @@ UFUNCS = {getattr(np, name): FUNCTIONS_BY_NAME[op] for name, op in {
     "minimum": "minimum", "less": "lt", "less_equal": "le", "greater": "gt",
     "greater_equal": "ge", "equal": "eq", "not_equal": "ne"}.items()}
 UFUNCS[np.power] = power
+REDUCTIONS = (np.add, np.multiply, np.maximum, np.minimum)
 UFUNCS[np.positive] = lambda x: x
 
 
