@@ -148,6 +148,12 @@ class _Signature:
         start = self.offsets[i]
         return float(flat[start]) if shape is None else flat[start:self.offsets[i + 1]].reshape(shape)
 
+    def batch_piece(self, flat, i):
+        """Argument i's part of a (points, inputs) matrix, with a leading point axis."""
+        shape = self.shapes[i]
+        part = flat[:, self.offsets[i]:self.offsets[i + 1]]
+        return part[:, 0].copy() if shape is None else part.reshape((len(flat),) + shape)
+
 
 class _Transformed:
     """Shared machinery: per-structure cache of traced paths and the retrace loop."""
@@ -232,7 +238,8 @@ class ValueAndGrad(_Transformed):
                                  "positional arguments")
         return _Signature(shapes, tuple(i % len(shapes) for i in self.argnums))
 
-    def __call__(self, *args, **kwargs):
+    def flat(self, args, kwargs=None):
+        """(signature, value, flat gradient with respect to every input)."""
         g = None
 
         def attempt(path, x):
@@ -244,9 +251,18 @@ class ValueAndGrad(_Transformed):
             return value if ok else None
 
         sig, value = self._run(args, kwargs, attempt)
+        return sig, value, g
+
+    def __call__(self, *args, **kwargs):
+        sig, value, g = self.flat(args, kwargs)
         if self.single:
             return value, sig.piece(g, sig.argnums[0])
         return value, tuple(sig.piece(g, i) for i in sig.argnums)
+
+    def batched(self, sig, values, G):
+        """``__call__``'s result for a batch: a leading point axis on the value and gradients."""
+        grads = tuple(sig.batch_piece(G, i) for i in sig.argnums)
+        return values, grads[0] if self.single else grads
 
 
 class Grad:
@@ -259,6 +275,9 @@ class Grad:
     def __call__(self, *args, **kwargs):
         return self.value_and_grad(*args, **kwargs)[1]
 
+    def batched(self, sig, values, G):
+        return self.value_and_grad.batched(sig, values, G)[1]
+
     def tape(self, *args) -> Tape:
         return self.value_and_grad.tape(*args)
 
@@ -266,19 +285,29 @@ class Grad:
 class Jit(_Transformed):
     """``jit(fun)``: the same results as ``fun`` from the compiled forward sweep."""
 
-    def __call__(self, *args, **kwargs):
+    def flat(self, args, kwargs=None):
+        """(signature, flat outputs, output structure)."""
         def attempt(path, x):
             out = np.empty(path.program.n_outputs)
             p = path.program
             return (out, path.structure) if kernels.evaluate(p.ins, p.lit, p.io, x, out, p.workspace()) else None
 
-        _, (out, structure) = self._run(args, kwargs, attempt)
+        sig, (out, structure) = self._run(args, kwargs, attempt)
+        return sig, out, structure
+
+    def __call__(self, *args, **kwargs):
+        _, out, structure = self.flat(args, kwargs)
         if structure is None:
             return float(out[0])
         kind, size = structure
-        if kind is np.ndarray:
-            return out.reshape(size)
-        return kind(float(v) for v in out)
+        return out.reshape(size) if kind is np.ndarray else kind(float(v) for v in out)
+
+    def batched(self, structure, out):
+        """``__call__``'s result for a batch (out is points x outputs): a leading point axis."""
+        if structure is None:
+            return out[:, 0].copy()
+        kind, size = structure
+        return out.reshape((len(out),) + size) if kind is np.ndarray else kind(out[:, i].copy() for i in range(size))
 
 
 def value_and_grad(fun=None, argnums=0):

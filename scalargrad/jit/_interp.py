@@ -401,3 +401,865 @@ def forward_partials(op, a, b, c, lit, vals, pa, pb, n):
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
             vals[k] = y
+
+
+@njit
+def forward_batch(op, a, b, c, lit, vals, n, m):
+    """Values of instructions 0..n-1."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            for j in range(m):
+                vl = lit[k]
+                y = vl
+                vals[k, j] = y
+        elif o == 2:  # add
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va + vb
+                vals[k, j] = y
+        elif o == 3:  # mul
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va * vb
+                vals[k, j] = y
+        elif o == 4:  # sub
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va - vb
+                vals[k, j] = y
+        elif o == 5:  # div
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va / vb
+                vals[k, j] = y
+        elif o == 6:  # square
+            for j in range(m):
+                va = vals[a[k], j]
+                y = va * va
+                vals[k, j] = y
+        elif o == 7:  # neg
+            for j in range(m):
+                va = vals[a[k], j]
+                y = -va
+                vals[k, j] = y
+        elif o == 8:  # powc
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = pow(va, vl)
+                vals[k, j] = y
+        elif o == 9:  # cpow
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = pow(vl, va)
+                vals[k, j] = y
+        elif o == 10:  # pow
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = pow(va, vb)
+                vals[k, j] = y
+        elif o == 11:  # reciprocal
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / va
+                vals[k, j] = y
+        elif o == 12:  # exp
+            for j in range(m):
+                va = vals[a[k], j]
+                y = exp(va)
+                vals[k, j] = y
+        elif o == 13:  # log
+            for j in range(m):
+                va = vals[a[k], j]
+                y = log(va)
+                vals[k, j] = y
+        elif o == 14:  # tanh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = tanh(va)
+                vals[k, j] = y
+        elif o == 15:  # sigmoid
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / (1.0 + exp(-va))
+                vals[k, j] = y
+        elif o == 16:  # sqrt
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sqrt(va)
+                vals[k, j] = y
+        elif o == 17:  # sin
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sin(va)
+                vals[k, j] = y
+        elif o == 18:  # cos
+            for j in range(m):
+                va = vals[a[k], j]
+                y = cos(va)
+                vals[k, j] = y
+        elif o == 19:  # tan
+            for j in range(m):
+                va = vals[a[k], j]
+                y = tan(va)
+                vals[k, j] = y
+        elif o == 20:  # sinh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sinh(va)
+                vals[k, j] = y
+        elif o == 21:  # cosh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = cosh(va)
+                vals[k, j] = y
+        elif o == 22:  # log1p
+            for j in range(m):
+                va = vals[a[k], j]
+                y = log1p(va)
+                vals[k, j] = y
+        elif o == 23:  # expm1
+            for j in range(m):
+                va = vals[a[k], j]
+                y = expm1(va)
+                vals[k, j] = y
+        elif o == 24:  # arcsin
+            for j in range(m):
+                va = vals[a[k], j]
+                y = asin(va)
+                vals[k, j] = y
+        elif o == 25:  # arccos
+            for j in range(m):
+                va = vals[a[k], j]
+                y = acos(va)
+                vals[k, j] = y
+        elif o == 26:  # arctan
+            for j in range(m):
+                va = vals[a[k], j]
+                y = atan(va)
+                vals[k, j] = y
+        elif o == 27:  # arctan2
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = atan2(va, vb)
+                vals[k, j] = y
+        elif o == 28:  # abs
+            for j in range(m):
+                va = vals[a[k], j]
+                y = fabs(va)
+                vals[k, j] = y
+        elif o == 29:  # relu
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 0.0 if va <= 0.0 else va
+                vals[k, j] = y
+        elif o == 30:  # maximum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va >= vb or isnan(va)) else vb
+                vals[k, j] = y
+        elif o == 31:  # minimum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va <= vb or isnan(va)) else vb
+                vals[k, j] = y
+        elif o == 32:  # where
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vc = vals[c[k], j]
+                y = vb if va != 0.0 else vc
+                vals[k, j] = y
+        elif o == 33:  # lt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va < vb else 0.0
+                vals[k, j] = y
+        elif o == 34:  # le
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va <= vb else 0.0
+                vals[k, j] = y
+        elif o == 35:  # gt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va > vb else 0.0
+                vals[k, j] = y
+        elif o == 36:  # ge
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va >= vb else 0.0
+                vals[k, j] = y
+        elif o == 37:  # eq
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va == vb else 0.0
+                vals[k, j] = y
+        elif o == 38:  # ne
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+
+
+@njit
+def forward_partials_batch(op, a, b, c, lit, vals, pa, pb, n, m):
+    """Values and local partial derivatives of instructions 0..n-1."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            for j in range(m):
+                vl = lit[k]
+                y = vl
+                vals[k, j] = y
+        elif o == 2:  # add
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va + vb
+                vals[k, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = 1.0
+        elif o == 3:  # mul
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va * vb
+                vals[k, j] = y
+                pa[k, j] = vb
+                pb[k, j] = va
+        elif o == 4:  # sub
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va - vb
+                vals[k, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = -1.0
+        elif o == 5:  # div
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va / vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 / vb
+                pb[k, j] = -y / vb
+        elif o == 6:  # square
+            for j in range(m):
+                va = vals[a[k], j]
+                y = va * va
+                vals[k, j] = y
+                pa[k, j] = 2.0 * va
+        elif o == 7:  # neg
+            for j in range(m):
+                va = vals[a[k], j]
+                y = -va
+                vals[k, j] = y
+                pa[k, j] = -1.0
+        elif o == 8:  # powc
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = pow(va, vl)
+                vals[k, j] = y
+                pa[k, j] = 0.0 if vl == 0.0 else vl * pow(va, vl - 1.0)
+        elif o == 9:  # cpow
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = pow(vl, va)
+                vals[k, j] = y
+                pa[k, j] = 0.0 if vl == 0.0 else y * log(vl)
+        elif o == 10:  # pow
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = pow(va, vb)
+                vals[k, j] = y
+                pa[k, j] = 0.0 if vb == 0.0 else vb * pow(va, vb - 1.0)
+                pb[k, j] = 0.0 if va == 0.0 and vb >= 0.0 else y * log(va)
+        elif o == 11:  # reciprocal
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / va
+                vals[k, j] = y
+                pa[k, j] = -y * y
+        elif o == 12:  # exp
+            for j in range(m):
+                va = vals[a[k], j]
+                y = exp(va)
+                vals[k, j] = y
+                pa[k, j] = y
+        elif o == 13:  # log
+            for j in range(m):
+                va = vals[a[k], j]
+                y = log(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 / va
+        elif o == 14:  # tanh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = tanh(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 - y * y
+        elif o == 15:  # sigmoid
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / (1.0 + exp(-va))
+                vals[k, j] = y
+                pa[k, j] = y * (1.0 - y)
+        elif o == 16:  # sqrt
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sqrt(va)
+                vals[k, j] = y
+                pa[k, j] = 0.5 / y
+        elif o == 17:  # sin
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sin(va)
+                vals[k, j] = y
+                pa[k, j] = cos(va)
+        elif o == 18:  # cos
+            for j in range(m):
+                va = vals[a[k], j]
+                y = cos(va)
+                vals[k, j] = y
+                pa[k, j] = -sin(va)
+        elif o == 19:  # tan
+            for j in range(m):
+                va = vals[a[k], j]
+                y = tan(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 + y * y
+        elif o == 20:  # sinh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sinh(va)
+                vals[k, j] = y
+                pa[k, j] = cosh(va)
+        elif o == 21:  # cosh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = cosh(va)
+                vals[k, j] = y
+                pa[k, j] = sinh(va)
+        elif o == 22:  # log1p
+            for j in range(m):
+                va = vals[a[k], j]
+                y = log1p(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 / (1.0 + va)
+        elif o == 23:  # expm1
+            for j in range(m):
+                va = vals[a[k], j]
+                y = expm1(va)
+                vals[k, j] = y
+                pa[k, j] = y + 1.0
+        elif o == 24:  # arcsin
+            for j in range(m):
+                va = vals[a[k], j]
+                y = asin(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 / sqrt(1.0 - va * va)
+        elif o == 25:  # arccos
+            for j in range(m):
+                va = vals[a[k], j]
+                y = acos(va)
+                vals[k, j] = y
+                pa[k, j] = -1.0 / sqrt(1.0 - va * va)
+        elif o == 26:  # arctan
+            for j in range(m):
+                va = vals[a[k], j]
+                y = atan(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 / (1.0 + va * va)
+        elif o == 27:  # arctan2
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = atan2(va, vb)
+                vals[k, j] = y
+                pa[k, j] = vb / (va * va + vb * vb)
+                pb[k, j] = -va / (va * va + vb * vb)
+        elif o == 28:  # abs
+            for j in range(m):
+                va = vals[a[k], j]
+                y = fabs(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else 0.0)
+        elif o == 29:  # relu
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 0.0 if va <= 0.0 else va
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > 0.0 else 0.0
+        elif o == 30:  # maximum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va >= vb or isnan(va)) else vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > vb else (0.5 if va == vb else 0.0)
+                pb[k, j] = 1.0 if vb > va else (0.5 if va == vb else 0.0)
+        elif o == 31:  # minimum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va <= vb or isnan(va)) else vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va < vb else (0.5 if va == vb else 0.0)
+                pb[k, j] = 1.0 if vb < va else (0.5 if va == vb else 0.0)
+        elif o == 32:  # where
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vc = vals[c[k], j]
+                y = vb if va != 0.0 else vc
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va != 0.0 else 0.0
+                pb[k, j] = 0.0 if va != 0.0 else 1.0
+        elif o == 33:  # lt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va < vb else 0.0
+                vals[k, j] = y
+        elif o == 34:  # le
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va <= vb else 0.0
+                vals[k, j] = y
+        elif o == 35:  # gt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va > vb else 0.0
+                vals[k, j] = y
+        elif o == 36:  # ge
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va >= vb else 0.0
+                vals[k, j] = y
+        elif o == 37:  # eq
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va == vb else 0.0
+                vals[k, j] = y
+        elif o == 38:  # ne
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+
+
+def forward_column(op, a, b, c, lit, vals, n, p):
+    """Values of instructions 0..n-1."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            vl = lit[k]
+            y = vl
+            vals[k, p] = y
+        elif o == 2:  # add
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va + vb
+            vals[k, p] = y
+        elif o == 3:  # mul
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va * vb
+            vals[k, p] = y
+        elif o == 4:  # sub
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va - vb
+            vals[k, p] = y
+        elif o == 5:  # div
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va / vb
+            vals[k, p] = y
+        elif o == 6:  # square
+            va = vals[a[k], p]
+            y = va * va
+            vals[k, p] = y
+        elif o == 7:  # neg
+            va = vals[a[k], p]
+            y = -va
+            vals[k, p] = y
+        elif o == 8:  # powc
+            va = vals[a[k], p]
+            vl = lit[k]
+            y = pow(va, vl)
+            vals[k, p] = y
+        elif o == 9:  # cpow
+            va = vals[a[k], p]
+            vl = lit[k]
+            y = pow(vl, va)
+            vals[k, p] = y
+        elif o == 10:  # pow
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = pow(va, vb)
+            vals[k, p] = y
+        elif o == 11:  # reciprocal
+            va = vals[a[k], p]
+            y = 1.0 / va
+            vals[k, p] = y
+        elif o == 12:  # exp
+            va = vals[a[k], p]
+            y = exp(va)
+            vals[k, p] = y
+        elif o == 13:  # log
+            va = vals[a[k], p]
+            y = log(va)
+            vals[k, p] = y
+        elif o == 14:  # tanh
+            va = vals[a[k], p]
+            y = tanh(va)
+            vals[k, p] = y
+        elif o == 15:  # sigmoid
+            va = vals[a[k], p]
+            y = 1.0 / (1.0 + exp(-va))
+            vals[k, p] = y
+        elif o == 16:  # sqrt
+            va = vals[a[k], p]
+            y = sqrt(va)
+            vals[k, p] = y
+        elif o == 17:  # sin
+            va = vals[a[k], p]
+            y = sin(va)
+            vals[k, p] = y
+        elif o == 18:  # cos
+            va = vals[a[k], p]
+            y = cos(va)
+            vals[k, p] = y
+        elif o == 19:  # tan
+            va = vals[a[k], p]
+            y = tan(va)
+            vals[k, p] = y
+        elif o == 20:  # sinh
+            va = vals[a[k], p]
+            y = sinh(va)
+            vals[k, p] = y
+        elif o == 21:  # cosh
+            va = vals[a[k], p]
+            y = cosh(va)
+            vals[k, p] = y
+        elif o == 22:  # log1p
+            va = vals[a[k], p]
+            y = log1p(va)
+            vals[k, p] = y
+        elif o == 23:  # expm1
+            va = vals[a[k], p]
+            y = expm1(va)
+            vals[k, p] = y
+        elif o == 24:  # arcsin
+            va = vals[a[k], p]
+            y = asin(va)
+            vals[k, p] = y
+        elif o == 25:  # arccos
+            va = vals[a[k], p]
+            y = acos(va)
+            vals[k, p] = y
+        elif o == 26:  # arctan
+            va = vals[a[k], p]
+            y = atan(va)
+            vals[k, p] = y
+        elif o == 27:  # arctan2
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = atan2(va, vb)
+            vals[k, p] = y
+        elif o == 28:  # abs
+            va = vals[a[k], p]
+            y = fabs(va)
+            vals[k, p] = y
+        elif o == 29:  # relu
+            va = vals[a[k], p]
+            y = 0.0 if va <= 0.0 else va
+            vals[k, p] = y
+        elif o == 30:  # maximum
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va if (va >= vb or isnan(va)) else vb
+            vals[k, p] = y
+        elif o == 31:  # minimum
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va if (va <= vb or isnan(va)) else vb
+            vals[k, p] = y
+        elif o == 32:  # where
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            vc = vals[c[k], p]
+            y = vb if va != 0.0 else vc
+            vals[k, p] = y
+        elif o == 33:  # lt
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va < vb else 0.0
+            vals[k, p] = y
+        elif o == 34:  # le
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va <= vb else 0.0
+            vals[k, p] = y
+        elif o == 35:  # gt
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va > vb else 0.0
+            vals[k, p] = y
+        elif o == 36:  # ge
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va >= vb else 0.0
+            vals[k, p] = y
+        elif o == 37:  # eq
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va == vb else 0.0
+            vals[k, p] = y
+        elif o == 38:  # ne
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va != vb else 0.0
+            vals[k, p] = y
+
+
+def forward_partials_column(op, a, b, c, lit, vals, pa, pb, n, p):
+    """Values and local partial derivatives of instructions 0..n-1."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            vl = lit[k]
+            y = vl
+            vals[k, p] = y
+        elif o == 2:  # add
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va + vb
+            vals[k, p] = y
+            pa[k, p] = 1.0
+            pb[k, p] = 1.0
+        elif o == 3:  # mul
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va * vb
+            vals[k, p] = y
+            pa[k, p] = vb
+            pb[k, p] = va
+        elif o == 4:  # sub
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va - vb
+            vals[k, p] = y
+            pa[k, p] = 1.0
+            pb[k, p] = -1.0
+        elif o == 5:  # div
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va / vb
+            vals[k, p] = y
+            pa[k, p] = 1.0 / vb
+            pb[k, p] = -y / vb
+        elif o == 6:  # square
+            va = vals[a[k], p]
+            y = va * va
+            vals[k, p] = y
+            pa[k, p] = 2.0 * va
+        elif o == 7:  # neg
+            va = vals[a[k], p]
+            y = -va
+            vals[k, p] = y
+            pa[k, p] = -1.0
+        elif o == 8:  # powc
+            va = vals[a[k], p]
+            vl = lit[k]
+            y = pow(va, vl)
+            vals[k, p] = y
+            pa[k, p] = 0.0 if vl == 0.0 else vl * pow(va, vl - 1.0)
+        elif o == 9:  # cpow
+            va = vals[a[k], p]
+            vl = lit[k]
+            y = pow(vl, va)
+            vals[k, p] = y
+            pa[k, p] = 0.0 if vl == 0.0 else y * log(vl)
+        elif o == 10:  # pow
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = pow(va, vb)
+            vals[k, p] = y
+            pa[k, p] = 0.0 if vb == 0.0 else vb * pow(va, vb - 1.0)
+            pb[k, p] = 0.0 if va == 0.0 and vb >= 0.0 else y * log(va)
+        elif o == 11:  # reciprocal
+            va = vals[a[k], p]
+            y = 1.0 / va
+            vals[k, p] = y
+            pa[k, p] = -y * y
+        elif o == 12:  # exp
+            va = vals[a[k], p]
+            y = exp(va)
+            vals[k, p] = y
+            pa[k, p] = y
+        elif o == 13:  # log
+            va = vals[a[k], p]
+            y = log(va)
+            vals[k, p] = y
+            pa[k, p] = 1.0 / va
+        elif o == 14:  # tanh
+            va = vals[a[k], p]
+            y = tanh(va)
+            vals[k, p] = y
+            pa[k, p] = 1.0 - y * y
+        elif o == 15:  # sigmoid
+            va = vals[a[k], p]
+            y = 1.0 / (1.0 + exp(-va))
+            vals[k, p] = y
+            pa[k, p] = y * (1.0 - y)
+        elif o == 16:  # sqrt
+            va = vals[a[k], p]
+            y = sqrt(va)
+            vals[k, p] = y
+            pa[k, p] = 0.5 / y
+        elif o == 17:  # sin
+            va = vals[a[k], p]
+            y = sin(va)
+            vals[k, p] = y
+            pa[k, p] = cos(va)
+        elif o == 18:  # cos
+            va = vals[a[k], p]
+            y = cos(va)
+            vals[k, p] = y
+            pa[k, p] = -sin(va)
+        elif o == 19:  # tan
+            va = vals[a[k], p]
+            y = tan(va)
+            vals[k, p] = y
+            pa[k, p] = 1.0 + y * y
+        elif o == 20:  # sinh
+            va = vals[a[k], p]
+            y = sinh(va)
+            vals[k, p] = y
+            pa[k, p] = cosh(va)
+        elif o == 21:  # cosh
+            va = vals[a[k], p]
+            y = cosh(va)
+            vals[k, p] = y
+            pa[k, p] = sinh(va)
+        elif o == 22:  # log1p
+            va = vals[a[k], p]
+            y = log1p(va)
+            vals[k, p] = y
+            pa[k, p] = 1.0 / (1.0 + va)
+        elif o == 23:  # expm1
+            va = vals[a[k], p]
+            y = expm1(va)
+            vals[k, p] = y
+            pa[k, p] = y + 1.0
+        elif o == 24:  # arcsin
+            va = vals[a[k], p]
+            y = asin(va)
+            vals[k, p] = y
+            pa[k, p] = 1.0 / sqrt(1.0 - va * va)
+        elif o == 25:  # arccos
+            va = vals[a[k], p]
+            y = acos(va)
+            vals[k, p] = y
+            pa[k, p] = -1.0 / sqrt(1.0 - va * va)
+        elif o == 26:  # arctan
+            va = vals[a[k], p]
+            y = atan(va)
+            vals[k, p] = y
+            pa[k, p] = 1.0 / (1.0 + va * va)
+        elif o == 27:  # arctan2
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = atan2(va, vb)
+            vals[k, p] = y
+            pa[k, p] = vb / (va * va + vb * vb)
+            pb[k, p] = -va / (va * va + vb * vb)
+        elif o == 28:  # abs
+            va = vals[a[k], p]
+            y = fabs(va)
+            vals[k, p] = y
+            pa[k, p] = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else 0.0)
+        elif o == 29:  # relu
+            va = vals[a[k], p]
+            y = 0.0 if va <= 0.0 else va
+            vals[k, p] = y
+            pa[k, p] = 1.0 if va > 0.0 else 0.0
+        elif o == 30:  # maximum
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va if (va >= vb or isnan(va)) else vb
+            vals[k, p] = y
+            pa[k, p] = 1.0 if va > vb else (0.5 if va == vb else 0.0)
+            pb[k, p] = 1.0 if vb > va else (0.5 if va == vb else 0.0)
+        elif o == 31:  # minimum
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va if (va <= vb or isnan(va)) else vb
+            vals[k, p] = y
+            pa[k, p] = 1.0 if va < vb else (0.5 if va == vb else 0.0)
+            pb[k, p] = 1.0 if vb < va else (0.5 if va == vb else 0.0)
+        elif o == 32:  # where
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            vc = vals[c[k], p]
+            y = vb if va != 0.0 else vc
+            vals[k, p] = y
+            pa[k, p] = 1.0 if va != 0.0 else 0.0
+            pb[k, p] = 0.0 if va != 0.0 else 1.0
+        elif o == 33:  # lt
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va < vb else 0.0
+            vals[k, p] = y
+        elif o == 34:  # le
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va <= vb else 0.0
+            vals[k, p] = y
+        elif o == 35:  # gt
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va > vb else 0.0
+            vals[k, p] = y
+        elif o == 36:  # ge
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va >= vb else 0.0
+            vals[k, p] = y
+        elif o == 37:  # eq
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va == vb else 0.0
+            vals[k, p] = y
+        elif o == 38:  # ne
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = 1.0 if va != vb else 0.0
+            vals[k, p] = y

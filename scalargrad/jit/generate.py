@@ -15,33 +15,47 @@ TARGET = Path(__file__).with_name("_interp.py")
 _LOCALS = dict(a="va", b="vb", c="vc", y="y", lit="vl")
 
 
-def _loads(op) -> list[str]:
+def _loads(op, col: str) -> list[str]:
     """Statements loading the operands (and literal) an op's expressions use into locals."""
     used = " ".join((op.forward, *op.partials))
-    lines = [f"v{s} = vals[{s}[k]]" for s in "abc"[: op.arity] if "{" + s + "}" in used]
+    lines = [f"v{s} = vals[{s}[k]{col}]" for s in "abc"[: op.arity] if "{" + s + "}" in used]
     if "{lit}" in used:
         lines.append("vl = lit[k]")
     return lines
 
 
-def _branch(op, with_partials: bool) -> list[str]:
-    """Body of one dispatch branch: compute vals[k] (and the partials pa[k], pb[k])."""
-    body = _loads(op)
+def _branch(op, with_partials: bool, col: str = "") -> list[str]:
+    """Body of one dispatch branch: compute vals[k] (and the partials pa[k], pb[k]). ``col`` is the
+    index suffix of batched sweeps, whose buffers are (instruction, point) arrays."""
+    body = _loads(op, col)
     body.append("y = " + substitute(op.forward, **_LOCALS))
-    body.append("vals[k] = y")
+    body.append(f"vals[k{col}] = y")
     if with_partials:
         live = [p for p in op.partials if p != "0.0"]
         if len(live) > 2:
             raise ValueError(f"op {op.name!r}: the reverse sweep carries at most 2 derivatives per op")
         for buf, partial in zip(("pa", "pb"), live):
-            body.append(f"{buf}[k] = " + substitute(partial, **_LOCALS))
+            body.append(f"{buf}[k{col}] = " + substitute(partial, **_LOCALS))
     return body
 
 
-def _sweep(name: str, with_partials: bool, doc: str) -> list[str]:
-    params = "op, a, b, c, lit, vals" + (", pa, pb" if with_partials else "") + ", n"
-    lines = ["", "", "@njit", f"def {name}({params}):", f'    """{doc}"""', "    for k in range(n):",
-             "        o = op[k]"]
+# Sweep flavours: (parameters after the arrays, loop over points or not, index suffix, decorator).
+# "batch": buffers are (n, m) arrays; each instruction runs an inner loop over the m points, so the
+# opcode is dispatched once per instruction and the point loop can vectorise. "column": one point
+# p of (n, B) buffers, undecorated, so that it can be compiled for a GPU thread as well.
+_FLAVOURS = {
+    "": ("n", False, "", "@njit"),
+    "_batch": ("n, m", True, ", j", "@njit"),
+    "_column": ("n, p", False, ", p", None),
+}
+
+
+def _sweep(name: str, with_partials: bool, doc: str, flavour: str = "") -> list[str]:
+    extra, point_loop, col, decorator = _FLAVOURS[flavour]
+    params = "op, a, b, c, lit, vals" + (", pa, pb" if with_partials else "") + ", " + extra
+    lines = ["", ""] + ([decorator] if decorator else []) + [
+        f"def {name}{flavour}({params}):", f'    """{doc}"""', "    for k in range(n):", "        o = op[k]"]
+    indent = "            " + ("    " if point_loop else "")
     first = True
     for op in OPS:
         if op.name == "input":
@@ -49,7 +63,9 @@ def _sweep(name: str, with_partials: bool, doc: str) -> list[str]:
         keyword = "if" if first else "elif"
         first = False
         lines.append(f"        {keyword} o == {OPCODE[op.name]}:  # {op.name}")
-        lines.extend("            " + stmt for stmt in _branch(op, with_partials))
+        if point_loop:
+            lines.append("            for j in range(m):")
+        lines.extend(indent + stmt for stmt in _branch(op, with_partials, col))
     return lines
 
 
@@ -66,14 +82,16 @@ def source() -> str:
         "",
         "from .flags import njit",
     ]
-    lines += _sweep("forward", False, "Values of instructions 0..n-1.")
-    lines += _sweep("forward_partials", True, "Values and local partial derivatives of instructions 0..n-1.")
+    for flavour in _FLAVOURS:
+        lines += _sweep("forward", False, "Values of instructions 0..n-1.", flavour)
+        lines += _sweep("forward_partials", True, "Values and local partial derivatives of instructions 0..n-1.",
+                        flavour)
     return "\n".join(lines) + "\n"
 
 
 # Modules whose compiled kernels inline the interpreter. Numba's disk cache is keyed on the
 # defining file's timestamp only, so these are touched to make their caches recompile.
-DEPENDENTS = ("kernels.py",)
+DEPENDENTS = ("kernels.py", "batch.py")
 
 
 def main(argv=None) -> int:

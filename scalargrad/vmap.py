@@ -1,0 +1,91 @@
+"""``vmap``: evaluate a transformed function at many points with one compiled batch kernel.
+
+The function is traced at the first point; all points run through that path in parallel
+(``jit/batch.py``). Points whose guards fail (they would take another branch) are evaluated one
+by one through the single-point path, which retraces as needed: never silently wrong.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .api import Grad, Jit, ValueAndGrad
+from .jit import batch
+
+
+class VMap:
+    """``vmap(fn, in_axes)(*args)``: ``fn`` at each point along the batch axes of ``args``."""
+
+    def __init__(self, fn, in_axes=0):
+        if not isinstance(fn, (Jit, Grad, ValueAndGrad)):
+            raise TypeError("vmap expects a function made by sg.jit, sg.grad or sg.value_and_grad, "
+                            f"got {type(fn).__name__}")
+        self.fn = fn
+        self.in_axes = in_axes
+        self.__name__ = f"vmap({getattr(fn, '__name__', 'fn')})"
+
+    def _axes(self, args):
+        axes = self.in_axes if isinstance(self.in_axes, (tuple, list)) else (self.in_axes,) * len(args)
+        if len(axes) != len(args):
+            raise ValueError(f"{self.__name__}: in_axes has {len(axes)} entries for {len(args)} arguments")
+        for i, ax in enumerate(axes):
+            if ax is not None and not isinstance(ax, (int, np.integer)):
+                raise TypeError(f"in_axes[{i}] must be an int or None, got {ax!r}")
+        return axes
+
+    def _points(self, args):
+        """(number of points, args with the batch axis first, which args are batched)."""
+        axes = self._axes(args)
+        moved, sizes = [], set()
+        for i, (x, ax) in enumerate(zip(args, axes)):
+            if ax is None:
+                moved.append(x)
+                continue
+            x = np.asarray(x)
+            if x.ndim == 0:
+                raise ValueError(f"argument {i} has in_axes={ax} but is a scalar (no axis to map over)")
+            x = np.moveaxis(x, int(ax), 0)
+            sizes.add(x.shape[0])
+            moved.append(x)
+        if len(sizes) != 1:
+            raise ValueError(f"{self.__name__}: batched arguments need one common size along their "
+                             f"mapped axes, got {sorted(sizes) or 'none (every in_axes is None)'}")
+        return sizes.pop(), moved, [ax is not None for ax in axes]
+
+    @staticmethod
+    def _point(moved, batched, p):
+        return [x[p] if b else x for x, b in zip(moved, batched)]
+
+    def _matrix(self, moved, batched, B):
+        """The (points, inputs) matrix of every point's flat input vector."""
+        cols = []
+        for x, b in zip(moved, batched):
+            x = np.asarray(x, dtype=np.float64)
+            cols.append(x.reshape(B, -1) if b else np.broadcast_to(x.reshape(1, -1), (B, x.size)))
+        return np.ascontiguousarray(np.concatenate(cols, axis=1))
+
+    def __call__(self, *args):
+        B, moved, batched = self._points(args)
+        transformed = self.fn.value_and_grad if isinstance(self.fn, Grad) else self.fn
+        sig = transformed.flat(self._point(moved, batched, 0))[0]  # traces point 0's path if new
+        path = sig.paths[0]
+        p = path.program
+        X = self._matrix(moved, batched, B)
+        ok = np.empty(B, dtype=np.bool_)
+        chunk = batch.chunk_size(p.ins.shape[1])
+        if isinstance(transformed, ValueAndGrad):
+            values, G = np.empty(B), np.empty((B, X.shape[1]))
+            batch.value_and_grad_batch(p.ins, p.lit, p.io, X, values, G, ok, chunk)
+            for i in np.flatnonzero(~ok):
+                _, values[i], G[i] = transformed.flat(self._point(moved, batched, i))
+            return self.fn.batched(sig, values, G)
+        out = np.empty((B, p.n_outputs))
+        batch.evaluate_batch(p.ins, p.lit, p.io, X, out, ok, chunk)
+        for i in np.flatnonzero(~ok):
+            _, out[i], _ = transformed.flat(self._point(moved, batched, i))
+        return transformed.batched(path.structure, out)
+
+
+def vmap(fn, in_axes=0):
+    """Map a function made by ``jit``/``grad``/``value_and_grad`` over a leading batch axis of its
+    arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis."""
+    return VMap(fn, in_axes)

@@ -1,0 +1,68 @@
+"""sg.vmap: batched kernels agree with single-point calls, branches per point, argument axes."""
+import numpy as np
+import pytest
+
+import scalargrad as sg
+
+
+def rosen(x):
+    return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
+
+
+def test_vmap_value_and_grad_matches_single_points():
+    vg = sg.value_and_grad(rosen)
+    X = np.random.default_rng(0).uniform(-2, 2, (37, 6))  # not a multiple of the chunk size
+    values, grads = sg.vmap(vg)(X)
+    assert values.shape == (37,) and grads.shape == (37, 6)
+    for p in range(37):
+        v, g = vg(X[p])
+        assert values[p] == pytest.approx(v, rel=1e-14)
+        np.testing.assert_allclose(grads[p], g, rtol=1e-12, atol=1e-14)
+
+
+def test_vmap_grad_with_scalar_and_broadcast_arguments():
+    g = sg.grad(lambda x, y: x * x * y + sg.sin(x), argnums=(0, 1))
+    xs = np.linspace(-1, 1, 9)
+    gx, gy = sg.vmap(g, in_axes=(0, None))(xs, 3.0)
+    np.testing.assert_allclose(gx, 2 * xs * 3.0 + np.cos(xs), rtol=1e-13)
+    np.testing.assert_allclose(gy, xs * xs, rtol=1e-13)
+
+
+def test_vmap_jit_outputs_gain_a_leading_axis():
+    f = sg.jit(lambda x: (x[0] * x[1], x[0] + x[1]))
+    X = np.arange(8.0).reshape(4, 2)
+    prod, total = sg.vmap(f)(X)
+    np.testing.assert_array_equal(prod, X[:, 0] * X[:, 1])
+    np.testing.assert_array_equal(total, X[:, 0] + X[:, 1])
+    h = sg.jit(lambda x: x * 2.0)
+    np.testing.assert_array_equal(sg.vmap(h)(np.array([[1.0, 2.0], [3.0, 4.0]])), [[2.0, 4.0], [6.0, 8.0]])
+
+
+def test_vmap_points_on_another_branch_are_never_silently_wrong():
+    def f(x):
+        if x > 0:
+            return x * x
+        return -3.0 * x
+    xs = np.array([-2.0, 3.0, -1.0, 4.0, 0.5, -0.5])
+    np.testing.assert_array_equal(sg.vmap(sg.grad(f))(xs), np.where(xs > 0, 2 * xs, -3.0))
+    np.testing.assert_array_equal(sg.vmap(sg.jit(f))(xs), np.where(xs > 0, xs * xs, -3.0 * xs))
+
+
+def test_vmap_in_axes_other_than_zero():
+    vg = sg.value_and_grad(lambda x: x[0] * x[1])
+    X = np.arange(6.0).reshape(2, 3)  # points along axis 1
+    values, grads = sg.vmap(vg, in_axes=1)(X)
+    np.testing.assert_array_equal(values, X[0] * X[1])
+    np.testing.assert_array_equal(grads, X[::-1].T)
+
+
+def test_vmap_errors():
+    with pytest.raises(TypeError, match="sg.jit"):
+        sg.vmap(lambda x: x)
+    g = sg.grad(lambda x, y: x * y)
+    with pytest.raises(ValueError, match="common size"):
+        sg.vmap(g)(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="in_axes"):
+        sg.vmap(g, in_axes=(0,))(np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="scalar"):
+        sg.vmap(g)(1.0, np.zeros(3))
