@@ -14,6 +14,7 @@ import numbers
 import warnings
 import numpy as np
 
+from . import embed
 from .jit import kernels
 from .passes import optimize
 from .tape import Tape
@@ -253,6 +254,13 @@ class ValueAndGrad(_Transformed):
         sig, value = self._run(args, kwargs, attempt)
         return sig, value, g
 
+    def compile(self, *args):
+        """A Numba function ``k(x, g) -> value`` for the path traced at ``args``: ``x`` is the flat
+        float64 vector of all inputs (arguments concatenated), the gradient is written into ``g``.
+        Callable from Python and from the user's ``@numba.njit`` code."""
+        sig = self.flat(args)[0]
+        return embed.value_and_grad_kernel(sig.paths[0].program)
+
     def __call__(self, *args, **kwargs):
         sig, value, g = self.flat(args, kwargs)
         if self.single:
@@ -278,6 +286,10 @@ class Grad:
     def batched(self, sig, values, G):
         return self.value_and_grad.batched(sig, values, G)[1]
 
+    def compile(self, *args):
+        """As ``value_and_grad(f).compile``: ``k(x, g) -> value`` writing the gradient into ``g``."""
+        return self.value_and_grad.compile(*args)
+
     def tape(self, *args) -> Tape:
         return self.value_and_grad.tape(*args)
 
@@ -294,6 +306,11 @@ class Jit(_Transformed):
 
         sig, (out, structure) = self._run(args, kwargs, attempt)
         return sig, out, structure
+
+    def compile(self, *args):
+        """A Numba function ``k(x) -> value`` (first output) over the flat float64 input vector."""
+        sig = self.flat(args)[0]
+        return embed.evaluate_kernel(sig.paths[0].program)
 
     def __call__(self, *args, **kwargs):
         _, out, structure = self.flat(args, kwargs)

@@ -1,0 +1,58 @@
+"""Compiled kernels embedded in the user's own Numba code, and SciPy on array inputs."""
+import numba
+import numpy as np
+import pytest
+import scipy.optimize
+
+import scalargrad as sg
+
+
+def rosen(x):
+    return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
+
+
+@numba.njit
+def descend(k, x, steps, lr):
+    g = np.empty_like(x)
+    for _ in range(steps):
+        k(x, g)
+        x -= lr * g
+    return x
+
+
+def test_compiled_value_and_grad_runs_inside_user_njit_loop():
+    k = sg.value_and_grad(rosen).compile(np.zeros(2))
+    g = np.empty(2)
+    assert k(np.array([0.5, 0.5]), g) == pytest.approx(6.5)
+    np.testing.assert_allclose(g, [-51.0, 50.0])
+    x = descend(k, np.zeros(2), 20000, 1e-3)
+    np.testing.assert_allclose(x, [1.0, 1.0], atol=1e-2)
+
+
+def test_compiled_kernels_take_flat_vectors_of_all_arguments():
+    k = sg.value_and_grad(lambda a, b: a * b[0] + b[1]).compile(2.0, np.array([3.0, 4.0]))
+    g = np.empty(3)
+    assert k(np.array([2.0, 3.0, 4.0]), g) == 10.0
+    np.testing.assert_array_equal(g, [3.0, 2.0, 1.0])
+    f = sg.jit(lambda a, b: a * b).compile(2.0, 5.0)
+    assert f(np.array([3.0, 4.0])) == 12.0
+
+
+def test_compiled_kernel_rejects_wrong_lengths_and_other_branches():
+    def h(x):
+        return x[0] * 2.0 if x[0] > 0 else -x[0]
+    k = sg.value_and_grad(h).compile(np.array([1.0]))
+    g = np.empty(1)
+    assert k(np.array([3.0]), g) == 6.0
+    with pytest.raises(ValueError, match="control-flow"):
+        k(np.array([-3.0]), g)
+    with pytest.raises(ValueError, match="number of inputs"):
+        k(np.zeros(2), np.zeros(2))
+
+
+def test_scipy_minimize_rosenbrock_100():
+    vg = sg.value_and_grad(rosen)
+    result = scipy.optimize.minimize(vg, np.zeros(100), jac=True, method="L-BFGS-B",
+                                     options=dict(maxiter=5000, gtol=1e-10))
+    assert result.success
+    np.testing.assert_allclose(result.x, np.ones(100), atol=1e-4)
