@@ -9,18 +9,23 @@ from __future__ import annotations
 import numpy as np
 
 from .api import Grad, Jit, ValueAndGrad
-from .jit import batch
+from .jit import batch, cuda
 
 
 class VMap:
     """``vmap(fn, in_axes)(*args)``: ``fn`` at each point along the batch axes of ``args``."""
 
-    def __init__(self, fn, in_axes=0):
+    def __init__(self, fn, in_axes=0, device="cpu"):
         if not isinstance(fn, (Jit, Grad, ValueAndGrad)):
             raise TypeError("vmap expects a function made by sg.jit, sg.grad or sg.value_and_grad, "
                             f"got {type(fn).__name__}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda":
+            cuda._require_gpu()
         self.fn = fn
         self.in_axes = in_axes
+        self.device = device
         self.__name__ = f"vmap({getattr(fn, '__name__', 'fn')})"
 
     def _axes(self, args):
@@ -73,19 +78,26 @@ class VMap:
         ok = np.empty(B, dtype=np.bool_)
         chunk = batch.chunk_size(p.ins.shape[1])
         if isinstance(transformed, ValueAndGrad):
-            values, G = np.empty(B), np.empty((B, X.shape[1]))
-            batch.value_and_grad_batch(p.ins, p.lit, p.io, X, values, G, ok, chunk)
+            if self.device == "cuda":
+                values, G, ok = cuda.value_and_grad_batch(p, X)
+            else:
+                values, G = np.empty(B), np.empty((B, X.shape[1]))
+                batch.value_and_grad_batch(p.ins, p.lit, p.io, X, values, G, ok, chunk)
             for i in np.flatnonzero(~ok):
                 _, values[i], G[i] = transformed.flat(self._point(moved, batched, i))
             return self.fn.batched(sig, values, G)
-        out = np.empty((B, p.n_outputs))
-        batch.evaluate_batch(p.ins, p.lit, p.io, X, out, ok, chunk)
+        if self.device == "cuda":
+            out, ok = cuda.evaluate_batch(p, X)
+        else:
+            out = np.empty((B, p.n_outputs))
+            batch.evaluate_batch(p.ins, p.lit, p.io, X, out, ok, chunk)
         for i in np.flatnonzero(~ok):
             _, out[i], _ = transformed.flat(self._point(moved, batched, i))
         return transformed.batched(path.structure, out)
 
 
-def vmap(fn, in_axes=0):
+def vmap(fn, in_axes=0, device="cpu"):
     """Map a function made by ``jit``/``grad``/``value_and_grad`` over a leading batch axis of its
-    arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis."""
-    return VMap(fn, in_axes)
+    arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis.
+    ``device="cuda"`` evaluates the points on an NVIDIA GPU (one thread per point)."""
+    return VMap(fn, in_axes, device)
