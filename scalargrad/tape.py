@@ -109,6 +109,17 @@ class Tape:
         """The tape's arrays by name (read-only views)."""
         return {name: getattr(self, name) for name in _ARRAYS}
 
+    def save(self, path) -> None:
+        """Write the tape to ``path`` in scalargrad's versioned binary format (see storage.py)."""
+        from .storage import save
+        save(self, path)
+
+    @classmethod
+    def load(cls, path) -> "Tape":
+        """Read a tape written by ``save``; ValueError if the file is not a valid saved tape."""
+        from .storage import load
+        return load(path)
+
 
 def is_leaf(opcode: int) -> bool:
     return opcode in (INPUT, CONST)

@@ -145,3 +145,30 @@ def test_mlp_has_337_parameters():
 
 def test_textbook_examples_pass():
     assert check_textbook_examples() == []
+
+
+# --- info -----------------------------------------------------------------------------------------
+
+def test_info_prints_versions_cache_and_gpu(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("python:", "numpy:", "numba:", "llvmlite:", "threading layer:", "kernel cache:", "cache size:",
+                "cuda gpu:"):
+        assert key in out
+    assert np.__version__ in out and "MiB" in out
+
+
+def test_info_uses_numba_cache_dir(monkeypatch, tmp_path):
+    (tmp_path / "x.nbi").write_bytes(b"12345")
+    monkeypatch.setattr(cli.numba.config, "CACHE_DIR", str(tmp_path))
+    assert cli.kernel_cache_dir() == str(tmp_path)
+    assert cli.cache_size(str(tmp_path)) == (5, 1)
+
+
+def test_info_never_crashes_without_cuda(monkeypatch, capsys):
+    import numba.cuda
+    def broken():
+        raise RuntimeError("driver exploded")
+    monkeypatch.setattr(numba.cuda, "is_available", broken)
+    assert cli.cuda_status().startswith("no (RuntimeError: driver exploded")
+    assert main(["info"]) == 0

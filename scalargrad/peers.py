@@ -1,0 +1,349 @@
+"""Other AD libraries on the shipped workloads, for ``scalargrad bench --compare``.
+
+Each peer computes the same scalar-level program as the workload (one peer op per scalargrad op), in
+its own idiom: micrograd Values and PyTorch 0-d tensors build an eager graph; autograd and JAX
+differentiate a NumPy-style function that indexes its array argument elementwise (JAX jitted);
+CasADi builds SX expressions and evaluates a gradient ``casadi.Function`` in its SX virtual machine.
+Peers are imported lazily, and each (peer, workload) runs in a child process so that a peer over its
+time budget (or one that crashes, e.g. on deep recursion) can be stopped and reported.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import operator
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+PEERS = ("micrograd", "autograd", "torch", "jax", "casadi")
+MODULES = {"micrograd": "micrograd.engine", "autograd": "autograd", "torch": "torch", "jax": "jax",
+           "casadi": "casadi"}
+RTOL = 1e-8                 # peer value and gradient must match scalargrad's to this relative tolerance
+BUDGET_S = 10.0             # per (peer, workload): record + compile + checks + timing
+MIN_SECONDS = 0.2           # as the bench: time each measurement for at least this long ...
+MIN_REPEATS = 3             # ... and at least this many calls, unless that would exceed the budget
+
+
+# --- the workloads at scalar level, over any scalar type with an op namespace -------------------
+
+def make_scalar_program(workload: str, size):
+    """``program(xs, ops)`` computing workload ``workload`` (at ``size``) from a list of scalars."""
+    from .workloads import MLP_LAYERS, random_program, two_moons
+    if workload == "rosenbrock":
+        def program(x, ops):
+            return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
+        return program
+    if workload == "mlp":
+        points, labels = two_moons(size or 100)
+        points, labels = points.tolist(), labels.tolist()
+        layers = list(zip(MLP_LAYERS[:-1], MLP_LAYERS[1:]))
+
+        def program(params, ops):
+            shapes, offset = [], 0
+            for n_in, n_out in layers:
+                w = [params[offset + i * n_out:offset + (i + 1) * n_out] for i in range(n_in)]
+                b = params[offset + n_in * n_out:offset + (n_in + 1) * n_out]
+                shapes.append((w, b))
+                offset += (n_in + 1) * n_out
+            total = 0.0
+            for point, label in zip(points, labels):
+                h = point
+                for depth, (w, b) in enumerate(shapes):
+                    h = [sum(h[i] * w[i][j] for i in range(len(h))) + b[j] for j in range(len(b))]
+                    if depth < len(shapes) - 1:
+                        h = [ops.tanh(v) for v in h]
+                total = total + ops.relu(1.0 - label * h[0])
+            return total * (1.0 / len(points)) + 1e-4 * sum(p * p for p in params)
+        return program
+    if workload == "random":
+        instructions, outputs = random_program(size or 100_000)
+
+        def program(x, ops):
+            values = list(x)
+            for name, *operands in instructions:
+                values.append(getattr(ops, name)(*(values[o] if type(o) is int else o for o in operands)))
+            return sum(values[k] for k in outputs)
+        return program
+    raise KeyError(workload)
+
+
+ARITHMETIC = dict(add=operator.add, sub=operator.sub, mul=operator.mul, div=operator.truediv,
+                  neg=operator.neg, square=lambda a: a * a)
+
+
+def array_ops(np_like, **extra) -> SimpleNamespace:
+    """The op namespace for a NumPy-like module (autograd.numpy, jax.numpy, torch, casadi)."""
+    names = ("sin", "cos", "tanh", "exp", "log", "sqrt", "log1p", "expm1", "sinh", "cosh", "tan",
+             "arctan", "arcsin", "arctan2")
+    ops = {name: getattr(np_like, name) for name in names if hasattr(np_like, name)}
+    ops.update(ARITHMETIC, sigmoid=lambda a: 1.0 / (1.0 + ops["exp"](-a)))
+    ops.update(extra)
+    return SimpleNamespace(**ops)
+
+
+# --- peers: each returns dict(record, compile, fwd, vg) callables ----------------------------------
+# ``record()`` builds what the peer needs per point (eager graph / trace / SX expressions) and returns
+# seconds of one-time work beyond that (compile); fwd(x) -> value; vg(x) -> (value, gradient).
+
+def micrograd_peer(program, n):
+    from micrograd.engine import Value
+
+    def unary(f, df):
+        def op(a):
+            out = Value(f(a.data), (a,), f.__name__)
+
+            def _backward():
+                a.grad += df(a.data, out.data) * out.grad
+            out._backward = _backward
+            return out
+        return op
+
+    def arctan2(a, b):
+        out = Value(math.atan2(a.data, b.data), (a, b), "atan2")
+
+        def _backward():
+            r = a.data * a.data + b.data * b.data
+            a.grad += b.data / r * out.grad
+            b.grad += -a.data / r * out.grad
+        out._backward = _backward
+        return out
+
+    def sigmoid(x):
+        return 1.0 / (1.0 + math.exp(-x))
+
+    ops = SimpleNamespace(**{
+        **ARITHMETIC, **dict(tanh=unary(math.tanh, lambda a, y: 1.0 - y * y),
+        relu=unary(lambda v: 0.0 if v <= 0.0 else v, lambda v, y: 1.0 if v > 0.0 else 0.0),
+        sin=unary(math.sin, lambda a, y: math.cos(a)), cos=unary(math.cos, lambda a, y: -math.sin(a)),
+        exp=unary(math.exp, lambda a, y: y), log=unary(math.log, lambda a, y: 1.0 / a),
+        sqrt=unary(math.sqrt, lambda a, y: 0.5 / y), log1p=unary(math.log1p, lambda a, y: 1.0 / (1.0 + a)),
+        expm1=unary(math.expm1, lambda a, y: y + 1.0), sinh=unary(math.sinh, lambda a, y: math.cosh(a)),
+        cosh=unary(math.cosh, lambda a, y: math.sinh(a)), tan=unary(math.tan, lambda a, y: 1.0 + y * y),
+        arctan=unary(math.atan, lambda a, y: 1.0 / (1.0 + a * a)),
+        arcsin=unary(math.asin, lambda a, y: 1.0 / math.sqrt(1.0 - a * a)),
+        sigmoid=unary(sigmoid, lambda a, y: y * (1.0 - y)), arctan2=arctan2)})
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 100 * n + 1_000_000))  # its topological sort recurses
+
+    def build(x):
+        xs = [Value(float(v)) for v in x]
+        return xs, program(xs, ops)
+
+    def vg(x):
+        xs, out = build(x)
+        out.backward()
+        return out.data, np.array([v.grad for v in xs], dtype=np.float64)
+
+    return dict(record=lambda x: build(x) and None, fwd=lambda x: build(x)[1].data, vg=vg)
+
+
+def torch_peer(program, n):
+    import torch
+    torch.set_num_threads(1)
+    ops = array_ops(torch, arctan=torch.atan, arcsin=torch.asin, arctan2=torch.atan2, relu=torch.relu,
+                    sigmoid=lambda a: 1.0 / (1.0 + torch.exp(-a)))
+
+    def build(x):
+        xs = [torch.tensor(float(v), dtype=torch.float64, requires_grad=True) for v in x]
+        return xs, program(xs, ops)
+
+    def fwd(x):
+        with torch.no_grad():
+            return float(program([torch.tensor(float(v), dtype=torch.float64) for v in x], ops))
+
+    def vg(x):
+        xs, out = build(x)
+        out.backward()
+        return out.item(), np.array([v.grad.item() if v.grad is not None else 0.0 for v in xs])
+
+    return dict(record=lambda x: build(x) and None, fwd=fwd, vg=vg)
+
+
+def autograd_peer(program, n):
+    import autograd
+    import autograd.numpy as anp
+    ops = array_ops(anp, relu=lambda a: anp.maximum(a, 0.0))
+
+    def f(x):
+        return program([x[i] for i in range(len(x))], ops)
+
+    value_and_grad = autograd.value_and_grad(f)
+
+    def vg(x):
+        value, grad = value_and_grad(x)
+        return float(value), np.asarray(grad, dtype=np.float64)
+
+    return dict(fwd=lambda x: float(f(x)), vg=vg)  # autograd records anew inside every vg call
+
+
+def jax_peer(program, n):
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_platforms", "cpu")
+    import jax.numpy as jnp
+    ops = array_ops(jnp, relu=lambda a: jnp.maximum(a, 0.0))
+
+    def f(x):
+        return program([x[i] for i in range(n)], ops)
+
+    forward, value_and_grad = jax.jit(f), jax.jit(jax.value_and_grad(f))
+
+    def record(x):
+        # Tracing (Python -> jaxpr) is the record time; lowering + XLA compiling is the compile time.
+        t0 = time.perf_counter()
+        lowered_fwd, lowered_vg = forward.lower(x), value_and_grad.lower(x)
+        traced = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        compiled_fwd, compiled_vg = lowered_fwd.compile(), lowered_vg.compile()
+        state.update(fwd=compiled_fwd, vg=compiled_vg)
+        return time.perf_counter() - t0, traced
+
+    state = {}
+
+    def vg(x):
+        value, grad = state["vg"](x)
+        grad.block_until_ready()
+        return float(value), np.asarray(grad, dtype=np.float64)
+
+    return dict(record=record, fwd=lambda x: float(state["fwd"](x)), vg=vg)
+
+
+def casadi_peer(program, n):
+    import casadi
+    ops = array_ops(casadi, arctan=casadi.atan, arcsin=casadi.asin, arctan2=casadi.atan2,
+                    relu=lambda a: casadi.fmax(a, 0.0))
+    state = {}
+
+    def record(x):
+        t0 = time.perf_counter()
+        sym = casadi.SX.sym("x", n)
+        out = program([sym[i] for i in range(n)], ops)
+        traced = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        state["fwd"] = casadi.Function("f", [sym], [out])
+        state["vg"] = casadi.Function("vg", [sym], [out, casadi.gradient(out, sym)])
+        return time.perf_counter() - t0, traced
+
+    def vg(x):
+        value, grad = state["vg"](x)
+        return float(value), np.asarray(grad, dtype=np.float64).reshape(-1)
+
+    return dict(record=record, fwd=lambda x: float(state["fwd"](x)), vg=vg)
+
+
+ADAPTERS = dict(micrograd=micrograd_peer, autograd=autograd_peer, torch=torch_peer, jax=jax_peer,
+                casadi=casadi_peer)
+
+
+def missing(peer: str) -> str | None:
+    """Why ``peer`` cannot run here (None when it can), without importing it."""
+    import importlib.util
+    module = MODULES[peer]
+    try:
+        found = importlib.util.find_spec(module.split(".")[0]) is not None and \
+            importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"{peer} is not installed (pip install {peer})"
+
+
+def version(peer: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+    try:
+        return dist_version(peer)
+    except PackageNotFoundError:
+        return "?"
+
+
+# --- measuring one (peer, workload) in a child process --------------------------------------------
+
+def _median(call, deadline: float) -> tuple[float, int]:
+    times = []
+    stop = time.perf_counter() + MIN_SECONDS
+    while len(times) < MIN_REPEATS or time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() + times[-1] > deadline:
+            break
+    return statistics.median(times), len(times)
+
+
+def measure_peer(peer: str, workload: str, size, x0, expected_value, expected_grad, budget: float) -> dict:
+    """Record, compile, verify and time one peer on one workload (in the current process)."""
+    start = time.perf_counter()
+    deadline = start + budget
+    program = make_scalar_program(workload, size)
+    adapter = ADAPTERS[peer](program, len(x0))
+    record_s = compile_s = None
+    if "record" in adapter:
+        # Eager peers: best of two graph builds (as the bench's trace time). Staged peers (jax, casadi)
+        # record once and return (compile seconds, trace seconds).
+        t0 = time.perf_counter()
+        extra = adapter["record"](x0)
+        record_s = time.perf_counter() - t0
+        if isinstance(extra, tuple):
+            compile_s, record_s = extra
+        else:
+            t0 = time.perf_counter()
+            adapter["record"](x0)
+            record_s = min(record_s, time.perf_counter() - t0)
+    value, grad = adapter["vg"](x0)
+    grad = np.asarray(grad, dtype=np.float64).reshape(expected_grad.shape)
+    value_ok = math.isclose(value, expected_value, rel_tol=RTOL, abs_tol=1e-300)
+    grad_err = float(np.max(np.abs(grad - expected_grad) / np.maximum(np.abs(expected_grad), 1e-300),
+                            initial=0.0))
+    row = dict(record_ms=None if record_s is None else 1e3 * record_s, compile_ms=None if compile_s is None else 1e3 * compile_s,
+               fwd_us=None, vg_us=None, ratio=None, ok=True, detail="")
+    if not value_ok or not np.allclose(grad, expected_grad, rtol=RTOL, atol=1e-12):
+        row.update(ok=False, mismatch=True, detail=f"differs from scalargrad: value {value!r} vs {expected_value!r}, "
+                                    f"max relative gradient error {grad_err:.1e}")
+        return row
+    fwd_s, _ = _median(lambda: adapter["fwd"](x0), deadline)
+    vg_s, calls = _median(lambda: adapter["vg"](x0), deadline)
+    row.update(fwd_us=1e6 * fwd_s, vg_us=1e6 * vg_s, ratio=vg_s / fwd_s, calls=calls)
+    return row
+
+
+def _child(conn, peer, workload, size, x0, expected_value, expected_grad, budget):
+    try:
+        __import__(MODULES[peer])  # imports do not count against the budget
+        conn.send("ready")
+        conn.send(measure_peer(peer, workload, size, x0, expected_value, expected_grad, budget))
+    except BaseException as error:  # report every failure to the parent instead of a traceback
+        conn.send(dict(ok=False, detail=f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"))
+    finally:
+        conn.close()
+
+
+def run_peer(peer, workload, size, x0, expected_value, expected_grad, budget: float = BUDGET_S,
+             import_timeout: float = 120.0) -> dict:
+    """``measure_peer`` in a child process; a child still busy after ``budget`` seconds is stopped and
+    its row says "over budget"; one that dies says so."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(child, peer, workload, size, x0, expected_value,
+                                                   np.asarray(expected_grad), budget), daemon=True)
+    process.start()
+    child.close()
+    try:
+        if not parent.poll(import_timeout):
+            return dict(ok=False, over_budget=True, detail=f"import of {peer} took over {import_timeout:.0f} s")
+        first = parent.recv()
+        if first != "ready":
+            return first
+        # The child stops timing at the budget; allow a little for its last call and the reply.
+        if not parent.poll(budget * 1.5 + 2.0):
+            return dict(ok=False, over_budget=True, detail=f"over budget (> {budget:g} s), stopped")
+        return parent.recv()
+    except EOFError:
+        process.join(5)
+        return dict(ok=False, detail=f"the {peer} process died (exit code {process.exitcode})")
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+        parent.close()
