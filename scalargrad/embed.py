@@ -4,6 +4,10 @@ The traced program's arrays are bound into a small ``njit`` closure, so the resu
 Numba function: callable from Python and passable into (and callable inside) ``@numba.njit`` code.
 Inputs that would take another control-flow path than the traced one raise ValueError (no
 retracing is possible inside compiled code); wrong vector lengths raise ValueError too.
+
+Each call needs a scratch buffer (``k.workspace_size`` floats). By default the kernel allocates it
+per call; a hot loop passes its own as the last argument (``k(x, g, work)``, one buffer per thread)
+and calls then allocate nothing.
 """
 from __future__ import annotations
 
@@ -19,37 +23,57 @@ def _njit(fn):
     return numba.njit(**{**FLAGS, "cache": False})(fn)
 
 
+def _workspace_size(program: kernels.Program) -> int:
+    return 4 * program.ins.shape[1] + 2
+
+
 def value_and_grad_kernel(program: kernels.Program):
-    """``k(x, g) -> value``: writes the gradient with respect to the flat inputs into ``g``."""
+    """``k(x, g[, work]) -> value``: writes the gradient with respect to the flat inputs into ``g``."""
     ins, lit, io = program.ins, program.lit, program.io
-    n, n_in = ins.shape[1], program.n_inputs
+    n_in, size = program.n_inputs, _workspace_size(program)
     vg = kernels.value_and_grad
 
     @_njit
-    def k(x, g):
+    def k(x, g, work=None):
         if x.shape[0] != n_in or g.shape[0] != n_in:
             raise ValueError("compiled value_and_grad: x and g must have the traced number of inputs")
-        value, ok = vg(ins, lit, io, x, g, np.empty(4 * n + 2))
+        if work is None:
+            w = np.empty(size)
+        else:
+            w = work
+        if w.shape[0] < size:
+            raise ValueError("compiled value_and_grad: work is smaller than k.workspace_size")
+        value, ok = vg(ins, lit, io, x, g, w)
         if not ok:
             raise ValueError("compiled value_and_grad: these inputs take another control-flow path "
                              "than the traced one (use sg.where, or call the Python function)")
         return value
+    k.workspace_size = size
     return k
 
 
 def evaluate_kernel(program: kernels.Program):
-    """``k(x) -> value`` of the first output."""
+    """``k(x[, work]) -> value`` of the first output."""
     ins, lit, io = program.ins, program.lit, program.io
-    n, n_in = ins.shape[1], program.n_inputs
+    n_in, n_out = program.n_inputs, program.n_outputs
+    base = _workspace_size(program)
+    size = base + n_out  # the sweep's scratch, then every output (the sweep writes them all)
     evaluate = kernels.evaluate
 
     @_njit
-    def k(x):
+    def k(x, work=None):
         if x.shape[0] != n_in:
             raise ValueError("compiled jit: x must have the traced number of inputs")
-        out = np.empty(1)
-        if not evaluate(ins, lit, io, x, out, np.empty(4 * n + 2)):
+        if work is None:
+            w = np.empty(size)
+        else:
+            w = work
+        if w.shape[0] < size:
+            raise ValueError("compiled jit: work is smaller than k.workspace_size")
+        out = w[base:size]
+        if not evaluate(ins, lit, io, x, out, w):
             raise ValueError("compiled jit: these inputs take another control-flow path than the "
                              "traced one (use sg.where, or call the Python function)")
         return out[0]
+    k.workspace_size = size
     return k

@@ -56,3 +56,34 @@ def test_scipy_minimize_rosenbrock_100():
                                      options=dict(maxiter=5000, gtol=1e-10))
     assert result.success
     np.testing.assert_allclose(result.x, np.ones(100), atol=1e-4)
+
+
+@numba.njit
+def descend_with_workspace(k, x, steps, lr, work):
+    g = np.empty_like(x)
+    for _ in range(steps):
+        k(x, g, work)
+        x -= lr * g
+    return x
+
+
+def test_caller_supplied_workspace_gives_the_same_results():
+    k = sg.value_and_grad(rosen).compile(np.zeros(2))
+    work = np.empty(k.workspace_size)
+    g1, g2 = np.empty(2), np.empty(2)
+    x = np.array([0.3, -0.7])
+    assert k(x, g1, work) == k(x, g2)
+    np.testing.assert_array_equal(g1, g2)
+    np.testing.assert_allclose(descend_with_workspace(k, np.zeros(2), 20000, 1e-3, work), [1.0, 1.0], atol=1e-2)
+    with pytest.raises(ValueError, match="workspace_size"):
+        k(x, g1, np.empty(k.workspace_size - 1))
+
+
+def test_compiled_forward_with_several_outputs_returns_the_first():
+    f = sg.jit(lambda a, b: (a * b, a + b, a - b)).compile(2.0, 5.0)
+    assert f(np.array([3.0, 4.0])) == 12.0
+    work = np.empty(f.workspace_size)
+    assert f(np.array([3.0, 4.0]), work) == 12.0
+    np.testing.assert_array_equal(work[-3:], [12.0, 7.0, -1.0])
+    with pytest.raises(ValueError, match="workspace_size"):
+        f(np.array([3.0, 4.0]), np.empty(f.workspace_size - 1))
