@@ -80,7 +80,7 @@ def _traced_args(rec, shapes, x):
             arr = np.empty(size, dtype=object)
             for j in range(size):
                 arr[j] = new_input(rec, x[offset + j])
-            args.append(arr.reshape(shape))
+            args.append(arr.reshape(shape) if shape != () else arr[0])  # a 0-d array acts as a scalar
             offset += size
     return args
 
@@ -255,8 +255,9 @@ class ValueAndGrad(_Transformed):
         return sig, value, g
 
     def compile(self, *args):
-        """A Numba function ``k(x, g) -> value`` for the path traced at ``args``: ``x`` is the flat
-        float64 vector of all inputs (arguments concatenated), the gradient is written into ``g``.
+        """A Numba function ``k(x, g[, work]) -> value`` for the path traced at ``args``: ``x`` is the flat
+        float64 vector of all inputs (arguments concatenated), the gradient is written into ``g``;
+        ``work`` (``k.workspace_size`` floats, one per thread) saves an allocation per call.
         Callable from Python and from the user's ``@numba.njit`` code."""
         sig = self.flat(args)[0]
         return embed.value_and_grad_kernel(sig.paths[0].program)
@@ -308,7 +309,7 @@ class Jit(_Transformed):
         return sig, out, structure
 
     def compile(self, *args):
-        """A Numba function ``k(x) -> value`` (first output) over the flat float64 input vector."""
+        """A Numba function ``k(x[, work]) -> value`` (first output) over the flat float64 input vector."""
         sig = self.flat(args)[0]
         return embed.evaluate_kernel(sig.paths[0].program)
 

@@ -42,6 +42,10 @@ class Tape:
     def __len__(self) -> int:
         return len(self.op)
 
+    def __reduce__(self):
+        """Pickled as its arrays; unpickling builds (and so validates) a new Tape."""
+        return Tape, tuple(getattr(self, name) for name in _ARRAYS)
+
     def validate(self) -> None:
         """Raise ValueError unless every invariant holds (lengths, opcodes, operand order)."""
         n = len(self.op)

@@ -2,12 +2,14 @@
 
 The function is traced at the first point; all points run through that path in parallel
 (``jit/batch.py``). Points whose guards fail (they would take another branch) are evaluated one
-by one through the single-point path, which retraces as needed: never silently wrong.
+by one through the single-point path, which retraces as needed: never silently wrong. Dask arrays
+chunked along the batch axis are mapped chunk by chunk (``chunked.py``) and give Dask arrays back.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import chunked
 from .api import Grad, Jit, ValueAndGrad
 from .jit import batch, cuda
 
@@ -45,7 +47,7 @@ class VMap:
             if ax is None:
                 moved.append(x)
                 continue
-            x = np.asarray(x)
+            x = x if chunked.is_dask(x) else np.asarray(x)
             if x.ndim == 0:
                 raise ValueError(f"argument {i} has in_axes={ax} but is a scalar (no axis to map over)")
             x = np.moveaxis(x, int(ax), 0)
@@ -68,13 +70,11 @@ class VMap:
             cols.append(x.reshape(B, -1) if b else np.broadcast_to(x.reshape(1, -1), (B, x.size)))
         return np.ascontiguousarray(np.concatenate(cols, axis=1))
 
-    def __call__(self, *args):
-        B, moved, batched = self._points(args)
-        transformed = self.fn.value_and_grad if isinstance(self.fn, Grad) else self.fn
-        sig = transformed.flat(self._point(moved, batched, 0))[0]  # traces point 0's path if new
-        path = sig.paths[0]
+    def _sweep(self, transformed, sig, path, X):
+        """Every point (row of X) through ``path``: (values, G) for value_and_grad, else the
+        (points, outputs) matrix. Points whose guards fail go through the single-point path."""
         p = path.program
-        X = self._matrix(moved, batched, B)
+        B = len(X)
         ok = np.empty(B, dtype=np.bool_)
         chunk = batch.chunk_size(p.ins.shape[1])
         if isinstance(transformed, ValueAndGrad):
@@ -84,16 +84,33 @@ class VMap:
                 values, G = np.empty(B), np.empty((B, X.shape[1]))
                 batch.value_and_grad_batch(p.ins, p.lit, p.io, X, values, G, ok, chunk)
             for i in np.flatnonzero(~ok):
-                _, values[i], G[i] = transformed.flat(self._point(moved, batched, i))
-            return self.fn.batched(sig, values, G)
+                _, values[i], G[i] = transformed.flat(self._unflatten(sig, X[i]))
+            return values, G
         if self.device == "cuda":
             out, ok = cuda.evaluate_batch(p, X)
         else:
             out = np.empty((B, p.n_outputs))
             batch.evaluate_batch(p.ins, p.lit, p.io, X, out, ok, chunk)
         for i in np.flatnonzero(~ok):
-            _, out[i], _ = transformed.flat(self._point(moved, batched, i))
-        return transformed.batched(path.structure, out)
+            _, out[i], _ = transformed.flat(self._unflatten(sig, X[i]))
+        return out
+
+    @staticmethod
+    def _unflatten(sig, row):
+        """The arguments of one point from its flat input vector."""
+        return [sig.piece(row, i) for i in range(len(sig.shapes))]
+
+    def __call__(self, *args):
+        if any(chunked.is_dask(x) for x in args):
+            return chunked.vmap_dask(self, args)
+        B, moved, batched = self._points(args)
+        transformed = self.fn.value_and_grad if isinstance(self.fn, Grad) else self.fn
+        sig = transformed.flat(self._point(moved, batched, 0))[0]  # traces point 0's path if new
+        path = sig.paths[0]
+        X = self._matrix(moved, batched, B)
+        if isinstance(transformed, ValueAndGrad):
+            return self.fn.batched(sig, *self._sweep(transformed, sig, path, X))
+        return transformed.batched(path.structure, self._sweep(transformed, sig, path, X))
 
 
 def vmap(fn, in_axes=0, device="cpu"):

@@ -399,3 +399,10 @@ def test_transforming_a_non_callable_raises_type_error():
     for transform in (sg.grad, sg.value_and_grad, sg.jit):
         with pytest.raises(TypeError):
             transform(3.0)
+
+
+def test_zero_dimensional_array_argument_acts_as_a_scalar():
+    value, (gs, gx) = sg.value_and_grad(lambda s, x: s * x[0] + sg.sin(s), argnums=(0, 1))(np.array(2.0), np.array([3.0]))
+    assert value == pytest.approx(6.0 + np.sin(2.0))
+    assert isinstance(gs, np.ndarray) and gs.shape == ()
+    assert gs == pytest.approx(3.0 + np.cos(2.0)) and gx.tolist() == [2.0]

@@ -219,3 +219,14 @@ def test_binary_operators_record_their_op_with_operands_in_order(expr, name, ord
 def test_reflected_operators_record_the_constant_first():
     assert str(sg.trace(lambda x: 1.0 - x, 2.0)).splitlines()[1:3] == ["%1 = const 1.0", "%2 = sub %1 %0"]
     assert str(sg.trace(lambda x: 2 / x, 2.0)).splitlines()[1:3] == ["%1 = const 2.0", "%2 = div %1 %0"]
+
+
+def test_tape_pickles_as_arrays_and_is_validated_on_load():
+    import pickle
+    tape = sg.trace(lambda x, y: sg.where(x > y, x * y, sg.exp(x)), 1.0, 2.0)
+    assert str(pickle.loads(pickle.dumps(tape))) == str(tape)
+    cls, (op, *rest) = tape.__reduce__()
+    bad = op.copy()
+    bad[-1] = 120  # an opcode outside the table: rebuilding the tape rejects it
+    with pytest.raises(ValueError, match="not in the op table"):
+        cls(bad, *rest)

@@ -41,6 +41,15 @@ class Program:
         self.tape = tape
         self.local = threading.local()
 
+    def __getstate__(self):
+        """Pickled as plain arrays (e.g. shipped to Dask workers); workspaces are per process."""
+        return {name: getattr(self, name) for name in self.__slots__ if name != "local"}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+        self.local = threading.local()
+
     def workspace(self) -> np.ndarray:
         """This thread's buffer for vals, partials and adjoints (4 n + 2 floats)."""
         try:
