@@ -73,24 +73,13 @@ class VMap:
     def _sweep(self, transformed, sig, path, X):
         """Every point (row of X) through ``path``: (values, G) for value_and_grad, else the
         (points, outputs) matrix. Points whose guards fail go through the single-point path."""
-        p = path.program
-        B = len(X)
-        ok = np.empty(B, dtype=np.bool_)
-        chunk = batch.chunk_size(p.ins.shape[1])
+        backend = cuda if self.device == "cuda" else batch
         if isinstance(transformed, ValueAndGrad):
-            if self.device == "cuda":
-                values, G, ok = cuda.value_and_grad_batch(p, X)
-            else:
-                values, G = np.empty(B), np.empty((B, X.shape[1]))
-                batch.value_and_grad_batch(p.ins, p.lit, p.io, X, values, G, ok, chunk)
+            values, G, ok = backend.value_and_grad(path.program, X)
             for i in np.flatnonzero(~ok):
                 _, values[i], G[i] = transformed.flat(self._unflatten(sig, X[i]))
             return values, G
-        if self.device == "cuda":
-            out, ok = cuda.evaluate_batch(p, X)
-        else:
-            out = np.empty((B, p.n_outputs))
-            batch.evaluate_batch(p.ins, p.lit, p.io, X, out, ok, chunk)
+        out, ok = backend.evaluate(path.program, X)
         for i in np.flatnonzero(~ok):
             _, out[i], _ = transformed.flat(self._unflatten(sig, X[i]))
         return out

@@ -1,14 +1,18 @@
 """Batched kernels: one tape evaluated at many points, in parallel across cores.
 
-Points are split into chunks of ``m``; each chunk is one ``prange`` task with (instruction, point)
-buffers, so every instruction runs a short loop over the chunk's points that LLVM vectorises and
-the opcode dispatch is paid once per chunk rather than once per point. ``ok[p]`` reports whether
+Points are split into chunks of ``m``; each chunk runs with (instruction, point) buffers, so every
+instruction runs a short loop over the chunk's points that LLVM vectorises and the opcode dispatch
+is paid once per chunk rather than once per point. Each of the T ``prange`` workers takes every
+T-th chunk and reuses one buffer set, held by the Program between calls (fresh buffers per chunk
+would page-fault on every call: on 2 cores that made a batch slower than single points). ``ok[p]`` reports whether
 point p took the traced control-flow path (its guards held); other points are evaluated apart.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import prange
+
+import numba
 
 from ._interp import forward_batch, forward_partials_batch
 from .flags import njit
@@ -54,47 +58,87 @@ def reverse_batch(ra, rb, pa, pb, adj, n, m):
             adj[y, j] += pb[k, j] * g if g != 0.0 else 0.0
 
 
+def _workspace(program, chunk: int) -> np.ndarray:
+    """This Python thread's (workers, 4 (n + 1) chunk) buffers for ``program``, reused across calls."""
+    n, workers = program.ins.shape[1], numba.get_num_threads()
+    shape = (workers, 4 * (n + 1) * chunk)
+    work = getattr(program.local, "batch_work", None)
+    if work is None or work.shape != shape:
+        work = program.local.batch_work = np.empty(shape)
+    return work
+
+
+def value_and_grad(program, X):
+    """(values, G, ok) of output 0 and its gradient at every row of X (ok: the guards held)."""
+    B = len(X)
+    values, G, ok = np.empty(B), np.empty((B, program.n_inputs)), np.empty(B, dtype=np.bool_)
+    chunk = chunk_size(program.ins.shape[1])
+    _value_and_grad(program.ins, program.lit, program.io, X, values, G, ok, chunk, _workspace(program, chunk))
+    return values, G, ok
+
+
+def evaluate(program, X):
+    """(out, ok): every output at every row of X (ok: the guards held)."""
+    B = len(X)
+    out, ok = np.empty((B, program.n_outputs)), np.empty(B, dtype=np.bool_)
+    chunk = chunk_size(program.ins.shape[1])
+    _evaluate(program.ins, program.lit, program.io, X, out, ok, chunk, _workspace(program, chunk))
+    return out, ok
+
+
+@njit
+def _buffer(work, t, i, rows, chunk):
+    """Buffer i (of 4) of worker t: a (rows, chunk) view."""
+    start = i * rows * chunk
+    return work[t, start:start + rows * chunk].reshape((rows, chunk))
+
+
 @njit(parallel=True)
-def evaluate_batch(ins, lit, io, X, out, ok, chunk):
-    """out[p, i] = output i at point X[p]; ok[p] = guards held."""
+def _evaluate(ins, lit, io, X, out, ok, chunk, work):
     n = ins.shape[1]
     B = X.shape[0]
     n_in, n_out = io[0], io[1]
-    for c in prange((B + chunk - 1) // chunk):
-        p0 = c * chunk
-        m = min(chunk, B - p0)
-        vals = np.empty((n + 1, m))
-        _load(io, X, p0, m, vals)
-        forward_batch(ins[0], ins[1], ins[2], ins[3], lit, vals, n, m)
-        _check_guards(io, vals, p0, m, ok)
-        for i in range(n_out):
-            slot = io[3 + n_in + i]
-            for j in range(m):
-                out[p0 + j, i] = vals[slot, j]
+    workers = work.shape[0]
+    n_chunks = (B + chunk - 1) // chunk
+    for t in prange(workers):
+        vals = _buffer(work, t, 0, n + 1, chunk)
+        for c in range(t, n_chunks, workers):
+            p0 = c * chunk
+            m = min(chunk, B - p0)
+            _load(io, X, p0, m, vals)
+            forward_batch(ins[0], ins[1], ins[2], ins[3], lit, vals, n, m)
+            _check_guards(io, vals, p0, m, ok)
+            for i in range(n_out):
+                slot = io[3 + n_in + i]
+                for j in range(m):
+                    out[p0 + j, i] = vals[slot, j]
 
 
 @njit(parallel=True)
-def value_and_grad_batch(ins, lit, io, X, values, G, ok, chunk):
-    """values[p] = output 0 at X[p]; G[p] = its gradient; ok[p] = guards held."""
+def _value_and_grad(ins, lit, io, X, values, G, ok, chunk, work):
     n = ins.shape[1]
     B = X.shape[0]
     n_in = io[0]
     out = io[3 + n_in]
-    for c in prange((B + chunk - 1) // chunk):
-        p0 = c * chunk
-        m = min(chunk, B - p0)
-        vals = np.empty((n + 1, m))
-        pa = np.empty((n, m))
-        pb = np.empty((n, m))
-        adj = np.zeros((n + 1, m))
-        _load(io, X, p0, m, vals)
-        forward_partials_batch(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n, m)
-        _check_guards(io, vals, p0, m, ok)
-        for j in range(m):
-            values[p0 + j] = vals[out, j]
-            adj[out, j] = 1.0
-        reverse_batch(ins[4], ins[5], pa, pb, adj, n, m)
-        for i in range(n_in):
-            slot = io[3 + i]
+    workers = work.shape[0]
+    n_chunks = (B + chunk - 1) // chunk
+    for t in prange(workers):
+        vals = _buffer(work, t, 0, n + 1, chunk)
+        pa = _buffer(work, t, 1, n + 1, chunk)
+        pb = _buffer(work, t, 2, n + 1, chunk)
+        adj = _buffer(work, t, 3, n + 1, chunk)
+        for c in range(t, n_chunks, workers):
+            p0 = c * chunk
+            m = min(chunk, B - p0)
+            _load(io, X, p0, m, vals)
+            forward_partials_batch(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n, m)
+            _check_guards(io, vals, p0, m, ok)
+            adj[:, :] = 0.0
             for j in range(m):
-                G[p0 + j, i] = adj[slot, j]
+                values[p0 + j] = vals[out, j]
+                adj[out, j] = 1.0
+            reverse_batch(ins[4], ins[5], pa, pb, adj, n, m)
+            for i in range(n_in):
+                slot = io[3 + i]
+                for j in range(m):
+                    G[p0 + j, i] = adj[slot, j]

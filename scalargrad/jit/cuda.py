@@ -107,7 +107,7 @@ def _launch(kernel, B, *args):
     kernel[blocks, THREADS_PER_BLOCK](*args)
 
 
-def value_and_grad_batch(program, X):
+def value_and_grad(program, X):
     """(values, G, ok) for the points X (points x inputs), computed on the GPU."""
     _require_gpu()
     cuda, _, kernel = _kernels()
@@ -121,7 +121,7 @@ def value_and_grad_batch(program, X):
     return values.copy_to_host(), np.ascontiguousarray(GT.copy_to_host().T), ok.copy_to_host()
 
 
-def evaluate_batch(program, X):
+def evaluate(program, X):
     """(outputs (points x outputs), ok) for the points X, computed on the GPU."""
     _require_gpu()
     cuda, kernel, _ = _kernels()
