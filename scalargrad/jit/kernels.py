@@ -12,9 +12,10 @@ import threading
 
 import numpy as np
 
+from .. import resources
 from ..ops import DIFF_MASK, INPUT
 from ..tape import Tape
-from ._interp import forward, forward_partials
+from ._interp import forward_partials
 from .flags import njit
 
 
@@ -31,6 +32,7 @@ class Program:
 
     def __init__(self, tape: Tape):
         n = len(tape)
+        resources.require_program(n)  # MemoryError now, not after allocating half of it
         ra, rb = reverse_operands(tape.op, tape.a, tape.b, tape.c)
         self.ins = np.ascontiguousarray(np.stack([tape.op.astype(np.int32), tape.a, tape.b, tape.c, ra, rb]),
                                         dtype=np.int32)
@@ -55,7 +57,9 @@ class Program:
         try:
             return self.local.work
         except AttributeError:
-            work = self.local.work = np.empty(4 * self.ins.shape[1] + 2)
+            size = 4 * self.ins.shape[1] + 2
+            resources.require(8 * size, f"a workspace for a program of {self.ins.shape[1]:,} instructions")
+            work = self.local.work = np.empty(size)
             return work
 
 
@@ -120,9 +124,11 @@ def _split(work, n):
 def evaluate(ins, lit, io, x, out, work):
     """Forward sweep: writes the outputs to ``out``; returns False if a guard failed."""
     n = ins.shape[1]
-    vals = _split(work, n)[0]
+    vals, pa, pb, _ = _split(work, n)
     _load_inputs(ins, io, x, vals)
-    forward(ins[0], ins[1], ins[2], ins[3], lit, vals, n)
+    # The sweep with partials, whose partials nobody reads: measured faster than the plain forward
+    # sweep (MLP 499 -> 264 us, Rosenbrock 10^4 382 -> 241 us, random 10^5 equal; Numba 0.68).
+    forward_partials(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n)
     n_in, n_out = io[0], io[1]
     for i in range(n_out):
         out[i] = vals[io[3 + n_in + i]]
