@@ -155,17 +155,27 @@ def value_and_grad(ins, lit, io, x, grad, work):
     return vals[out], True
 
 
+def kernel_array(x, dtype) -> np.ndarray:
+    """``x`` itself if it already has the kernels' argument type (writable, C-contiguous, ``dtype``),
+    else such a copy: a recorder's buffers go to the sweeps without copying."""
+    if type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous and x.flags.writeable:
+        return x
+    return np.array(x, dtype=dtype, order="C")
+
+
 def eager_backward(op, a, b, c, lit, seed_slots, seed_values):
     """Adjoints of every slot of an eager recording, seeded at ``seed_slots``. Input instructions
-    hold their recorded value in ``lit``."""
-    op, a, b, c, lit = kernel_arrays(op, a, b, c, lit)
-    ra, rb = reverse_operands(op, a, b, c)
-    return _eager_backward(op, a, b, c, lit, ra, rb, seed_slots, seed_values, INPUT)
+    hold their recorded value in ``lit``. One compiled call (a small graph's backward costs little
+    more than Numba's dispatch)."""
+    i32 = np.int32
+    return _eager_backward(kernel_array(op, i32), kernel_array(a, i32), kernel_array(b, i32), kernel_array(c, i32),
+                           kernel_array(lit, np.float64), DIFF_MASK, seed_slots, seed_values, INPUT)
 
 
 @njit
-def _eager_backward(op, a, b, c, lit, ra, rb, seed_slots, seed_values, input_code):
+def _eager_backward(op, a, b, c, lit, diff_mask, seed_slots, seed_values, input_code):
     n = len(op)
+    ra, rb = _reverse_operands(op, a, b, c, diff_mask)
     vals = np.empty(n + 1)
     pa = np.empty(n)
     pb = np.empty(n)
