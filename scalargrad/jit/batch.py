@@ -14,6 +14,7 @@ from numba import prange
 
 import numba
 
+from .. import resources
 from ._interp import forward_batch, forward_partials_batch
 from .flags import njit
 
@@ -64,6 +65,7 @@ def _workspace(program, chunk: int) -> np.ndarray:
     shape = (workers, 4 * (n + 1) * chunk)
     work = getattr(program.local, "batch_work", None)
     if work is None or work.shape != shape:
+        resources.require(8 * shape[0] * shape[1], f"batch buffers for {workers} workers of {chunk} points")
         work = program.local.batch_work = np.empty(shape)
     return work
 
