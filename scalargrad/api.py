@@ -14,11 +14,11 @@ import numbers
 import warnings
 import numpy as np
 
-from . import embed
-from .jit import kernels
+from . import config, debug, embed, resources
+from .jit import kernels, tier
 from .passes import optimize
 from .tape import Tape
-from .trace import Recorder, TracingError, Variable, new_input, output_slot, recording, to_tape
+from .trace import Recorder, TracingError, Variable, new_input, output_slot, recording, to_tape, tracing
 
 MAX_PATHS = 32  # control-flow paths cached per argument structure
 
@@ -27,6 +27,11 @@ MAX_PATHS = 32  # control-flow paths cached per argument structure
 
 def _arg_name(names, i):
     return f"argument {i}" + (f" ({names[i]!r})" if names and i < len(names) else "")
+
+
+class VariableArguments(TypeError):
+    """Raised by ``_flatten_args`` for Variable arguments: the transform then records symbolically
+    into the caller's recorder (``transforms.call_symbolic``) instead of running a kernel."""
 
 
 def _flatten_args(args, names):
@@ -42,7 +47,12 @@ def _flatten_args(args, names):
             shapes.append(None)
             parts.append(x)
         elif isinstance(x, np.ndarray):
+            if isinstance(x, (np.ma.MaskedArray, np.matrix)):  # a mask would be ignored; a matrix stays 2-d
+                raise TypeError(f"{_arg_name(names, i)}: {tx.__name__} is not supported; pass a plain "
+                                "array (np.asarray(x), or x.filled(value) for a masked array)")
             if x.dtype.kind not in "fiu":
+                if x.dtype == object and any(type(v) is Variable for v in x.flat):
+                    raise VariableArguments(f"{_arg_name(names, i)}: an array of Variables")
                 raise TypeError(f"{_arg_name(names, i)}: arrays must have a real numeric dtype, got {x.dtype}")
             shapes.append(x.shape)
             parts.append(x.astype(np.float64, copy=False).reshape(-1))
@@ -54,17 +64,22 @@ def _flatten_args(args, names):
         elif isinstance(x, (complex, np.complexfloating)):
             raise TypeError(f"{_arg_name(names, i)}: complex numbers are not supported (scalargrad is real-valued)")
         elif isinstance(x, Variable):
-            raise TypeError(f"{_arg_name(names, i)}: pass a float, not a Variable, to a transformed function")
+            raise VariableArguments(f"{_arg_name(names, i)}: pass a float, not a Variable, to a transformed function")
         else:
             raise TypeError(f"{_arg_name(names, i)}: expected a float, an int or a numeric NumPy array, "
                             f"got {tx.__name__}")
     shapes = tuple(shapes)
-    if None in shapes and all(s is None for s in shapes):
-        x = np.array(parts, dtype=np.float64)
-    elif parts:
-        x = np.concatenate([np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in parts])
-    else:
-        x = np.zeros(0)
+    try:
+        if None in shapes and all(s is None for s in shapes):
+            x = np.array(parts, dtype=np.float64)
+        elif parts:
+            x = np.concatenate([np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in parts])
+        else:
+            x = np.zeros(0)
+    except OverflowError:
+        i = next(i for i, p in enumerate(parts) if type(p) is int and p.bit_length() > 1023)
+        raise OverflowError(f"{_arg_name(names, i)}: an int of {parts[i].bit_length()} bits is too large "
+                            "for a float64 (at most about 1.8e308)") from None
     return shapes, x
 
 
@@ -94,8 +109,10 @@ def _flatten_output(rec, out):
     return [output_slot(rec, out, "the output")], None
 
 
-def _trace(fun, shapes, x):
-    rec = Recorder(trace=True)
+def _trace(fun, shapes, x, rec=None):
+    rec = Recorder(trace=True) if rec is None else rec  # debug.py passes a locating one
+    resources.require(len(x) * resources.TRACE_BYTES_PER_INPUT,
+                      f"tracing {getattr(fun, '__name__', 'the function')} at {len(x):,} inputs")
     with recording(rec):
         args = _traced_args(rec, shapes, x)
         inputs = list(range(len(rec.op)))
@@ -123,11 +140,15 @@ def _param_names(fun):
 class _Path:
     """One traced control-flow path, ready for the kernels."""
 
-    __slots__ = ("program", "structure")
+    __slots__ = ("program", "structure", "tier")
 
-    def __init__(self, tape, structure):
+    def __init__(self, tape, structure, kind=None, backend="interp"):
+        resources.require_program(len(tape))  # before the passes copy the tape
         self.program = kernels.Program(optimize(tape))
         self.structure = structure
+        # Which kernel runs it (jit/tier.py): the interpreter, or generated code for kind
+        # "value_and_grad" / "evaluate" under backend "codegen", or "auto" once the path is hot.
+        self.tier = tier.Tier(self.program.tape, kind, backend) if kind else None
 
 
 class _Signature:
@@ -159,9 +180,13 @@ class _Signature:
 class _Transformed:
     """Shared machinery: per-structure cache of traced paths and the retrace loop."""
 
-    def __init__(self, fun):
+    kernel_kind = None  # the generated function a path runs (jit/codegen.py), if any
+
+    def __init__(self, fun, debug_nans=None, backend="auto"):
         functools.update_wrapper(self, fun)
         self.fun = fun
+        self.backend = tier.check_backend(backend)
+        self.debug_nans = debug_nans  # None: follow sg.config.debug_nans
         self.names = _param_names(fun)
         self.cache: dict[tuple, _Signature] = {}
 
@@ -170,6 +195,8 @@ class _Transformed:
         if kwargs:
             raise TypeError(f"{self.__name__}: keyword arguments are not supported by transformed "
                             "functions; bind them with functools.partial")
+        if tracing():  # inside a trace: record symbolically, so closed-over traced values connect
+            raise VariableArguments(f"{self.__name__} called inside a traced function")
         shapes, x = _flatten_args(args, self.names)
         sig = self.cache.get(shapes)
         if sig is None:
@@ -185,7 +212,7 @@ class _Transformed:
 
     def _retrace(self, sig, x, attempt):
         tape, structure = _trace(self.fun, sig.shapes, x)
-        path = _Path(tape, structure)
+        path = self._make_path(sig, tape, structure)
         self._check_path(path)
         result = attempt(path, x)
         if result is None:
@@ -205,6 +232,10 @@ class _Transformed:
     def _check_path(self, path):
         pass
 
+    def _make_path(self, sig, tape, structure):
+        """The compiled path for a freshly traced tape (derived transforms compile another tape)."""
+        return _Path(tape, structure, self.kernel_kind, self.backend)
+
     def tape(self, *args) -> Tape:
         """The Tape recorded for these arguments."""
         shapes, x = _flatten_args(args, self.names)
@@ -222,8 +253,10 @@ def _argnums_tuple(argnums):
 class ValueAndGrad(_Transformed):
     """``value_and_grad(fun, argnums)``: called like ``fun``, returns ``(value, gradient)``."""
 
-    def __init__(self, fun, argnums=0):
-        super().__init__(fun)
+    kernel_kind = "value_and_grad"
+
+    def __init__(self, fun, argnums=0, debug_nans=None, backend="auto"):
+        super().__init__(fun, debug_nans, backend)
         self.argnums, self.single = _argnums_tuple(argnums)
 
     def _check_path(self, path):
@@ -247,8 +280,7 @@ class ValueAndGrad(_Transformed):
             nonlocal g
             if g is None:
                 g = np.empty(len(x))
-            p = path.program
-            value, ok = kernels.value_and_grad(p.ins, p.lit, p.io, x, g, p.workspace())
+            value, ok = path.tier.value_and_grad(path.program, x, g)
             return value if ok else None
 
         sig, value = self._run(args, kwargs, attempt)
@@ -258,12 +290,23 @@ class ValueAndGrad(_Transformed):
         """A Numba function ``k(x, g[, work]) -> value`` for the path traced at ``args``: ``x`` is the flat
         float64 vector of all inputs (arguments concatenated), the gradient is written into ``g``;
         ``work`` (``k.workspace_size`` floats, one per thread) saves an allocation per call.
-        Callable from Python and from the user's ``@numba.njit`` code."""
+        Callable from Python and from the user's ``@numba.njit`` code. With backend "codegen" it
+        runs the tape's generated code (``k.workspace_size`` is then 0: no scratch needed)."""
         sig = self.flat(args)[0]
-        return embed.value_and_grad_kernel(sig.paths[0].program)
+        path = sig.paths[0]
+        generated = path.tier.generated()
+        if generated is not None:
+            return embed.generated_value_and_grad_kernel(generated, path.program.n_inputs)
+        return embed.value_and_grad_kernel(path.program)
 
     def __call__(self, *args, **kwargs):
-        sig, value, g = self.flat(args, kwargs)
+        try:
+            sig, value, g = self.flat(args, kwargs)
+        except VariableArguments:
+            from .transforms import call_symbolic
+            return call_symbolic(self, args, kwargs)
+        if self.debug_nans or (self.debug_nans is None and config.debug_nans):
+            debug.check(self, args, g)
         if self.single:
             return value, sig.piece(g, sig.argnums[0])
         return value, tuple(sig.piece(g, i) for i in sig.argnums)
@@ -277,9 +320,9 @@ class ValueAndGrad(_Transformed):
 class Grad:
     """``grad(fun, argnums)``: the gradient part of ``value_and_grad``."""
 
-    def __init__(self, fun, argnums=0):
-        self.value_and_grad = ValueAndGrad(fun, argnums)
-        functools.update_wrapper(self, fun)
+    def __init__(self, fun, argnums=0, debug_nans=None, backend="auto"):
+        self.value_and_grad = ValueAndGrad(fun, argnums, debug_nans, backend)
+        functools.update_wrapper(self, fun, updated=())  # copying fun's __dict__ would clobber the above
 
     def __call__(self, *args, **kwargs):
         return self.value_and_grad(*args, **kwargs)[1]
@@ -298,23 +341,35 @@ class Grad:
 class Jit(_Transformed):
     """``jit(fun)``: the same results as ``fun`` from the compiled forward sweep."""
 
+    kernel_kind = "evaluate"
+
     def flat(self, args, kwargs=None):
         """(signature, flat outputs, output structure)."""
         def attempt(path, x):
             out = np.empty(path.program.n_outputs)
-            p = path.program
-            return (out, path.structure) if kernels.evaluate(p.ins, p.lit, p.io, x, out, p.workspace()) else None
+            return (out, path.structure) if path.tier.evaluate(path.program, x, out) else None
 
         sig, (out, structure) = self._run(args, kwargs, attempt)
         return sig, out, structure
 
     def compile(self, *args):
-        """A Numba function ``k(x[, work]) -> value`` (first output) over the flat float64 input vector."""
+        """A Numba function ``k(x[, work]) -> value`` (first output) over the flat float64 input vector
+        (generated code as for ``value_and_grad(f).compile``)."""
         sig = self.flat(args)[0]
-        return embed.evaluate_kernel(sig.paths[0].program)
+        path = sig.paths[0]
+        generated = path.tier.generated()
+        if generated is not None:
+            return embed.generated_evaluate_kernel(generated, path.program.n_inputs, path.program.n_outputs)
+        return embed.evaluate_kernel(path.program)
 
     def __call__(self, *args, **kwargs):
-        _, out, structure = self.flat(args, kwargs)
+        try:
+            _, out, structure = self.flat(args, kwargs)
+        except VariableArguments:
+            from .transforms import call_symbolic
+            return call_symbolic(self, args, kwargs)
+        if self.debug_nans or (self.debug_nans is None and config.debug_nans):
+            debug.check(self, args)
         if structure is None:
             return float(out[0])
         kind, size = structure
@@ -328,30 +383,40 @@ class Jit(_Transformed):
         return out.reshape((len(out),) + size) if kind is np.ndarray else kind(out[:, i].copy() for i in range(size))
 
 
-def value_and_grad(fun=None, argnums=0):
+def value_and_grad(fun=None, argnums=0, debug_nans=None, backend="auto"):
     """Return a function computing ``(fun(*args), gradient)`` with respect to ``argnums``.
 
     Gradients of scalar arguments are floats; of array arguments, float64 arrays of the same shape.
-    With a tuple ``argnums`` the gradient is a tuple. Usable as a decorator.
+    With a tuple ``argnums`` the gradient is a tuple. Usable as a decorator. ``debug_nans=True``
+    raises FloatingPointError naming the first op that made a NaN or inf (None: follow
+    ``sg.config.debug_nans``; see ``scalargrad/debug.py``). ``backend``: "interp" runs the tape
+    interpreter; "codegen" compiles straight-line code for the tape on the first call (seconds
+    per few hundred ops; cached on disk, see ``scalargrad/jit/codegen.py``); "auto" (default)
+    starts on the interpreter and moves small tapes that are called often to generated code,
+    compiled in the background. All three give bit-identical results.
     """
     if fun is None:
-        return lambda f: value_and_grad(f, argnums)
+        return lambda f: value_and_grad(f, argnums, debug_nans, backend)
     _require_callable(fun, "value_and_grad")
-    return ValueAndGrad(fun, argnums)
+    return ValueAndGrad(fun, argnums, debug_nans, backend)
 
 
-def grad(fun=None, argnums=0):
-    """Return a function computing the gradient of scalar ``fun`` with respect to ``argnums``."""
+def grad(fun=None, argnums=0, debug_nans=None, backend="auto"):
+    """Return a function computing the gradient of scalar ``fun`` with respect to ``argnums``
+    (``debug_nans`` and ``backend`` as for ``value_and_grad``)."""
     if fun is None:
-        return lambda f: grad(f, argnums)
+        return lambda f: grad(f, argnums, debug_nans, backend)
     _require_callable(fun, "grad")
-    return Grad(fun, argnums)
+    return Grad(fun, argnums, debug_nans, backend)
 
 
-def jit(fun):
-    """Return a function with ``fun``'s results, computed by the compiled forward sweep."""
+def jit(fun=None, debug_nans=None, backend="auto"):
+    """Return a function with ``fun``'s results, computed by the compiled forward sweep
+    (``debug_nans`` and ``backend`` as for ``value_and_grad``)."""
+    if fun is None:
+        return lambda f: jit(f, debug_nans, backend)
     _require_callable(fun, "jit")
-    return Jit(fun)
+    return Jit(fun, debug_nans, backend)
 
 
 def _require_callable(fun, name):

@@ -1,12 +1,15 @@
 """Command line: ``scalargrad bench`` times the shipped workloads (``--compare`` against other AD
 libraries), ``scalargrad ops`` lists the op table, ``scalargrad info`` prints the environment.
 
-``main(argv)`` returns the exit status: 0, 1 when a bench correctness check fails, 2 for usage
-errors (argparse exits with 2 itself for bad options; no command prints help and returns 2).
+``main(argv)`` returns the exit status: 0, 1 when a bench correctness check fails (or a peer
+disagrees with scalargrad), 2 for usage errors (argparse exits with 2 itself for bad options; no
+command prints help and returns 2). Op counts are reported twice, traced and compiled (after the
+passes), so that ns/op is honest about what the kernels run. ``--json`` follows docs/bench-json.md.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import math
@@ -14,6 +17,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 
 import numba
@@ -22,6 +26,7 @@ import numpy as np
 import scalargrad as sg
 
 from . import ops as op_table
+from .passes import optimize
 from .workloads import WORKLOADS, finite_difference_check
 
 FD_TOLERANCE = 1e-6        # relative; correct gradients give 2e-8 or better on every workload
@@ -29,19 +34,22 @@ EAGER_TOLERANCE = 1e-9     # relative; eager backward and value_and_grad run the
 EAGER_MAX_OPS = 200_000    # larger rows skip the (slow, memory-hungry) eager measurement
 MIN_SECONDS = 0.2          # time each per-call measurement for at least this long ...
 MIN_REPEATS = 5            # ... and at least this many calls
-TARGETS = "targets: ≤15 ns/op vg on random-100000; ratio ≤ 3"
+BATCH_TOLERANCE = 1e-12    # relative; batch and single-point sweeps run the same program
+SCHEMA = 1                 # version of the --json layout documented in docs/bench-json.md
+BACKENDS = ("auto", "interp", "codegen")
+TARGETS = ("targets: ≤15 ns/op vg on random-100000; ratio ≤ 3; "
+           "with --batch 1024, B/single ≤ 0.25 on random-100000")
 
 
 # --- measuring ----------------------------------------------------------------------------------
 
 def median_seconds(call, repeat: int | None = None) -> float:
-    """Median time of one ``call()``: ``repeat`` calls, or as many as fill MIN_SECONDS (>= MIN_REPEATS)."""
+    """Median time of one ``call()``: ``repeat`` calls, or as many as fill MIN_SECONDS (>= MIN_REPEATS);
+    the garbage collector is paused during each call, as in ``timeit`` (peers.py does the same)."""
     times = []
     deadline = time.perf_counter() + MIN_SECONDS
     while len(times) < (repeat or MIN_REPEATS) or (not repeat and time.perf_counter() < deadline):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
+        times.append(without_gc(call)[1])
     return statistics.median(times)
 
 
@@ -50,6 +58,64 @@ def timed(call):
     t0 = time.perf_counter()
     result = call()
     return result, time.perf_counter() - t0
+
+
+def without_gc(call):
+    """``timed(call)`` with the cyclic garbage collector paused, so that a collection triggered by
+    earlier garbage is not charged to this call (used for one-shot timings: trace, first call)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return timed(call)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def backend_options(backend: str | None) -> dict:
+    """Keyword arguments selecting ``backend`` in value_and_grad and jit (none: their default)."""
+    return {} if backend is None else {"backend": backend}
+
+
+def load_kernels(options: dict) -> float:
+    """Seconds to load (or compile) the sweeps: the first compiled calls of the process."""
+    return timed(lambda: (sg.value_and_grad(lambda x: x * x, **options)(1.0),
+                          sg.jit(lambda x: x * x, **options)(1.0)))[1]
+
+
+def compiled_ops(transformed, tape) -> int:
+    """Instructions the compiled kernel runs: the compiled path's tape when the transformed function
+    exposes it, otherwise the traced tape after ``passes.optimize`` (what api.py compiles)."""
+    for sig in getattr(transformed, "cache", {}).values():
+        for path in getattr(sig, "paths", ()):
+            program_tape = getattr(getattr(path, "program", None), "tape", None)
+            if program_tape is not None:
+                return len(program_tape)
+    return len(optimize(tape))
+
+
+def first_call(transformed, x0) -> tuple[object, float, float | None]:
+    """(result, seconds, seconds spent compiling the traced tape) of the first call of a transformed
+    function. The compile part is timed around api's ``_make_path`` (passes, program, generated code)
+    when the object has one, else None."""
+    make = getattr(transformed, "_make_path", None)
+    spent = []
+
+    def timed_make(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return make(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - t0)
+
+    if make is not None:
+        transformed._make_path = timed_make
+    try:
+        result, seconds = without_gc(lambda: transformed(x0))
+    finally:
+        if make is not None:
+            del transformed._make_path
+    return result, seconds, (sum(spent) if spent else None)
 
 
 def eager_seconds(fun, x0) -> tuple[float, np.ndarray]:
@@ -64,23 +130,28 @@ def eager_seconds(fun, x0) -> tuple[float, np.ndarray]:
     return min(first, second), grad
 
 
-def measure(fun, x0, repeat: int | None = None) -> dict:
-    """Every bench number for one workload row, plus its correctness verdict."""
+def measure(fun, x0, repeat: int | None = None, options: dict | None = None, eager: bool = True) -> dict:
+    """Every bench number for one workload row, plus its correctness verdict. ``options`` go to
+    value_and_grad and jit (the backend); ``eager=False`` leaves the eager measurement out."""
+    options = options or {}
     # Best of two traces: a garbage collection during one would otherwise show up as compile time.
-    tape, trace_s = timed(lambda: sg.trace(fun, x0))
-    trace_s = min(trace_s, timed(lambda: sg.trace(fun, x0))[1])
+    tape, trace_s = without_gc(lambda: sg.trace(fun, x0))
+    trace_s = min(trace_s, without_gc(lambda: sg.trace(fun, x0))[1])
     ops = len(tape)
-    value_and_grad = sg.value_and_grad(fun)
-    (value, grad), first_s = timed(lambda: value_and_grad(x0))
-    forward = sg.jit(fun)
+    value_and_grad = sg.value_and_grad(fun, **options)
+    (value, grad), first_s, compile_s = first_call(value_and_grad, x0)
+    compiled = compiled_ops(value_and_grad, tape)
+    forward = sg.jit(fun, **options)
     forward(x0)
     fwd_s = median_seconds(lambda: forward(x0), repeat)
     vg_s = median_seconds(lambda: value_and_grad(x0), repeat)
-    row = dict(ops=ops, trace_ms=1e3 * trace_s, compile_ms=1e3 * (first_s - trace_s), fwd_us=1e6 * fwd_s,
-               vg_us=1e6 * vg_s, ratio=vg_s / fwd_s, ns_per_op=1e9 * vg_s / ops, eager_us_per_op=None,
-               value=value, fd_err=None)
+    if compile_s is None:  # the first call traces, compiles and runs once: compile is the rest
+        compile_s = max(0.0, first_s - trace_s - vg_s)
+    row = dict(ops=ops, compiled_ops=compiled, trace_ms=1e3 * trace_s, compile_ms=1e3 * compile_s, fwd_us=1e6 * fwd_s, vg_us=1e6 * vg_s,
+               ratio=vg_s / fwd_s, ns_per_op=1e9 * vg_s / ops, ns_per_compiled_op=1e9 * vg_s / compiled,
+               eager_us_per_op=None, value=value, fd_err=None)
     problems = []
-    if ops <= EAGER_MAX_OPS:
+    if eager and ops <= EAGER_MAX_OPS:
         eager_s, eager_grad = eager_seconds(fun, x0)
         row["eager_us_per_op"] = 1e6 * eager_s / ops
         mismatch = float(np.max(np.abs(eager_grad - grad) / np.maximum(1.0, np.abs(grad)), initial=0.0))
@@ -97,6 +168,35 @@ def measure(fun, x0, repeat: int | None = None) -> dict:
     return row
 
 
+def batch_points(x0: np.ndarray, points: int, seed: int = 0) -> np.ndarray:
+    """``points`` rows near ``x0`` (each coordinate scaled by up to ±1 %; row 0 is ``x0`` itself), so
+    every workload stays inside its ops' domains and on the traced control-flow path."""
+    scale = 1.0 + 0.01 * np.random.default_rng(seed).uniform(-1.0, 1.0, (points,) + x0.shape)
+    scale[0] = 1.0
+    return x0 * scale
+
+
+def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None, options: dict | None = None) -> dict:
+    """Batch numbers of one row: ``sg.vmap(sg.value_and_grad(fun))`` over ``points`` points, checked
+    against single-point value_and_grad at three of them; ``single`` is ``measure``'s row."""
+    X = batch_points(x0, points)
+    single_vg = sg.value_and_grad(fun, **(options or {}))
+    batched = sg.vmap(sg.value_and_grad(fun, **(options or {})))
+    (values, grads), _ = timed(lambda: batched(X))
+    batch_s = median_seconds(lambda: batched(X), repeat)
+    problems = []
+    for i in sorted({0, points // 2, points - 1}):
+        value, grad = single_vg(X[i])
+        err = max(abs(values[i] - value) / max(1.0, abs(value)),
+                  float(np.max(np.abs(grads[i] - grad) / np.maximum(1.0, np.abs(grad)), initial=0.0)))
+        if not err <= BATCH_TOLERANCE:
+            problems.append(f"batch point {i} differs from value_and_grad by {err:.1e}")
+    per_point = batch_s / points
+    return dict(batch=points, batch_us=1e6 * batch_s, batch_ns_per_op=1e9 * per_point / single["ops"],
+                batch_ns_per_compiled_op=1e9 * per_point / single["compiled_ops"],
+                batch_vs_single=per_point / (1e-6 * single["vg_us"]), batch_detail="; ".join(problems))
+
+
 def run_check(workload) -> dict:
     """The verdict of a check workload (one that is run, not timed)."""
     failures = workload.check()
@@ -105,24 +205,35 @@ def run_check(workload) -> dict:
 
 # --- rows -----------------------------------------------------------------------------------------
 
-def default_rows(quick: bool) -> list[tuple[str, str, int | None]]:
+def workload_sizes(workload, quick: bool, sizes=None, growth: bool = False):
+    """The sizes of a workload's rows: ``sizes`` (--size) if given, else its growth, quick or default sizes."""
+    if workload.check:
+        return (None,)
+    if sizes:
+        return tuple(sizes)
+    if growth and workload.growth_sizes:
+        return workload.growth_sizes[:2] if quick else workload.growth_sizes
+    return (workload.quick_sizes if quick else workload.sizes) or (None,)
+
+
+def default_rows(quick: bool, sizes=None, growth: bool = False) -> list[tuple[str, str, int | None]]:
     """(row name, workload name, size) of every bench row, check rows first."""
     rows = []
     for w in sorted(WORKLOADS.values(), key=lambda w: w.check is None):
-        sizes = (w.quick_sizes if quick else w.sizes) or (None,)
-        rows += [(w.name if size is None else f"{w.name}-{size}", w.name, size) for size in sizes]
+        rows += [(w.name if size is None else f"{w.name}-{size}", w.name, size)
+                 for size in workload_sizes(w, quick, sizes, growth)]
     return rows
 
 
-def select_rows(names: list[str], quick: bool) -> list[tuple[str, str, int | None]]:
+def select_rows(names: list[str], quick: bool, sizes=None, growth: bool = False) -> list[tuple[str, str, int | None]]:
     """Rows chosen by ``--workload``: a workload name (all its rows), a row name, or ``name-SIZE``."""
-    rows = default_rows(quick)
+    rows = default_rows(quick, sizes, growth)
     chosen = []
     for name in names:
         matches = [row for row in rows if name in (row[0], row[1])]
         if not matches:
             base, _, size = name.rpartition("-")
-            if base not in WORKLOADS or not size.isdigit() or WORKLOADS[base].check:
+            if base not in WORKLOADS or not size.isdigit() or WORKLOADS[base].check or int(size) < 1:
                 raise ValueError(f"unknown workload {name!r}; choose from {', '.join(r[0] for r in rows)}, "
                                  "a workload name, or name-SIZE")
             matches = [(name, base, int(size))]
@@ -134,19 +245,25 @@ def select_rows(names: list[str], quick: bool) -> list[tuple[str, str, int | Non
 
 # (title, row key, format); the check row leaves the numbers out.
 COLUMNS = (
-    ("ops", "ops", "{:d}"), ("trace ms", "trace_ms", "{:.1f}"), ("compile ms", "compile_ms", "{:.1f}"),
-    ("fwd µs", "fwd_us", "{:.1f}"), ("vg µs", "vg_us", "{:.1f}"), ("ratio", "ratio", "{:.2f}"),
-    ("ns/op", "ns_per_op", "{:.1f}"), ("eager µs/op", "eager_us_per_op", "{:.2f}"),
-    ("fd err", "fd_err", "{:.1e}"),
+    ("ops", "ops", "{:d}"), ("c-ops", "compiled_ops", "{:d}"), ("trace ms", "trace_ms", "{:.1f}"),
+    ("compile ms", "compile_ms", "{:.1f}"), ("fwd µs", "fwd_us", "{:.1f}"), ("vg µs", "vg_us", "{:.1f}"),
+    ("ratio", "ratio", "{:.2f}"), ("ns/op", "ns_per_op", "{:.1f}"), ("ns/c-op", "ns_per_compiled_op", "{:.1f}"),
+    ("eager µs/op", "eager_us_per_op", "{:.2f}"), ("fd err", "fd_err", "{:.1e}"),
 )
+# With --batch: ns per traced op per point at B points, and that over the single-point ns/op.
+BATCH_COLUMNS = (("B ns/op", "batch_ns_per_op", "{:.2f}"), ("B/single", "batch_vs_single", "{:.3f}"))
 ROW_NUMBERS = [key for _, key, _ in COLUMNS] + ["value"]  # every row has these keys (None: not measured)
+BATCH_NUMBERS = ["batch", "batch_us", "batch_ns_per_op", "batch_ns_per_compiled_op", "batch_vs_single"]
+LEGEND = ("ops: traced instructions; c-ops: instructions compiled after dce/cse/fold_constants; "
+          "ns/op and ns/c-op: vg time over each")
 
 
 class Table:
     """Aligned plain-text table printed a row at a time: numbers right-aligned, '-' where not measured."""
 
-    def __init__(self, names: list[str]):
-        titles = ["workload"] + [title for title, _, _ in COLUMNS] + ["check"]
+    def __init__(self, names: list[str], columns=COLUMNS):
+        self.columns = columns
+        titles = ["workload"] + [title for title, _, _ in columns] + ["check"]
         self.widths = [max(len(titles[0]), *map(len, names))] + [max(len(t), 8) for t in titles[1:-1]] + [0]
         self.lines = [self._line(titles)]
 
@@ -157,12 +274,67 @@ class Table:
 
     def add(self, row: dict) -> list[str]:
         """The new lines for ``row`` (its detail, if any, on an indented line below)."""
-        cells = [row["name"]] + ["-" if row[key] is None else fmt.format(row[key]) for _, key, fmt in COLUMNS]
+        cells = [row["name"]] + ["-" if row.get(key) is None else fmt.format(row[key])
+                                 for _, key, fmt in self.columns]
         new = [self._line(cells + ["ok" if row["ok"] else "FAIL"])]
         if row["detail"]:
             new.append(f"    {row['detail']}")
         self.lines += new
         return new
+
+
+class Progress:
+    """A progress bar on stderr for runs longer than ``delay`` seconds, redrawn by a background thread;
+    silent when the stream is not a terminal. ``clear()`` before printing to the same terminal."""
+
+    def __init__(self, total: int, stream=None, delay: float = 1.5, interval: float = 0.25, width: int = 24):
+        self.stream = stream or sys.stderr
+        self.total, self.delay, self.width = max(total, 1), delay, width
+        self.done, self.label, self.shown = 0, "", False
+        self.start = time.perf_counter()
+        self.active = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        if self.active:
+            threading.Thread(target=self._tick, args=(interval,), daemon=True).start()
+
+    def _tick(self, interval: float) -> None:
+        while not self.stopped.wait(interval):
+            self.draw()
+
+    def draw(self) -> None:
+        with self.lock:
+            elapsed = time.perf_counter() - self.start
+            if not self.active or self.stopped.is_set() or elapsed < self.delay:
+                return
+            filled = self.width * self.done // self.total
+            self.stream.write(f"\r\033[K[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} "
+                              f"{self.label}  {elapsed:.0f} s")
+            self.stream.flush()
+            self.shown = True
+
+    def update(self, label: str) -> None:
+        self.label = label
+        self.draw()
+
+    def advance(self) -> None:
+        self.done += 1
+
+    def clear(self) -> None:
+        with self.lock:
+            if self.shown:
+                self.stream.write("\r\033[K")
+                self.stream.flush()
+                self.shown = False
+
+    def print(self, text: str) -> None:
+        """Print ``text`` to stdout with the bar out of the way."""
+        self.clear()
+        print(text, flush=True)
+
+    def close(self) -> None:
+        self.clear()
+        self.stopped.set()
 
 
 def versions() -> dict:
@@ -171,39 +343,69 @@ def versions() -> dict:
                 platform=platform.platform())
 
 
+def write_json(path: str, command: str, header: dict, rows: list[dict]) -> None:
+    """The results in the documented schema (docs/bench-json.md)."""
+    with open(path, "w") as f:
+        json.dump(dict(schema=SCHEMA, command=command, header=header, rows=rows), f, indent=1)
+
+
 def bench(args) -> int:
     try:
-        rows = select_rows([n for item in args.workload for n in item.split(",") if n], args.quick) \
-            if args.workload else default_rows(args.quick)
+        sizes = parse_sizes(args.size)
+        options = backend_options(args.backend)
+        if args.batch and args.compare:
+            raise ValueError("--batch applies to the scalargrad table; leave --compare out")
+        growth = bool(args.plot) and not sizes
+        names = [n for item in args.workload or () for n in item.split(",") if n]
+        rows = select_rows(names, args.quick, sizes, growth) if names else default_rows(args.quick, sizes, growth)
     except ValueError as error:
         print(f"scalargrad bench: {error}", file=sys.stderr)
         return 2
     if args.compare:
-        return compare(args, rows)
-    header = versions()
-    _, load_s = timed(lambda: (sg.value_and_grad(lambda x: x * x)(1.0), sg.jit(lambda x: x * x)(1.0)))
-    header["kernel_load_ms"] = 1e3 * load_s
+        return compare(args, rows, options)
+    header = dict(versions(), backend=args.backend or "default", batch=args.batch, repeat=args.repeat)
+    header["kernel_load_ms"] = 1e3 * load_kernels(options)
     print(f"scalargrad {header['scalargrad']} bench: Python {header['python']}, NumPy {header['numpy']}, "
-          f"Numba {header['numba']}, {header['cpu_count']} CPUs, {header['machine']}")
+          f"Numba {header['numba']}, {header['cpu_count']} CPUs, {header['machine']}"
+          + (f", backend {args.backend}" if args.backend else ""))
     calls = f"{args.repeat} calls" if args.repeat else f"at least {MIN_REPEATS} calls and {MIN_SECONDS} s"
     print(f"kernels loaded in {header['kernel_load_ms']:.0f} ms (first compiled calls); "
           f"fwd and vg are medians of {calls}")
-    table = Table([name for name, _, _ in rows])
+    print(LEGEND + (f"; B ns/op: per point with --batch {args.batch} (sg.vmap), B/single: that over ns/op"
+                    if args.batch else ""))
+    table = Table([name for name, _, _ in rows], COLUMNS + (BATCH_COLUMNS if args.batch else ()))
     print(table.lines[0], flush=True)
     results = []
-    for name, workload_name, size in rows:
-        workload = WORKLOADS[workload_name]
-        row = dict(name=name, workload=workload_name, size=size, **dict.fromkeys(ROW_NUMBERS))
-        if workload.check:
-            row.update(run_check(workload))
-        else:
-            row.update(measure(*workload.make(size), repeat=args.repeat))
-        results.append(row)
-        print("\n".join(table.add(row)), flush=True)
+    progress = Progress(len(rows))
+    try:
+        for name, workload_name, size in rows:
+            progress.update(name)
+            workload = WORKLOADS[workload_name]
+            row = dict(name=name, workload=workload_name, size=size, **dict.fromkeys(ROW_NUMBERS))
+            if args.batch:
+                row.update(dict.fromkeys(BATCH_NUMBERS))
+            if workload.check:
+                row.update(run_check(workload))
+            else:
+                fun, x0 = workload.make(size)
+                row.update(measure(fun, x0, repeat=args.repeat, options=options))
+                if args.batch:
+                    progress.update(f"{name} --batch {args.batch}")
+                    got = measure_batch(fun, x0, args.batch, row, args.repeat, options)
+                    problem = got.pop("batch_detail")
+                    if problem:
+                        row.update(ok=False, detail="; ".join(filter(None, [row["detail"], problem])))
+                    row.update(got)
+            results.append(row)
+            progress.advance()
+            progress.print("\n".join(table.add(row)))
+    finally:
+        progress.close()
     print(TARGETS)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(header=header, rows=results), f, indent=1)
+        write_json(args.json, "bench", header, results)
+    if args.plot:
+        plot([dict(r, library="scalargrad") for r in results], args.plot)
     return 0 if all(row["ok"] for row in results) else 1
 
 
@@ -211,39 +413,37 @@ def bench(args) -> int:
 
 # (title, row key, format) of the --compare table; "× sg" is the peer's vg time over scalargrad's.
 COMPARE_COLUMNS = (
+    ("ops", "ops", "{:d}"), ("c-ops", "compiled_ops", "{:d}"),
     ("record ms", "record_ms", "{:.1f}"), ("compile ms", "compile_ms", "{:.1f}"), ("fwd µs", "fwd_us", "{:.1f}"),
     ("vg µs", "vg_us", "{:.1f}"), ("ratio", "ratio", "{:.2f}"), ("ns/op", "ns_per_op", "{:.1f}"),
-    ("× sg", "vs_scalargrad", "{:.3g}"),
+    ("ns/c-op", "ns_per_compiled_op", "{:.1f}"), ("× sg", "vs_scalargrad", "{:.3g}"),
 )
+COMPARE_KEYS = [key for _, key, _ in COMPARE_COLUMNS] + ["calls", "over_budget"]
 
 
 def compare_lines(row: dict, widths: list[int]) -> list[str]:
     cells = [row["name"], row["library"]] + [
+        "" if row["library"] != "scalargrad" and key in ("ops", "compiled_ops") else
         "-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in COMPARE_COLUMNS]
     check = "ok" if row["ok"] else ("over budget" if row.get("over_budget") else "FAIL")
     line = "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     lines = [f"{line}  {check}"]
-    if row.get("detail") and not row.get("over_budget"):
+    if row.get("detail"):
         lines.append(f"    {row['detail']}")
     return lines
 
 
-def progress(text: str) -> None:
-    """A one-line progress note on stderr, only when stderr is a terminal (the table stays clean)."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K" + text if text else "\r\033[K")
-        sys.stderr.flush()
-
-
-def compare(args, rows) -> int:
+def compare(args, rows, options) -> int:
     from . import peers
     wanted = [p for item in args.compare for p in item.split(",") if p]
-    unknown = [p for p in wanted if p not in peers.PEERS]
+    unknown = [p for p in wanted if p not in peers.PEERS and ":" not in p]
     if unknown:
         print(f"scalargrad bench: unknown peer {unknown[0]!r}; choose from {', '.join(peers.PEERS)}", file=sys.stderr)
         return 2
     rows = [row for row in rows if not WORKLOADS[row[1]].check]
-    header = versions()
+    header = dict(versions(), backend=args.backend or "default", budget_s=args.budget, repeat=args.repeat,
+                  peers={})
+    header["kernel_load_ms"] = 1e3 * load_kernels(options)
     print(f"scalargrad {header['scalargrad']} bench --compare: Python {header['python']}, NumPy {header['numpy']}, "
           f"Numba {header['numba']}, {header['cpu_count']} CPUs, {header['machine']}")
     available = []
@@ -253,81 +453,115 @@ def compare(args, rows) -> int:
             print(f"note: {peer} skipped: {why}")
         else:
             available.append(peer)
-            header[peer] = peers.version(peer)
+            header["peers"][peer] = peers.version(peer)
     if available:
-        print("peers: " + ", ".join(f"{p} {header[p]}" for p in available) +
+        print("peers: " + ", ".join(f"{p} {header['peers'][p]}" for p in available) +
               f"; each checked against scalargrad (rtol {peers.RTOL:g}) before it is timed; "
               f"budget {args.budget:g} s per workload (child process; imports not counted)")
-    print("ns/op is vg time over scalargrad's instruction count; × sg is vg time over scalargrad's vg time")
+    print(LEGEND + " (scalargrad's counts for every library); × sg: vg time over scalargrad's")
     titles = ["workload", "library"] + [t for t, _, _ in COMPARE_COLUMNS]
     widths = [max(len("workload"), *(len(r[0]) for r in rows)), max(len("scalargrad"), *map(len, available or [""]))] \
         + [max(len(t), 8) for t in titles[2:]]
     print("  ".join(t.ljust(w) if i < 2 else t.rjust(w) for i, (t, w) in enumerate(zip(titles, widths))) + "  check",
           flush=True)
     results, status = [], 0
-    for name, workload_name, size in rows:
-        fun, x0 = WORKLOADS[workload_name].make(size)
-        progress(f"{name}: scalargrad")
-        own = measure(fun, x0, repeat=args.repeat)
-        value, grad = sg.value_and_grad(fun)(x0)
-        ops = own["ops"]
-        base = dict(name=name, workload=workload_name, size=size)
-        row = dict(base, library="scalargrad", record_ms=own["trace_ms"], compile_ms=own["compile_ms"],
-                   fwd_us=own["fwd_us"], vg_us=own["vg_us"], ratio=own["ratio"], ns_per_op=own["ns_per_op"],
-                   vs_scalargrad=1.0, ok=own["ok"], detail=own["detail"], ops=ops)
-        status |= not row["ok"]
-        progress("")
-        print("\n".join(compare_lines(row, widths)), flush=True)
-        results.append(row)
-        for peer in available:
-            progress(f"{name}: {peer}")
-            got = peers.run_peer(peer, workload_name, size, x0, value, grad, budget=args.budget)
-            prow = dict(base, library=peer, ops=ops, **{k: None for _, k, _ in COMPARE_COLUMNS})
-            prow.update(got)
-            if prow.get("vg_us") is not None:
-                prow["ns_per_op"] = 1e3 * prow["vg_us"] / ops
-                prow["vs_scalargrad"] = prow["vg_us"] / row["vg_us"]
-            status |= bool(prow.get("mismatch"))
-            progress("")
-            print("\n".join(compare_lines(prow, widths)), flush=True)
-            results.append(prow)
+    progress = Progress(len(rows) * (1 + len(available)))
+    try:
+        for name, workload_name, size in rows:
+            fun, x0 = WORKLOADS[workload_name].make(size)
+            progress.update(f"{name}: scalargrad")
+            own = measure(fun, x0, repeat=args.repeat, options=options, eager=False)
+            value, grad = sg.value_and_grad(fun, **options)(x0)
+            base = dict(name=name, workload=workload_name, size=size, ops=own["ops"],
+                        compiled_ops=own["compiled_ops"])
+            row = dict(base, library="scalargrad", record_ms=own["trace_ms"], compile_ms=own["compile_ms"],
+                       fwd_us=own["fwd_us"], vg_us=own["vg_us"], ratio=own["ratio"], ns_per_op=own["ns_per_op"],
+                       ns_per_compiled_op=own["ns_per_compiled_op"], vs_scalargrad=1.0, calls=None,
+                       over_budget=False, ok=own["ok"], detail=own["detail"])
+            status |= not row["ok"]
+            results.append(row)
+            progress.advance()
+            progress.print("\n".join(compare_lines(row, widths)))
+            for peer in available:
+                progress.update(f"{name}: {peer}")
+                got = peers.run_peer(peer, workload_name, size, x0, value, grad, budget=args.budget)
+                prow = dict(base, library=peer, **{k: None for k in COMPARE_KEYS if k not in base})
+                prow.update({k: v for k, v in got.items() if k in COMPARE_KEYS or k in ("ok", "detail")})
+                prow["over_budget"] = bool(got.get("over_budget"))
+                if prow.get("vg_us") is not None:
+                    prow["ns_per_op"] = 1e3 * prow["vg_us"] / row["ops"]
+                    prow["ns_per_compiled_op"] = 1e3 * prow["vg_us"] / row["compiled_ops"]
+                    prow["vs_scalargrad"] = prow["vg_us"] / row["vg_us"]
+                status |= bool(got.get("mismatch"))
+                results.append(prow)
+                progress.advance()
+                progress.print("\n".join(compare_lines(prow, widths)))
+    finally:
+        progress.close()
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(header=header, rows=results), f, indent=1)
+        write_json(args.json, "compare", header, results)
     if args.plot:
         plot(results, args.plot)
     return status
 
 
-def plot(results: list[dict], path: str) -> None:
-    """ns/op per library per workload row, log axis (needs matplotlib: pip install scalargrad[plot])."""
+def plot(results: list[dict], path: str) -> bool:
+    """Two panels (needs matplotlib: pip install scalargrad[plot]): ns per traced op per library per
+    row on a log axis, and value-and-gradient time against tape size (log-log), one line per library
+    and workload. Rows without a vg time (over budget, failed) are left out. True when written."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.transforms
     except ImportError:
         print("note: --plot needs matplotlib (pip install matplotlib); no plot written", file=sys.stderr)
-        return
-    names = list(dict.fromkeys(r["name"] for r in results))
+        return False
+    timed_rows = [r for r in results if r.get("vg_us") and r.get("ops")]
+    names = list(dict.fromkeys(r["name"] for r in results if r.get("ops")))
     libraries = list(dict.fromkeys(r["library"] for r in results))
-    fig, ax = plt.subplots(figsize=(1.5 + 1.4 * len(names), 4))
-    width = 0.8 / len(libraries)
+    colors = {lib: f"C{i}" for i, lib in enumerate(libraries)}
+    fig, (bars, growth) = plt.subplots(1, 2, figsize=(4 + 1.2 * len(names) + 5, 4.5),
+                                       gridspec_kw=dict(width_ratios=[max(len(names), 2), 3]))
+    width = 0.8 / max(len(libraries), 1)
+    bottom = matplotlib.transforms.blended_transform_factory(bars.transData, bars.transAxes)
     for j, library in enumerate(libraries):
         xs, ys = [], []
         for i, name in enumerate(names):
-            hit = [r for r in results if r["name"] == name and r["library"] == library and r.get("ns_per_op")]
+            x = i + (j - (len(libraries) - 1) / 2) * width
+            hit = [r for r in timed_rows if r["name"] == name and r["library"] == library]
             if hit:
-                xs.append(i + (j - (len(libraries) - 1) / 2) * width)
+                xs.append(x)
                 ys.append(hit[0]["ns_per_op"])
-        ax.bar(xs, ys, width, label=library)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("ns per scalargrad instruction (value and gradient)")
-    ax.legend(fontsize=8)
+            elif any(r["name"] == name and r["library"] == library and r.get("over_budget") for r in results):
+                bars.text(x, 0.02, "over budget", transform=bottom, rotation=90, fontsize=6, ha="center",
+                          va="bottom", color=colors[library])
+        bars.bar(xs, ys, width, label=library, color=colors[library])
+    bars.set_yscale("log")
+    bars.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    bars.set_ylabel("ns per traced instruction (value and gradient)")
+    bars.set_title("cost per op")
+    bars.legend(fontsize=8)
+    markers = "osd^v<>"
+    workloads = list(dict.fromkeys(r["workload"] for r in timed_rows))
+    for library in libraries:
+        for w, workload in enumerate(workloads):
+            pts = sorted((r["ops"], r["vg_us"] * 1e-6) for r in timed_rows
+                         if r["library"] == library and r["workload"] == workload)
+            if pts:
+                growth.plot(*zip(*pts), marker=markers[w % len(markers)], color=colors[library],
+                            label=f"{library}, {workload}")
+    growth.set_xscale("log")
+    growth.set_yscale("log")
+    growth.set_xlabel("traced instructions (tape size)")
+    growth.set_ylabel("value and gradient, seconds")
+    growth.set_title("time against tape size")
+    growth.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     print(f"plot written to {path}")
+    return True
 
 
 # --- ops ------------------------------------------------------------------------------------------
@@ -460,6 +694,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def parse_sizes(text: str | None) -> tuple[int, ...] | None:
+    """``--size 100,1000`` -> (100, 1000); ValueError naming the bad item."""
+    if not text:
+        return None
+    sizes = []
+    for item in text.split(","):
+        if not item.strip().isdigit() or int(item) < 1:
+            raise ValueError(f"--size expects positive integers separated by commas, got {item!r}")
+        sizes.append(int(item))
+    return tuple(dict.fromkeys(sizes))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scalargrad", description="scalargrad: fast reverse-mode "
                                      "automatic differentiation of scalar Python code.")
@@ -468,7 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time and check the shipped workloads",
         description="Time tracing, compiling, the forward sweep, value_and_grad and eager backward on the "
                     "shipped workloads, and check every gradient against finite differences. "
-                    "Exit status 1 if a check fails.")
+                    "Exit status 1 if a check fails (or, with --compare, a peer disagrees with scalargrad). "
+                    "--json writes the layout documented in docs/bench-json.md (schema 1).")
     bench_parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI")
     bench_parser.add_argument("--workload", action="append", metavar="NAME",
                               help="rows to run: a workload (" + ", ".join(WORKLOADS) + "), a row name "
@@ -482,7 +729,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--budget", type=float, default=10.0, metavar="SECONDS",
                               help="with --compare: seconds per peer and workload before it is reported "
                               "over budget (default 10)")
-    bench_parser.add_argument("--plot", metavar="PATH", help="with --compare: bar chart of ns/op (matplotlib)")
+    bench_parser.add_argument("--size", metavar="N[,N...]",
+                              help="sizes for every timed workload instead of its own (rosenbrock: dimensions, "
+                              "mlp: data points, random: instructions), e.g. --size 1000,10000")
+    bench_parser.add_argument("--batch", type=positive_int, metavar="B",
+                              help="also time sg.vmap(sg.value_and_grad(f)) on B points per row: ns per op per "
+                              "point and its ratio to the single-point ns/op")
+    bench_parser.add_argument("--backend", choices=BACKENDS,
+                              help="the compiled backend passed to value_and_grad and jit (default: theirs)")
+    bench_parser.add_argument("--plot", metavar="PATH",
+                              help="write a figure (needs matplotlib): ns/op per library and row, and time against "
+                              "tape size; without --size each workload runs at its growth sizes "
+                              "(rosenbrock 100-10000, mlp 10-100, random 1000-100000)")
     bench_parser.set_defaults(run=bench)
     ops_parser = commands.add_parser("ops", help="list the op table", description="List every op: arity, "
                                      "forward expression, partial derivatives and notes.")

@@ -12,13 +12,16 @@ from .jit.kernels import eager_backward
 from .trace import TracingError, Variable
 
 
-def backward(v: Variable, seed: float) -> None:
+def backward(v: Variable, seed: float, create_graph: bool = False) -> None:
     if v._leaf:
         if v._requires_grad:
             v._grad = seed if v._grad is None else v._grad + seed
         return
     if v._rec.trace:
         raise TracingError("backward() inside a traced function; use sg.grad / sg.value_and_grad instead")
+    if create_graph:  # gradients as recording Variables (transforms.py replays the graph)
+        from .transforms import backward_create_graph
+        return backward_create_graph(v, seed)
     pending = {v._rec: {v._slot: seed}}
     while pending:
         rec = max(pending, key=lambda r: r.serial)  # imports always come from older recorders

@@ -77,3 +77,39 @@ def evaluate_kernel(program: kernels.Program):
         return out[0]
     k.workspace_size = size
     return k
+
+
+def generated_value_and_grad_kernel(generated, n_in: int):
+    """As ``value_and_grad_kernel``, calling the tape's generated code (``jit/codegen.py``), which
+    needs no scratch: ``work`` is accepted, for the same call forms, and unused."""
+    @_njit
+    def k(x, g, work=None):
+        if x.shape[0] != n_in or g.shape[0] != n_in:
+            raise ValueError("compiled value_and_grad: x and g must have the traced number of inputs")
+        value, ok = generated(x, g)
+        if not ok:
+            raise ValueError("compiled value_and_grad: these inputs take another control-flow path "
+                             "than the traced one (use sg.where, or call the Python function)")
+        return value
+    k.workspace_size = 0
+    return k
+
+
+def generated_evaluate_kernel(generated, n_in: int, n_out: int):
+    """As ``evaluate_kernel``, calling the tape's generated code; ``work`` holds every output."""
+    @_njit
+    def k(x, work=None):
+        if x.shape[0] != n_in:
+            raise ValueError("compiled jit: x must have the traced number of inputs")
+        if work is None:
+            out = np.empty(n_out)
+        else:
+            out = work
+        if out.shape[0] < n_out:
+            raise ValueError("compiled jit: work is smaller than k.workspace_size")
+        if not generated(x, out[:n_out]):
+            raise ValueError("compiled jit: these inputs take another control-flow path than the "
+                             "traced one (use sg.where, or call the Python function)")
+        return out[0]
+    k.workspace_size = n_out
+    return k

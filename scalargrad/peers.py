@@ -5,10 +5,12 @@ its own idiom: micrograd Values and PyTorch 0-d tensors build an eager graph; au
 differentiate a NumPy-style function that indexes its array argument elementwise (JAX jitted);
 CasADi builds SX expressions and evaluates a gradient ``casadi.Function`` in its SX virtual machine.
 Peers are imported lazily, and each (peer, workload) runs in a child process so that a peer over its
-time budget (or one that crashes, e.g. on deep recursion) can be stopped and reported.
+time budget (or one that crashes, e.g. on deep recursion) can be stopped and reported. A peer name
+``module:function`` names an adapter outside this table (the tests use one).
 """
 from __future__ import annotations
 
+import gc
 import math
 import multiprocessing
 import operator
@@ -73,6 +75,15 @@ def make_scalar_program(workload: str, size):
 
 ARITHMETIC = dict(add=operator.add, sub=operator.sub, mul=operator.mul, div=operator.truediv,
                   neg=operator.neg, square=lambda a: a * a)
+
+
+def float_ops() -> SimpleNamespace:
+    """The op namespace over plain Python floats (``math``): the programs' own reference."""
+    names = dict(sin=math.sin, cos=math.cos, tanh=math.tanh, exp=math.exp, log=math.log, sqrt=math.sqrt,
+                 log1p=math.log1p, expm1=math.expm1, sinh=math.sinh, cosh=math.cosh, tan=math.tan,
+                 arctan=math.atan, arcsin=math.asin, arctan2=math.atan2)
+    return SimpleNamespace(**names, **ARITHMETIC, relu=lambda a: a if a > 0.0 else 0.0,
+                           sigmoid=lambda a: 1.0 / (1.0 + math.exp(-a)))
 
 
 def array_ops(np_like, **extra) -> SimpleNamespace:
@@ -238,10 +249,27 @@ ADAPTERS = dict(micrograd=micrograd_peer, autograd=autograd_peer, torch=torch_pe
                 casadi=casadi_peer)
 
 
+def module_of(peer: str) -> str:
+    """The module a peer needs: from MODULES, or the ``module`` of ``module:function``."""
+    if peer in MODULES:
+        return MODULES[peer]
+    if ":" in peer:
+        return peer.partition(":")[0]
+    raise KeyError(f"unknown peer {peer!r}; choose from {', '.join(PEERS)} or give module:function")
+
+
+def adapter_of(peer: str):
+    if peer in ADAPTERS:
+        return ADAPTERS[peer]
+    import importlib
+    module, _, name = peer.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def missing(peer: str) -> str | None:
     """Why ``peer`` cannot run here (None when it can), without importing it."""
     import importlib.util
-    module = MODULES[peer]
+    module = module_of(peer)
     try:
         found = importlib.util.find_spec(module.split(".")[0]) is not None and \
             importlib.util.find_spec(module) is not None
@@ -260,88 +288,138 @@ def version(peer: str) -> str:
 
 # --- measuring one (peer, workload) in a child process --------------------------------------------
 
-def _median(call, deadline: float) -> tuple[float, int]:
-    times = []
-    stop = time.perf_counter() + MIN_SECONDS
-    while len(times) < MIN_REPEATS or time.perf_counter() < stop:
+# Every peer row has these keys (None: not measured); the bench adds ns/op and the ratio to scalargrad.
+ROW_KEYS = ("record_ms", "compile_ms", "fwd_us", "vg_us", "ratio", "calls", "ok", "detail")
+
+
+def _timed(call) -> float:
+    """Seconds of one ``call()`` with the cyclic garbage collector paused, as ``timeit`` does; the
+    garbage of earlier calls is collected first, untimed, when there is some. (Eager graphs are full
+    of reference cycles: otherwise every other call pays for a full collection of the last graph, and
+    medians flip.) The youngest generation holds every object made while collection was paused."""
+    if gc.get_count()[0] > gc.get_threshold()[0]:
+        gc.collect(0)
+    gc.disable()
+    try:
         t0 = time.perf_counter()
         call()
-        times.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+    finally:
+        gc.enable()
+
+
+def _median(call, deadline: float, first: float | None = None) -> tuple[float, int]:
+    """Median seconds of ``call()`` over >= MIN_SECONDS and >= MIN_REPEATS calls, stopping early
+    when another call would pass ``deadline``. ``first``: a sample already taken (the checking call);
+    when even one more call would pass the deadline, that sample alone is the result."""
+    if first is not None and time.perf_counter() + first > deadline:
+        return first, 1
+    times = [] if first is None else [first]
+    stop = time.perf_counter() + MIN_SECONDS
+    while len(times) < MIN_REPEATS or time.perf_counter() < stop:
+        times.append(_timed(call))
         if time.perf_counter() + times[-1] > deadline:
             break
     return statistics.median(times), len(times)
 
 
-def measure_peer(peer: str, workload: str, size, x0, expected_value, expected_grad, budget: float) -> dict:
-    """Record, compile, verify and time one peer on one workload (in the current process)."""
-    start = time.perf_counter()
-    deadline = start + budget
+def measure_peer(peer: str, workload: str, size, x0, expected_value, expected_grad, budget: float,
+                 report=None) -> dict:
+    """Record, compile, verify and time one peer on one workload (in the current process).
+    ``report(stage, row)`` is told each stage before it starts, with the numbers so far."""
+    report = report or (lambda stage, row: None)
+    row = dict.fromkeys(ROW_KEYS)
+    row.update(ok=True, detail="")
+    deadline = time.perf_counter() + budget
+    report("recording", row)
     program = make_scalar_program(workload, size)
-    adapter = ADAPTERS[peer](program, len(x0))
-    record_s = compile_s = None
+    adapter = adapter_of(peer)(program, len(x0))
     if "record" in adapter:
         # Eager peers: best of two graph builds (as the bench's trace time). Staged peers (jax, casadi)
         # record once and return (compile seconds, trace seconds).
-        t0 = time.perf_counter()
-        extra = adapter["record"](x0)
-        record_s = time.perf_counter() - t0
-        if isinstance(extra, tuple):
-            compile_s, record_s = extra
+        extra = []
+        record_s = _timed(lambda: extra.append(adapter["record"](x0)))
+        if isinstance(extra[0], tuple):
+            row["compile_ms"], record_s = 1e3 * extra[0][0], extra[0][1]
         else:
-            t0 = time.perf_counter()
-            adapter["record"](x0)
-            record_s = min(record_s, time.perf_counter() - t0)
-    value, grad = adapter["vg"](x0)
-    grad = np.asarray(grad, dtype=np.float64).reshape(expected_grad.shape)
+            report("recording again", dict(row, record_ms=1e3 * record_s))
+            record_s = min(record_s, _timed(lambda: adapter["record"](x0)))
+        row["record_ms"] = 1e3 * record_s
+    report("checking value and gradient", row)
+    got = []
+    check_s = _timed(lambda: got.append(adapter["vg"](x0)))
+    value, grad = got[0]
+    grad = np.asarray(grad, dtype=np.float64).reshape(np.shape(expected_grad))
     value_ok = math.isclose(value, expected_value, rel_tol=RTOL, abs_tol=1e-300)
     grad_err = float(np.max(np.abs(grad - expected_grad) / np.maximum(np.abs(expected_grad), 1e-300),
                             initial=0.0))
-    row = dict(record_ms=None if record_s is None else 1e3 * record_s, compile_ms=None if compile_s is None else 1e3 * compile_s,
-               fwd_us=None, vg_us=None, ratio=None, ok=True, detail="")
     if not value_ok or not np.allclose(grad, expected_grad, rtol=RTOL, atol=1e-12):
-        row.update(ok=False, mismatch=True, detail=f"differs from scalargrad: value {value!r} vs {expected_value!r}, "
-                                    f"max relative gradient error {grad_err:.1e}")
+        row.update(ok=False, mismatch=True, detail=f"differs from scalargrad: value {value!r} vs "
+                   f"{expected_value!r}, max relative gradient error {grad_err:.1e}")
         return row
+    # Near the budget each median shrinks to one call; vg can reuse the checking call's time.
+    report("timing the forward pass", row)
     fwd_s, _ = _median(lambda: adapter["fwd"](x0), deadline)
-    vg_s, calls = _median(lambda: adapter["vg"](x0), deadline)
-    row.update(fwd_us=1e6 * fwd_s, vg_us=1e6 * vg_s, ratio=vg_s / fwd_s, calls=calls)
+    row["fwd_us"] = 1e6 * fwd_s
+    report("timing value and gradient", row)
+    vg_s, calls = _median(lambda: adapter["vg"](x0), deadline, first=check_s)
+    row.update(vg_us=1e6 * vg_s, ratio=vg_s / fwd_s, calls=calls)
     return row
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
 def _child(conn, peer, workload, size, x0, expected_value, expected_grad, budget):
     try:
-        __import__(MODULES[peer])  # imports do not count against the budget
-        conn.send("ready")
-        conn.send(measure_peer(peer, workload, size, x0, expected_value, expected_grad, budget))
+        __import__(module_of(peer))  # imports do not count against the budget
+        conn.send(("ready", None, None))
+
+        def report(stage, row):
+            conn.send(("stage", stage, dict(row)))
+
+        conn.send(("done", None, measure_peer(peer, workload, size, x0, expected_value, expected_grad,
+                                               budget, report)))
     except BaseException as error:  # report every failure to the parent instead of a traceback
-        conn.send(dict(ok=False, detail=f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"))
+        conn.send(("done", None, dict(dict.fromkeys(ROW_KEYS), ok=False, detail=_first_line(error))))
     finally:
         conn.close()
 
 
 def run_peer(peer, workload, size, x0, expected_value, expected_grad, budget: float = BUDGET_S,
              import_timeout: float = 120.0) -> dict:
-    """``measure_peer`` in a child process; a child still busy after ``budget`` seconds is stopped and
-    its row says "over budget"; one that dies says so."""
+    """``measure_peer`` in a child process. A child still busy ``budget * 1.5 + 2`` seconds after its
+    imports (it stops timing by itself at ``budget``) is stopped: its row has ``over_budget`` and the
+    numbers it had measured, and says in which stage it was; one that dies says so."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(child, peer, workload, size, x0, expected_value,
                                                    np.asarray(expected_grad), budget), daemon=True)
     process.start()
     child.close()
+    row = dict(dict.fromkeys(ROW_KEYS), ok=False, detail="")
     try:
         if not parent.poll(import_timeout):
-            return dict(ok=False, over_budget=True, detail=f"import of {peer} took over {import_timeout:.0f} s")
-        first = parent.recv()
-        if first != "ready":
-            return first
-        # The child stops timing at the budget; allow a little for its last call and the reply.
-        if not parent.poll(budget * 1.5 + 2.0):
-            return dict(ok=False, over_budget=True, detail=f"over budget (> {budget:g} s), stopped")
-        return parent.recv()
+            return dict(row, over_budget=True, detail=f"import of {module_of(peer)} took over {import_timeout:.0f} s")
+        kind, _, got = parent.recv()
+        if kind == "done":
+            return got
+        stage = "starting"
+        stop = time.perf_counter() + budget * 1.5 + 2.0
+        while True:
+            left = stop - time.perf_counter()
+            if left <= 0 or not parent.poll(left):
+                return dict(row, ok=False, over_budget=True,
+                            detail=f"over budget (> {budget:g} s) while {stage}; stopped")
+            kind, stage_now, got = parent.recv()
+            if kind == "done":
+                return got
+            stage, row = stage_now, dict(got, ok=False)
     except EOFError:
         process.join(5)
-        return dict(ok=False, detail=f"the {peer} process died (exit code {process.exitcode})")
+        return dict(row, ok=False, detail=f"the {peer} process died (exit code {process.exitcode})")
     finally:
         if process.is_alive():
             process.kill()

@@ -31,7 +31,7 @@ class Tape:
         given = dict(op=op, a=a, b=b, c=c, lit=lit, inputs=inputs, outputs=outputs, guards=guards,
                      guard_values=guard_values)
         for name, dtype in _ARRAYS.items():
-            arr = np.array(given[name], dtype=dtype).reshape(-1)
+            arr = _converted(name, given[name], dtype)
             arr.flags.writeable = False
             object.__setattr__(self, name, arr)
         self.validate()
@@ -123,6 +123,28 @@ class Tape:
         """Read a tape written by ``save``; ValueError if the file is not a valid saved tape."""
         from .storage import load
         return load(path)
+
+
+def _converted(name: str, value, dtype) -> np.ndarray:
+    """A flat copy of ``value`` as ``dtype``; ValueError naming the array instead of a silent cast
+    (NumPy would truncate 1.5 to 1 and wrap 2**32 + 1 to 1 in an int32 slot array)."""
+    if isinstance(value, np.ndarray) and value.dtype == dtype:
+        return np.array(value).reshape(-1)
+    try:
+        src = np.asarray(value)
+        if src.dtype == object:
+            src = src.astype(np.float64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"tape array {name!r}: {e}") from None
+    if src.dtype.kind not in "biuf" or (src.dtype.kind == "f" and np.dtype(dtype).kind != "f" and src.size
+                                       and not np.array_equal(src, np.trunc(src))):
+        raise ValueError(f"tape array {name!r} must hold {'integers' if np.dtype(dtype).kind == 'i' else 'numbers'}, "
+                         f"got dtype {src.dtype}" + (" with fractional or non-finite values" if src.dtype.kind == "f" else ""))
+    if np.dtype(dtype).kind == "i" and src.size:
+        info = np.iinfo(dtype)
+        if src.min() < info.min or src.max() > info.max:
+            raise ValueError(f"tape array {name!r} has values outside the {np.dtype(dtype).name} range")
+    return src.astype(dtype).reshape(-1)
 
 
 def is_leaf(opcode: int) -> bool:

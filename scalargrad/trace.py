@@ -71,7 +71,7 @@ class Recorder:
     are kept sparse, as (slot, value) pairs in ``lit_at``/``lit`` and ``c_at``/``c``."""
 
     __slots__ = ("op", "a", "b", "c_at", "c", "lit_at", "lit", "trace", "limit", "sealed", "serial", "imports",
-                 "imported", "guards", "adj", "__weakref__")
+                 "imported", "guards", "adj", "lifts", "__weakref__")
 
     def __init__(self, trace: bool):
         self.op, self.a, self.b = array("b"), array("i"), array("i")
@@ -85,6 +85,7 @@ class Recorder:
         self.imported: dict[int, int] = {}              # id(non-leaf Variable) -> its input slot
         self.guards: dict[int, float] = {}              # slot -> value the control flow relied on
         self.adj = None                                 # adjoints after backward() (eager only)
+        self.lifts = None  # id(Variable) -> (input slot, Variable) for closed-over values (transforms.py)
 
     def emit(self, opcode: int, a: int = -1, b: int = -1) -> int:
         k = len(self.op)
@@ -106,11 +107,16 @@ class Recorder:
 
     def adopt(self, v: Variable) -> int:
         """Slot of a Variable recorded elsewhere: an input instruction standing for it."""
-        if v._rec is not None and v._rec.trace and not v._leaf:
+        if v._rec is not None and v._rec.trace and not v._leaf and self.lifts is None:
             raise TracingError("a traced value escaped its traced function and cannot be used outside it")
         if self.trace:
             if v._rec is None and not v._requires_grad:
                 return self.constant(v._data)
+            if self.lifts is not None:  # a transform called with Variables: closed-over values are inputs
+                entry = self.lifts.get(id(v))
+                if entry is None:
+                    entry = self.lifts[id(v)] = (self.emit(INPUT), v)
+                return entry[0]
             raise TracingError(
                 "a Variable created outside the traced function was used inside it; pass its value "
                 "as an argument instead (the compiled function would otherwise bake in its current value)")
@@ -164,6 +170,12 @@ def _fresh_recorder():
     rec = Recorder(trace=False)
     _active.set(rec)
     return rec
+
+
+def tracing() -> bool:
+    """True inside a traced function (transforms called there record symbolically)."""
+    rec = _active.get()
+    return rec is not None and rec is not _NO_GRAD and rec.trace
 
 
 @contextlib.contextmanager
@@ -255,10 +267,11 @@ class Variable:
         """Forget the accumulated gradient (``grad`` becomes None, as in PyTorch)."""
         self._grad = None
 
-    def backward(self, grad: float = 1.0) -> None:
-        """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``."""
+    def backward(self, grad: float = 1.0, create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``. With ``create_graph``
+        the gradients are Variables that record, so they can be differentiated again."""
         from .eager import backward
-        backward(self, _as_real(grad, "grad"))
+        backward(self, _as_real(grad, "grad"), create_graph)
 
     def __repr__(self) -> str:
         if self._rec is not None and self._rec.trace and not self._leaf:
@@ -356,9 +369,19 @@ def _constant(value: float) -> Variable:
     return v
 
 
+def _object_scalar(v) -> np.ndarray:
+    box = np.empty((), dtype=object)
+    box[()] = v
+    return box
+
+
 def _elementwise(fn, args):
     """Apply a scalar op over NumPy arrays (object arrays of Variables included)."""
-    out = np.frompyfunc(fn, len(args), 1)(*args)
+    # A bare Variable operand goes in as a 0-d object array: given as is, NumPy would offer the
+    # frompyfunc ufunc to Variable.__array_ufunc__, which declines it (array * Variable failed).
+    args = [_object_scalar(x) if type(x) is Variable else x for x in args]
+    with np.errstate(all="ignore"):  # IEEE results as documented (log(0) = -inf), no warnings
+        out = np.frompyfunc(fn, len(args), 1)(*args)
     if isinstance(out, np.ndarray) and not any(type(v) is Variable for v in out.flat):
         return out.astype(np.float64)
     return out

@@ -50,12 +50,16 @@ class VMap:
             x = x if chunked.is_dask(x) else np.asarray(x)
             if x.ndim == 0:
                 raise ValueError(f"argument {i} has in_axes={ax} but is a scalar (no axis to map over)")
+            if not -x.ndim <= ax < x.ndim:
+                raise ValueError(f"argument {i} has in_axes={ax} but only {x.ndim} dimensions")
             x = np.moveaxis(x, int(ax), 0)
             sizes.add(x.shape[0])
             moved.append(x)
         if len(sizes) != 1:
             raise ValueError(f"{self.__name__}: batched arguments need one common size along their "
                              f"mapped axes, got {sorted(sizes) or 'none (every in_axes is None)'}")
+        if 0 in sizes:  # the function is traced at point 0, so there must be one
+            raise ValueError(f"{self.__name__}: the mapped axes have length 0; there is no point to evaluate")
         return sizes.pop(), moved, [ax is not None for ax in axes]
 
     @staticmethod

@@ -17,7 +17,8 @@ import scalargrad as sg
 @dataclass(frozen=True)
 class Workload:
     """A named problem. ``sizes`` are the bench rows (``name-size``; empty: one row at the default
-    size), ``quick_sizes`` those of ``bench --quick``. A workload with a ``check`` (returning a list
+    size), ``quick_sizes`` those of ``bench --quick``, ``growth_sizes`` those of ``bench --plot``
+    (time against tape size). A workload with a ``check`` (returning a list
     of failure messages) is a correctness check that the bench runs instead of timing."""
 
     name: str
@@ -26,6 +27,7 @@ class Workload:
     sizes: tuple[int, ...] = ()
     quick_sizes: tuple[int, ...] = ()
     check: Callable[[], list[str]] | None = None
+    growth_sizes: tuple[int, ...] = ()  # ``bench --plot``: sizes spanning decades, so growth shows
 
 
 # --- rosenbrock -----------------------------------------------------------------------------------
@@ -226,11 +228,11 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("seed", "textbook examples (apple, apples & oranges, x*x + y*y), eager and compiled",
              make_seed, check=check_textbook_examples),
     Workload("rosenbrock", "n-dimensional Rosenbrock function, x0 = linspace(-1.2, 1.2, n)",
-             make_rosenbrock, sizes=(1_000, 10_000), quick_sizes=(100, 1_000)),
-    Workload("mlp", "2-16-16-1 tanh MLP, SVM max-margin loss on 100 two-moons points (337 params)",
-             make_mlp),
+             make_rosenbrock, sizes=(1_000, 10_000), quick_sizes=(100, 1_000), growth_sizes=(100, 1_000, 10_000)),
+    Workload("mlp", "2-16-16-1 tanh MLP, SVM max-margin loss on 100 two-moons points (337 params); "
+             "size = points", make_mlp, growth_sizes=(10, 30, 100)),
     Workload("random", "fixed pseudo-random straight-line program, 16 inputs, size = instructions",
-             make_random, sizes=(100_000,), quick_sizes=(10_000,)),
+             make_random, sizes=(100_000,), quick_sizes=(10_000,), growth_sizes=(1_000, 10_000, 100_000)),
 )}
 
 

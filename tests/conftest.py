@@ -4,7 +4,17 @@ Test modules import these helpers with ``from conftest import ...`` (tests/ is o
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import numpy as np
+
+# Generated per-tape code (scalargrad/jit/codegen.py) goes to a throwaway directory, never the
+# user's cache; subprocesses started by tests inherit it.
+os.environ["SCALARGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="scalargrad-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SCALARGRAD_CACHE_DIR"], ignore_errors=True)
 
 import scalargrad as sg
 from scalargrad.ops import COMPARISONS, USER_OPS

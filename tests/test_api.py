@@ -353,9 +353,10 @@ def test_non_real_arrays_raise_type_error(bad):
         sg.grad(lambda a: np.sum(a))(bad)
 
 
-def test_variable_argument_raises_type_error():
-    with pytest.raises(TypeError):
-        sg.grad(lambda x: x * 2.0)(sg.Variable(1.0))
+def test_variable_argument_records_symbolically():
+    # Variables used to raise TypeError; since issue 5 they record (tests/test_transforms.py)
+    g = sg.grad(lambda x: x * x * 2.0)(sg.Variable(1.5))
+    assert isinstance(g, sg.Variable) and g.data == 6.0
 
 
 @pytest.mark.parametrize("f", [lambda x: np.array([x, x]), lambda x: (x, x), lambda x: [x]],

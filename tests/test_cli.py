@@ -1,9 +1,12 @@
 """The command line (bench, ops, help) and the shipped workloads."""
 import dataclasses
+import io
 import json
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,7 +47,7 @@ def test_bench_rows_have_every_number(quick_bench):
     for row in results["rows"][1:]:
         assert row["ops"] > 0
         assert all(math.isfinite(row[key]) for key in cli.ROW_NUMBERS), row
-        assert min(row["trace_ms"], row["fwd_us"], row["vg_us"], row["eager_us_per_op"]) > 0
+        assert min(row["trace_ms"], row["compile_ms"], row["fwd_us"], row["vg_us"], row["eager_us_per_op"]) > 0
         assert row["fd_err"] < cli.FD_TOLERANCE
 
 
@@ -89,8 +92,11 @@ def test_ops_lists_every_op(capsys):
     assert {op.name for op in USER_OPS} <= listed
 
 
-@pytest.mark.parametrize("argv, expected", [(["--help"], "bench"), (["bench", "--help"], "--quick"),
-                                            (["ops", "--help"], "partial derivatives")])
+@pytest.mark.parametrize("argv, expected", [
+    (["--help"], "bench"), (["bench", "--help"], "--quick"), (["ops", "--help"], "partial derivatives"),
+    (["info", "--help"], "CUDA GPU is usable"),
+    *[(["bench", "--help"], option) for option in ("--workload", "--size", "--batch", "--backend", "--repeat",
+                                                    "--json", "--compare", "--budget", "--plot")]])
 def test_help(argv, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -101,6 +107,15 @@ def test_help(argv, expected, capsys):
 def test_no_command_prints_help_and_returns_2(capsys):
     assert main([]) == 2
     assert "bench" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, status, expected", [
+    (["--help"], 0, "usage: scalargrad"), ([], 2, "usage: scalargrad"), (["bench", "--help"], 0, "--compare")])
+def test_python_m_scalargrad_help(argv, status, expected):
+    result = subprocess.run([sys.executable, "-m", "scalargrad", *argv], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == status, result.stderr
+    assert expected in result.stdout
 
 
 def test_python_m_scalargrad_ops():
@@ -172,3 +187,172 @@ def test_info_never_crashes_without_cuda(monkeypatch, capsys):
     monkeypatch.setattr(numba.cuda, "is_available", broken)
     assert cli.cuda_status().startswith("no (RuntimeError: driver exploded")
     assert main(["info"]) == 0
+
+
+# --- bench options: --size, --batch, --backend, --json schema, --plot, progress ---------------------
+
+def documented_keys() -> dict[str, list[str]]:
+    """Keys listed per section of docs/bench-json.md (section title -> keys in order)."""
+    doc = (Path(__file__).parent.parent / "docs" / "bench-json.md").read_text()
+    sections, title = {}, None
+    for line in doc.splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            sections[title] = []
+        elif title and (match := re.match(r"\| `(\w+)` \|", line)):
+            sections[title].append(match.group(1))
+    return sections
+
+
+def test_bench_json_matches_documented_schema(tmp_path):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--workload", "seed,random-300", "--batch", "8", "--repeat", "1", "--json", str(path)]) == 0
+    results, doc = json.loads(path.read_text()), documented_keys()
+    assert set(results) == set(doc["Top level"]) and results["schema"] == cli.SCHEMA == 1
+    assert results["command"] == "bench"
+    assert set(results["header"]) == set(doc["header: bench"])
+    for row in results["rows"]:
+        assert set(row) == set(doc["rows: bench"]) | set(doc["rows: bench --batch"]), row["name"]
+    seed, random_row = results["rows"]
+    assert seed["batch_vs_single"] is None and seed["ops"] is None
+    assert random_row["batch"] == 8 and random_row["batch_vs_single"] > 0
+    assert 0 < random_row["compiled_ops"] < random_row["ops"]  # the passes shrink the random program
+    assert random_row["ns_per_compiled_op"] > random_row["ns_per_op"]
+
+
+def test_compare_json_matches_documented_schema(tmp_path, capsys):
+    path = tmp_path / "compare.json"
+    argv = ["bench", "--compare", "fake_peer:exact,fake_peer:slow,not_installed_module_xyz:peer", "--workload",
+            "rosenbrock-20", "--budget", "1", "--repeat", "2", "--json", str(path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "note: not_installed_module_xyz:peer skipped: not_installed_module_xyz:peer is not installed" in out
+    assert "over budget (> 1 s) while recording; stopped" in out
+    results, doc = json.loads(path.read_text()), documented_keys()
+    assert results["schema"] == 1 and results["command"] == "compare"
+    assert set(results["header"]) == set(doc["header: compare"])
+    assert set(results["header"]["peers"]) == {"fake_peer:exact", "fake_peer:slow"}
+    rows = {row["library"]: row for row in results["rows"]}
+    assert list(rows) == ["scalargrad", "fake_peer:exact", "fake_peer:slow"]
+    for row in rows.values():
+        assert set(row) == set(doc["rows: compare"]), row["library"]
+    assert rows["scalargrad"]["vs_scalargrad"] == 1.0 and rows["fake_peer:exact"]["ok"]
+    assert rows["fake_peer:exact"]["ns_per_op"] == pytest.approx(1e3 * rows["fake_peer:exact"]["vg_us"] / rows["scalargrad"]["ops"])
+    slow = rows["fake_peer:slow"]
+    assert slow["over_budget"] and not slow["ok"] and slow["vg_us"] is None
+
+
+def test_compare_exits_1_when_a_peer_disagrees(capsys):
+    assert main(["bench", "--compare", "fake_peer:wrong", "--workload", "rosenbrock-20", "--repeat", "1"]) == 1
+    assert "differs from scalargrad" in capsys.readouterr().out
+
+
+def test_compare_unknown_peer_is_a_usage_error(capsys):
+    assert main(["bench", "--compare", "nope", "--workload", "rosenbrock-20"]) == 2
+    assert "unknown peer 'nope'" in capsys.readouterr().err
+
+
+def test_size_option_overrides_workload_sizes(capsys):
+    assert [r[0] for r in cli.select_rows(["rosenbrock", "mlp", "seed"], quick=False, sizes=(30, 40))] == \
+        ["rosenbrock-30", "rosenbrock-40", "mlp-30", "mlp-40", "seed"]
+    assert [r[0] for r in cli.default_rows(quick=False, growth=True) if r[1] == "random"] == \
+        ["random-1000", "random-10000", "random-100000"]
+    assert main(["bench", "--workload", "rosenbrock", "--size", "30", "--repeat", "1"]) == 0
+    assert "rosenbrock-30 " in capsys.readouterr().out
+    assert main(["bench", "--size", "10,x"]) == 2
+    assert "--size expects positive integers separated by commas, got 'x'" in capsys.readouterr().err
+
+
+def test_batch_rows_report_ratio_and_check_points(monkeypatch, capsys):
+    fun, x0 = WORKLOADS["rosenbrock"].make(20)
+    single = cli.measure(fun, x0, repeat=1)
+    got = cli.measure_batch(fun, x0, 16, single, repeat=1)
+    assert got["batch_detail"] == "" and got["batch"] == 16
+    assert got["batch_ns_per_op"] == pytest.approx(got["batch_us"] * 1e3 / 16 / single["ops"])
+    assert got["batch_vs_single"] == pytest.approx(got["batch_ns_per_op"] / single["ns_per_op"])
+    X = cli.batch_points(x0, 16)
+    assert np.array_equal(X[0], x0) and np.all(np.abs(X / x0 - 1.0) <= 0.01)
+    monkeypatch.setattr(cli, "BATCH_TOLERANCE", -1.0)  # every comparison now fails
+    assert main(["bench", "--workload", "rosenbrock-20", "--batch", "4", "--repeat", "1"]) == 1
+    assert "batch point 0 differs" in capsys.readouterr().out
+
+
+def test_batch_and_compare_together_is_a_usage_error(capsys):
+    assert main(["bench", "--batch", "4", "--compare", "torch"]) == 2
+    assert "--batch applies to the scalargrad table" in capsys.readouterr().err
+
+
+def test_backend_is_passed_through():
+    assert cli.backend_options(None) == {}
+    assert cli.backend_options("codegen") == {"backend": "codegen"}
+
+
+@pytest.mark.parametrize("backend", cli.BACKENDS)
+def test_bench_runs_with_each_backend(backend, capsys):
+    assert main(["bench", "--backend", backend, "--workload", "random-200", "--repeat", "1"]) == 0
+    assert f"backend {backend}" in capsys.readouterr().out
+
+
+def test_plot_has_two_panels(tmp_path):
+    figure = pytest.importorskip("matplotlib.figure")
+    rows = [dict(name=f"random-{n}", workload="random", library=lib, ops=n, vg_us=n * k, ns_per_op=1e3 * k)
+            for n in (100, 1000, 10000) for lib, k in (("scalargrad", 0.005), ("peer", 1.0))]
+    rows.append(dict(name="random-10000", workload="random", library="slow", ops=10000, vg_us=None, ns_per_op=None))
+    calls = []
+    real_savefig = figure.Figure.savefig
+
+    def savefig(fig, path, *args, **kwargs):
+        calls.append([ax.get_title() for ax in fig.axes])
+        return real_savefig(fig, path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(figure.Figure, "savefig", savefig)
+        assert cli.plot(rows, str(tmp_path / "p.png"))
+    assert calls == [["cost per op", "time against tape size"]]
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_plot_runs_growth_sizes(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    assert main(["bench", "--quick", "--workload", "random", "--repeat", "1", "--plot", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "random-1000 " in out and "random-10000 " in out and f"plot written to {path}" in out
+    assert path.stat().st_size > 0
+
+
+def test_plot_without_matplotlib_says_so(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert cli.plot([], str(tmp_path / "p.png")) is False
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+class FakeTerminal(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_bar_only_on_a_terminal_and_after_the_delay():
+    terminal = FakeTerminal(tty=True)
+    bar = cli.Progress(4, stream=terminal, delay=0.0, interval=60.0)
+    bar.update("mlp: torch")
+    bar.advance()
+    bar.update("random: jax")
+    assert "[......" in terminal.getvalue() and "0/4 mlp: torch" in terminal.getvalue()
+    assert "[######..." in terminal.getvalue() and "1/4 random: jax" in terminal.getvalue()
+    bar.close()
+    assert terminal.getvalue().endswith("\r\033[K")
+    late = FakeTerminal(tty=True)
+    bar = cli.Progress(4, stream=late, delay=3600.0, interval=60.0)
+    bar.update("quick row")
+    bar.close()
+    assert late.getvalue() == ""
+    pipe = FakeTerminal(tty=False)
+    bar = cli.Progress(4, stream=pipe, delay=0.0)
+    bar.update("row")
+    bar.close()
+    assert pipe.getvalue() == ""

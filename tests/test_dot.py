@@ -2,7 +2,6 @@
 import re
 import shutil
 
-import numpy as np
 import pytest
 
 import scalargrad as sg
@@ -109,3 +108,18 @@ def test_draw_renders_png_and_svg(tmp_path):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     svg = draw(price, tmp_path / "price.svg", names=names)
     assert "apple num" in open(svg).read()
+
+
+def test_readme_picture_and_its_dot_text_are_current():
+    from pathlib import Path
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    assert "](docs/apples_oranges.png)" in readme
+    assert (root / "docs" / "apples_oranges.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    price, names = apples_and_oranges()
+    price.backward()
+    dot = to_dot(price, names=names)
+    edges = re.findall(r"^  n\d+ -> \w+ \[label=.*\];$", readme, re.M)
+    assert len(edges) == 9
+    for line in edges:
+        assert line in dot.splitlines(), line

@@ -14,7 +14,7 @@ import pytest
 import scalargrad as sg
 from scalargrad import reference
 from scalargrad.jit import generate, kernels
-from scalargrad.ops import BY_NAME, COMPARISONS, OPCODE, OPS, USER_OPS, Op, validate_table
+from scalargrad.ops import BY_NAME, COMPARISONS, OPCODE, OPS, USER_OPS, validate_table
 
 from conftest import (SPECIAL, assert_same, case_id, central_diff, compiled_evaluate, op_cases, op_function, sample_domain,
                       second_diff)

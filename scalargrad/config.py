@@ -1,0 +1,19 @@
+"""Global switches, read at call time: ``sg.config.debug_nans = True`` turns on NaN debugging for
+every transformed function whose own ``debug_nans`` keyword is None (the default).
+
+The default comes from the environment variable ``SCALARGRAD_DEBUG_NANS`` (``1``, ``true``, ``yes``
+or ``on`` turn it on), read once when scalargrad is imported.
+"""
+from __future__ import annotations
+
+import os
+
+_ON = ("1", "true", "yes", "on")
+
+
+def env_flag(name: str) -> bool:
+    """True when environment variable ``name`` is set to 1/true/yes/on (any case)."""
+    return os.environ.get(name, "").strip().lower() in _ON
+
+
+debug_nans: bool = env_flag("SCALARGRAD_DEBUG_NANS")

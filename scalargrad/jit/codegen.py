@@ -1,0 +1,415 @@
+"""The compiled-code tier: a tape as straight-line Numba code, generated from the op table.
+
+``source(tape)`` writes one line per instruction (the tape listing in a comment) for two functions,
+``evaluate(x, out) -> ok`` and ``value_and_grad(x, grad) -> (value, ok)``, with the interpreter's
+exact semantics: the same expressions, the guards checked before the reverse sweep, adjoints summed
+in the same order and a zero adjoint propagating nothing. ``load_module(tape)`` writes the source to
+a real file in ``cache_dir()`` named by a hash of the tape and the op table (Numba caches compiled
+code only for real files), atomically, so a second process imports it and ``compile_kernel`` loads
+the machine code from disk. Which backend runs a path is decided in ``tier.py``.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import math
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+from numba import types
+from numba.extending import intrinsic
+
+from ..ops import CONST, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
+from ..tape import Tape
+from .flags import FLAGS
+from .rewrite import live_mask
+
+GENERATOR_VERSION = "5"  # bump when the generated text changes, so stale cache files are not reused
+_ARGS = (types.float64[::1], types.float64[::1])  # the one signature compiled: C-contiguous x, out/grad
+
+
+# --- where generated files live ---------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """``$SCALARGRAD_CACHE_DIR``, else ``scalargrad/codegen`` in the user's cache directory
+    (``$XDG_CACHE_HOME`` or ``~/.cache``; ``%LOCALAPPDATA%`` on Windows). Read on every call."""
+    explicit = os.environ.get("SCALARGRAD_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        base = Path(os.environ["LOCALAPPDATA"])
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "scalargrad" / "codegen"
+
+
+def _op_table_text() -> str:
+    return repr(OPS) + repr(sorted(FLAGS.items())) + repr(sorted(FUNCTIONS))
+
+
+_OP_TABLE_HASH = hashlib.sha256(_op_table_text().encode()).hexdigest()
+
+
+def tape_key(tape: Tape) -> str:
+    """Hex digest naming a tape's generated code: its arrays, the op table, the Numba flags and the
+    generator version (any change to these gives another file, never a stale one)."""
+    h = hashlib.sha256(f"scalargrad-codegen {GENERATOR_VERSION} {_OP_TABLE_HASH}".encode())
+    for name, arr in tape.arrays().items():
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:40]
+
+
+# --- source -----------------------------------------------------------------------------------------
+# The generated code is in SSA form without branches (each variable assigned once, one basic block
+# up to the guard test): Numba's SSA reconstruction is quadratic in reassigned variables times
+# blocks, and dominated compile time when adjoints were accumulated with `+=` under `if`; calls to
+# helper functions were not inlined. So conditionals become ``select`` (an LLVM select: both sides
+# evaluated, which is harmless for these pure expressions) and ``and``/``or`` become ``&``/``|``.
+
+@intrinsic
+def select(typingctx, cond, x, y):
+    """``x if cond else y`` for float64 x and y, without a branch (both are already evaluated)."""
+    if not (isinstance(cond, types.Boolean) and x == types.float64 and y == types.float64):
+        return None
+
+    def lower(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return types.float64(cond, x, y), lower
+
+
+def _float_signature(*args):
+    return types.float64(*args) if all(a == types.float64 for a in args) else None
+
+
+def _add_product(builder, total, partial, g):  # total + partial * g, two roundings as in Python
+    return builder.fadd(total, builder.fmul(partial, g))
+
+
+def _skip_zero(builder, g, step, otherwise):  # `g != 0.0` is true for NaN, as in Python (une)
+    return builder.select(builder.fcmp_unordered("!=", g, g.type(0.0)), step, otherwise)
+
+
+# The reverse sweep's steps as single calls (one call types and lowers much faster in Numba than the
+# equivalent expression): the adjoint so far plus partial * g, skipped when the adjoint g is zero;
+# acc0 for a first contribution (see the note above _constant_partial); muladd without the test.
+
+@intrinsic
+def acc(typingctx, total, partial, g):
+    """``total + partial * g if g != 0.0 else total``."""
+    def lower(context, builder, signature, args):
+        total, partial, g = args
+        return _skip_zero(builder, g, _add_product(builder, total, partial, g), total)
+    return _float_signature(total, partial, g), lower
+
+
+@intrinsic
+def acc0(typingctx, partial, g):
+    """``partial * g if g != 0.0 else 0.0``."""
+    def lower(context, builder, signature, args):
+        partial, g = args
+        return _skip_zero(builder, g, builder.fmul(partial, g), partial.type(0.0))
+    return _float_signature(partial, g), lower
+
+
+@intrinsic
+def muladd(typingctx, total, partial, g):
+    """``total + partial * g`` (two roundings, not a fused multiply-add)."""
+    def lower(context, builder, signature, args):
+        return _add_product(builder, *args)
+    return _float_signature(total, partial, g), lower
+
+
+class _Branchless(ast.NodeTransformer):
+    def visit_IfExp(self, node):
+        self.generic_visit(node)
+        return ast.Call(ast.Name("select", ast.Load()), [node.test, node.body, node.orelse], [])
+
+    def visit_BoolOp(self, node):
+        self.generic_visit(node)
+        op = ast.BitAnd() if isinstance(node.op, ast.And) else ast.BitOr()
+        expr = node.values[0]
+        for value in node.values[1:]:
+            expr = ast.BinOp(expr, op, value)
+        return expr
+
+
+@functools.lru_cache(maxsize=None)
+def branchless(expr: str) -> str:
+    """An op-table expression with conditionals as ``select`` calls, placeholders kept: e.g.
+    ``1.0 if {a} > 0.0 else 0.0`` -> ``select({a} > 0.0, 1.0, 0.0)``."""
+    if " if " not in expr and " and " not in expr and " or " not in expr:
+        return expr
+    marked = substitute(expr, **{p: f"__{p}__" for p in PLACEHOLDERS})
+    tree = _Branchless().visit(ast.parse(marked, mode="eval"))
+    text = ast.unparse(ast.fix_missing_locations(tree))
+    for p in PLACEHOLDERS:
+        text = text.replace(f"__{p}__", "{" + p + "}")
+    return text
+
+
+def _expr(op, j: int | None, names: dict) -> str:
+    """Source of op's forward (j None) or j-th partial expression over ``names``."""
+    return substitute(branchless(op.forward if j is None else op.partials[j]), **names)
+
+
+def _literal(value: float, k: int, constants: dict) -> str:
+    """Source text of a literal: its repr (exact for finite floats), parenthesised when negative;
+    a non-finite literal becomes a module constant built from its bits (NaN payload included)."""
+    value = float(value)
+    if math.isfinite(value):
+        text = repr(value)
+        return f"({text})" if text.startswith("-") else text
+    name = f"L{k}"
+    constants[name] = int(np.float64(value).view(np.uint64))
+    return name
+
+
+def _names(tape: Tape, k: int, constants: dict) -> dict:
+    """Placeholder values for instruction k: operand and own value variables, and the literal. A
+    'const' operand is written as its literal, so that a partial such as mul's is seen to be a
+    finite constant (no zero-adjoint test needed)."""
+    names = dict(y=f"v{k}", lit=_literal(tape.lit[k], k, constants))
+    for s, slots in zip("abc", (tape.a, tape.b, tape.c)):
+        slot = int(slots[k])
+        if slot >= 0:
+            names[s] = _literal(tape.lit[slot], slot, constants) if tape.op[slot] == CONST else f"v{slot}"
+    return names
+
+
+# How the reverse sweep below can drop work and stay bit-identical to the interpreter's. There,
+# adjoints are sums starting from +0.0 (or the seed 1.0), so never -0.0, and a step with a zero
+# adjoint g is skipped. Here, a first contribution 0.0 + p * g is written p * g, which differs only
+# when it is a zero (-0.0 instead of +0.0). Invariant: every adjoint here equals the interpreter's
+# or both are zeros. It holds through every step: the partials p are the same; a zero g of either
+# sign is skipped by the select (g != 0.0 is false for both), and a step without the test has a
+# finite constant partial c, so it adds a zero (c * ±0), which changes a sum only in the sign of a
+# zero. Finally each gradient entry is written 0.0 + g, which maps -0.0 to +0.0 and keeps every other
+# value: the interpreter's bits.
+
+def _constant_partial(expr: str) -> bool:  # expr: a partial's source text, constants substituted
+    """A finite constant partial (``1.0``, ``-1.0``, a 'const' operand of mul): with a zero adjoint
+    it adds a zero, so the step needs no zero-adjoint test (see above)."""
+    try:
+        return math.isfinite(float(expr.strip("()")))
+    except ValueError:
+        return False
+
+
+def _needed(tape: Tape, roots) -> np.ndarray:
+    return live_mask(tape.a, tape.b, tape.c, np.asarray(list(roots), dtype=np.int64))
+
+
+def _guard_test(tape: Tape) -> str:
+    """An expression true when every guard has its traced value (as ``kernels._guards_hold``),
+    with ``&`` rather than ``and`` so that it does not branch."""
+    tests = [f"(v{int(s)} != 0.0)" if v != 0.0 else f"(not (v{int(s)} != 0.0))"
+             for s, v in zip(tape.guards, tape.guard_values)]
+    return " & ".join(tests) if tests else "True"
+
+
+def _forward_lines(tape: Tape, keep, listing, constants) -> list[str]:
+    lines = []
+    input_index = {int(s): i for i, s in enumerate(tape.inputs)}
+    for k in range(len(tape)):
+        if keep[k]:
+            op = OPS[tape.op[k]]
+            rhs = (f"x[{input_index[k]}]" if tape.op[k] == INPUT
+                   else _expr(op, None, _names(tape, k, constants)))
+            lines.append(f"    v{k} = {rhs}  # {listing[k]}")
+    return lines
+
+
+def _leads_to_input(tape: Tape) -> np.ndarray:
+    """Slots with a differentiable path to an input: the only adjoints a gradient can read, so
+    steps into other slots (constants, conditions) are left out; they change no result."""
+    useful = tape.op == INPUT
+    for k in range(len(tape)):
+        if not useful[k]:
+            op = OPS[tape.op[k]]
+            useful[k] = any(op.differentiable[j] and useful[s]
+                            for j, s in enumerate((tape.a[k], tape.b[k], tape.c[k])[: op.arity]))
+    return useful
+
+
+def _reverse_lines(tape: Tape, out: int, listing, constants) -> tuple[list[str], dict]:
+    """The reverse sweep in the interpreter's order (k descending, operands in table order), over
+    the slots whose adjoint can be nonzero and reach an input. ``adjoint[s]`` names slot s's adjoint
+    so far: ``g<s>_<i>`` after its i-th contribution (SSA: nothing is reassigned)."""
+    useful = _leads_to_input(tape)
+    adjoint = {out: "1.0"} if useful[out] else {}
+    count: dict[int, int] = {}
+    lines = []
+    for k in range(len(tape) - 1, -1, -1):
+        if k not in adjoint:
+            continue
+        op = OPS[tape.op[k]]
+        names = _names(tape, k, constants)
+        for j, slot in enumerate((tape.a[k], tape.b[k], tape.c[k])[: op.arity]):
+            slot = int(slot)
+            if not (op.differentiable[j] and useful[slot]):
+                continue
+            partial = _expr(op, j, names)
+            total = adjoint.get(slot, "0.0")
+            count[slot] = count.get(slot, 0) + 1
+            adjoint[slot] = name = f"g{slot}_{count[slot]}"
+            g = adjoint[k]
+            first = total == "0.0"  # the interpreter's 0.0 + p * g: written p * g (see above)
+            constant = _constant_partial(partial) and float(partial.strip("()"))
+            if constant == 1.0:
+                rhs = g if first else f"{total} + {g}"
+            elif constant == -1.0:
+                rhs = f"-{g}" if first else f"{total} - {g}"
+            elif constant:
+                rhs = f"{partial} * {g}" if first else f"muladd({total}, {partial}, {g})"
+            else:
+                rhs = f"acc0({partial}, {g})" if first else f"acc({total}, {partial}, {g})"
+            lines.append(f"    {name} = {rhs}  # {listing[k]}")
+    return lines, adjoint
+
+
+def source(tape: Tape, key: str | None = None) -> str:
+    """The generated module's text for ``tape`` (``key`` defaults to ``tape_key(tape)``)."""
+    key = key or tape_key(tape)
+    listing = str(tape).splitlines()
+    constants: dict[str, int] = {}
+    outputs = [int(s) for s in tape.outputs]
+    guards = [int(s) for s in tape.guards]
+    guard_test = _guard_test(tape)
+
+    ev = _forward_lines(tape, _needed(tape, outputs + guards), listing, constants)
+    ev += [f"    out[{i}] = v{s}" for i, s in enumerate(outputs)]
+    ev.append(f"    return {guard_test}")
+
+    if outputs:
+        out = outputs[0]
+        vg = _forward_lines(tape, _needed(tape, [out] + guards), listing, constants)
+        if guards:
+            vg += [f"    if not ({guard_test}):", f"        return v{out}, False"]
+        reverse, adjoint = _reverse_lines(tape, out, listing, constants)
+        vg += reverse
+        for i, s in enumerate(tape.inputs):
+            g = adjoint.get(int(s), "0.0")
+            vg.append(f"    grad[{i}] = {g if g in ('0.0', '1.0') else '0.0 + ' + g}")
+        vg.append(f"    return v{out}, True")
+    else:
+        vg = ["    return 0.0, False"]
+
+    lines = [
+        f'"""scalargrad compiled-code tier, key {key}: GENERATED by scalargrad/jit/codegen.py',
+        f"from the op table for a tape of {len(tape)} instructions, {len(tape.inputs)} inputs, "
+        f"{len(outputs)} outputs, {len(guards)} guards. Do not edit.",
+        "",
+        "v<k> is the value of slot k; g<k>_<i> the adjoint of slot k after its i-th contribution:",
+        "acc(total, p, g) = total + p * g, or total when g == 0 (as in the interpreter); acc0(p, g) the",
+        "first contribution; muladd(total, c, g) = total + c * g. Comments: the tape's listing.",
+        '"""',
+        f"from math import {', '.join(sorted(FUNCTIONS))}",
+        "import struct",
+        "",
+        "from scalargrad.jit.flags import njit",
+        "from scalargrad.jit.codegen import acc, acc0, muladd, select",
+        "",
+        f"KEY = {key!r}",
+    ]
+    for name, bits in constants.items():
+        lines.append(f"{name} = struct.unpack('<d', struct.pack('<Q', {bits:#x}))[0]")
+    lines += ["", "", "@njit", "def evaluate(x, out):",
+              '    """Writes every output into out; returns whether the guards hold."""', *ev,
+              "", "", "@njit", "def value_and_grad(x, grad):",
+              '    """(value of output 0, guards hold); the gradient goes into grad."""', *vg]
+    return "\n".join(lines) + "\n"
+
+
+# --- files and modules ------------------------------------------------------------------------------
+
+def write_atomic(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text`` such that no reader ever sees a partial file: write a temp
+    file in the same directory, then link it into place (losing a race to another process that
+    wrote the same key is fine: the text is the same)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; it is source code, like any module
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if the file exists: an existing file's mtime (Numba's
+        except FileExistsError:  # cache stamp) is never touched, so its compiled code stays valid
+            if not _holds_key(path, text):
+                os.replace(tmp, path)  # a damaged or foreign file under our name
+                tmp = None
+        except OSError:  # no hard links on this file system
+            os.replace(tmp, path)
+            tmp = None
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+
+
+def _holds_key(path: Path, text: str) -> bool:
+    try:
+        return path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def module_path(key: str) -> Path:
+    return cache_dir() / f"sg_{key}.py"
+
+
+_MODULES: dict[str, object] = {}
+_LOCK = threading.RLock()
+
+
+def _import(name: str, path: Path, text: str, key: str):
+    """Import ``text`` as module ``name`` from ``path`` (written first unless it holds ``text``)."""
+    if not _holds_key(path, text):
+        try:
+            write_atomic(path, text)
+        except OSError as exc:
+            raise OSError(f"cannot write generated code to {path} ({exc}); set SCALARGRAD_CACHE_DIR "
+                          "to a writable directory, or use backend='interp'") from exc
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    if getattr(module, "KEY", None) != key:
+        raise RuntimeError(f"generated module {path} does not hold key {key}")
+    return module
+
+
+def load_module(tape: Tape):
+    """The generated module for ``tape``, imported from the cache directory (written first if
+    missing). Its functions are Numba dispatchers, compiled lazily (``compile_kernel`` compiles)."""
+    key = tape_key(tape)
+    with _LOCK:
+        module = _MODULES.get(key)
+        if module is not None:
+            return module
+        module = _MODULES[key] = _import(f"_scalargrad_codegen_{key}", module_path(key),
+                                         source(tape, key), key)
+        return module
+
+
+def compile_kernel(tape: Tape, kind: str):
+    """The compiled generated function ``kind`` ("value_and_grad" or "evaluate") for ``tape``:
+    loaded from Numba's disk cache when a process compiled it before, else compiled now."""
+    if kind not in ("value_and_grad", "evaluate"):
+        raise ValueError(f"kind must be 'value_and_grad' or 'evaluate', got {kind!r}")
+    dispatcher = getattr(load_module(tape), kind)
+    dispatcher.compile(_ARGS)
+    return dispatcher

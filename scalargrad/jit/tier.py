@@ -1,0 +1,99 @@
+"""Which kernel runs a traced path: the tape interpreter or the tape's generated code (codegen.py).
+
+``backend="codegen"`` compiles on the path's first call; ``"auto"`` starts on the interpreter and
+tiers up small tapes that get hot, compiling in a background thread; ``"interp"`` never compiles.
+The kernels give bit-identical results, so switching is invisible except in speed.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from ..tape import Tape
+from . import codegen, kernels
+
+BACKENDS = ("auto", "interp", "codegen")
+# "auto" tiers up only tapes of at most AUTO_MAX_OPS instructions (after the passes), after
+# AUTO_HOT_CALLS calls of one path, compiling in a background thread. Measured with
+# bench/codegen_tier.py: compiling costs about 0.5 s of CPU per 100 instructions (about 1 s of wall
+# time on the loaded shared 2-core machine), so 200 keeps a tier-up near 2 s; 1000 calls of a small
+# path are a few milliseconds of interpreter time, enough to show the path is in a loop.
+AUTO_MAX_OPS = 200
+AUTO_HOT_CALLS = 1000
+_COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
+
+
+def check_backend(backend) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    return backend
+
+
+class Tier:
+    """The kernel for one traced path: the interpreter, or the generated function once compiled.
+
+    ``backend="codegen"`` compiles now; ``"auto"`` counts interpreter calls and, for a small tape
+    that gets hot, compiles in a background thread and switches when it is ready (no call waits;
+    results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
+
+    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "started", "error", "compile_times")
+
+    def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
+        self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
+        self.kernel = None
+        self.started = False
+        self.error = None
+        self.calls = 0
+        self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
+        if backend == "codegen":
+            self.kernel = codegen.compile_kernel(tape, kind)
+        elif backend == "interp" or len(tape) > AUTO_MAX_OPS:
+            self.started = True  # never tiers up
+
+    def count(self) -> None:
+        """One interpreter call; starts the background compile when the path is hot."""
+        self.calls += 1
+        if self.calls >= AUTO_HOT_CALLS and not self.started and _COMPILING.acquire(blocking=False):
+            if self.started:  # another thread calling this path got here first
+                _COMPILING.release()
+                return
+            self.started = True
+            # Not a daemon: interpreter exit waits for a compile in flight rather than killing it.
+            threading.Thread(target=self._compile, name="scalargrad-codegen").start()
+
+    def _compile(self) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            kernel = codegen.compile_kernel(self.tape, self.kind)
+            self.compile_times = (time.perf_counter() - wall, time.thread_time() - cpu)
+            self.kernel = kernel
+        except Exception as exc:  # stay on the interpreter, which gives the same results
+            self.error = exc
+            warnings.warn(f"scalargrad: generated code for a {len(self.tape)}-instruction tape failed to "
+                          f"compile ({exc!r}); this path stays on the interpreter", RuntimeWarning)
+        finally:
+            _COMPILING.release()
+
+    def value_and_grad(self, program, x, grad):
+        """(value, guards hold) of ``program`` at ``x``, the gradient written into ``grad``."""
+        kernel = self.kernel
+        if kernel is not None:
+            return kernel(x if x.flags.c_contiguous else np.ascontiguousarray(x), grad)
+        self.count()
+        return kernels.value_and_grad(program.ins, program.lit, program.io, x, grad, program.workspace())
+
+    def evaluate(self, program, x, out) -> bool:
+        """Writes the outputs of ``program`` at ``x`` into ``out``; returns whether guards hold."""
+        kernel = self.kernel
+        if kernel is not None:
+            return kernel(x if x.flags.c_contiguous else np.ascontiguousarray(x), out)
+        self.count()
+        return kernels.evaluate(program.ins, program.lit, program.io, x, out, program.workspace())
+
+    def generated(self):
+        """The compiled generated function under backend "codegen", else None (``compile()`` with
+        "auto" keeps the interpreter: its result must not depend on how often a path was called)."""
+        return self.kernel if self.backend == "codegen" else None

@@ -1,0 +1,379 @@
+"""The compiled-code tier (scalargrad/jit/codegen.py): generated straight-line code agrees bit for
+bit with the interpreter (NaN and inf included), with the reference sweeps and with finite
+differences; guards, the zero-adjoint rule, the disk cache, atomic writes and tiering."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numba
+import numpy as np
+import pytest
+
+import scalargrad as sg
+from scalargrad import reference
+from scalargrad.jit import codegen, kernels, tier
+from scalargrad.passes import optimize
+from scalargrad.tape import Tape
+from scalargrad.ops import OPCODE
+
+from conftest import (SPECIAL, assert_same, central_diff, compiled_evaluate, compiled_value_and_grad,
+                      op_cases, op_function, random_program, sample_domain, trace_program)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def cache_dir(tmp_path_factory):
+    """Generated files of this module go to one temporary directory (compiled once per module)."""
+    path = tmp_path_factory.mktemp("codegen-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCALARGRAD_CACHE_DIR", str(path))
+        yield path
+
+
+def assert_identical(actual, expected, what=""):
+    """Bit-identical floats (so +0.0 differs from -0.0), except that any NaN equals any NaN."""
+    a = np.atleast_1d(np.asarray(actual, dtype=np.float64))
+    e = np.atleast_1d(np.asarray(expected, dtype=np.float64))
+    assert a.shape == e.shape, what
+    nan = np.isnan(e)
+    assert np.array_equal(np.isnan(a), nan), f"NaN in different places {what}: {a} vs {e}"
+    assert np.array_equal(a[~nan].view(np.uint64), e[~nan].view(np.uint64)), f"{what}: {a} vs {e}"
+
+
+def generated_value_and_grad(tape, x):
+    k = codegen.compile_kernel(tape, "value_and_grad")
+    g = np.empty(len(tape.inputs))
+    value, ok = k(np.ascontiguousarray(x, dtype=np.float64), g)
+    return value, g, bool(ok)
+
+
+def generated_evaluate(tape, x):
+    k = codegen.compile_kernel(tape, "evaluate")
+    out = np.empty(len(tape.outputs))
+    ok = k(np.ascontiguousarray(x, dtype=np.float64), out)
+    return out, bool(ok)
+
+
+def check_against_interpreter(tape, points, evaluate=True):
+    program = kernels.Program(tape)
+    for x in points:
+        value, grad, ok = generated_value_and_grad(tape, x)
+        i_value, i_grad, i_ok = compiled_value_and_grad(program, x)
+        assert ok == i_ok
+        if ok:  # after a failed guard only the value is defined (the gradient is not written)
+            assert_identical([value, *grad], [i_value, *i_grad], f"value and gradient at {x}")
+        else:
+            assert_identical(value, i_value, f"value at {x}")
+        if evaluate:
+            out, ok = generated_evaluate(tape, x)
+            i_out, i_ok = compiled_evaluate(program, x)
+            assert ok == i_ok
+            assert_identical(out, i_out, f"outputs at {x}")
+
+
+# --- the generated text ------------------------------------------------------------------------------
+
+def test_source_has_one_line_per_instruction_with_its_listing():
+    tape = sg.trace(lambda x, y: x * y + sg.sin(x), 2.0, 3.0)
+    text = codegen.source(tape)
+    compile(text, "generated", "exec")
+    assert "v2 = v0 * v1  # %2 = mul %0 %1" in text
+    assert "v3 = sin(v0)  # %3 = sin %0" in text
+    for line in str(tape).splitlines()[: len(tape)]:
+        assert f"# {line}" in text, line
+    assert "GENERATED" in text and codegen.tape_key(tape) in text
+
+
+def test_generated_code_does_not_branch():
+    """Conditionals of the op table become selects (Numba compiles straight-line code much faster)."""
+    assert codegen.branchless("1.0 if {a} > 0.0 else (0.5 if {a} == {b} else 0.0)") == \
+        "select({a} > 0.0, 1.0, select({a} == {b}, 0.5, 0.0))"
+    assert codegen.branchless("{a} if ({a} >= {b} or isnan({a})) else {b}") == \
+        "select(({a} >= {b}) | isnan({a}), {a}, {b})"
+    tape = sg.trace(lambda x, y: sg.maximum(x, y) + sg.where(x > y, sg.abs(x), y ** 2.5), 1.0, 2.0)
+    body = codegen.source(tape).split('"""')[-1]
+    assert " if " not in body and " and " not in body and " or " not in body
+
+
+def test_key_follows_the_tape_contents():
+    f = lambda x: x * 2.0 + 1.0  # noqa: E731
+    assert codegen.tape_key(sg.trace(f, 1.0)) == codegen.tape_key(sg.trace(f, 5.0))
+    assert codegen.tape_key(sg.trace(f, 1.0)) != codegen.tape_key(sg.trace(lambda x: x * 2.0 + 1.5, 1.0))
+
+
+# --- agreement with the interpreter, the reference and finite differences ----------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_programs_agree_with_interpreter_and_reference(seed):
+    rng = np.random.default_rng(100 + seed)
+    program, x, outputs = random_program(rng, n_inputs=4, n_ops=40)
+    tape = optimize(trace_program(program, x, outputs))
+    points = [x, x * 0.5, rng.uniform(-2, 2, 4)]
+    points += [np.where(np.arange(4) == i, s, x) for i in range(4) for s in SPECIAL]
+    check_against_interpreter(tape, points)
+    for point in points[:3]:
+        value, grad, _ = generated_value_and_grad(tape, point)
+        ref_value, ref_grad = reference.value_and_grad(tape, point)
+        assert_same([value, *grad], [ref_value, *ref_grad], rtol=1e-9, what=f"at {point}")
+        out, _ = generated_evaluate(tape, point)
+        assert_same(out, reference.evaluate(tape, point), rtol=1e-9, what=f"outputs at {point}")
+
+
+def _all_ops_tape():
+    """One tape applying every op-table row (literal ops once per literal) to its own inputs; the
+    output is their sum, so input i's derivative is exactly one op's partial."""
+    cases = op_cases()
+    arities = [op.arity for op, _ in cases]
+
+    def f(*xs):
+        total, start = 0.0, 0
+        for (op, lit), n in zip(cases, arities):
+            total = total + op_function(op, lit)(*xs[start:start + n])
+            start += n
+        return total
+
+    return cases, arities, f
+
+
+def test_every_op_gradient_matches_finite_differences_and_interpreter():
+    cases, arities, f = _all_ops_tape()
+    rng = np.random.default_rng(0)
+    for trial in range(3):
+        x = np.concatenate([sample_domain(op, rng, 2)[trial % 2] for op, _ in cases])
+        tape = optimize(sg.trace(f, *x))
+        value, grad, ok = generated_value_and_grad(tape, x)
+        assert ok
+        fd = central_diff(f, x)
+        start = 0
+        for (op, lit), n in zip(cases, arities):
+            part = slice(start, start + n)
+            np.testing.assert_allclose(grad[part], fd[part], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{op.name} (literal {lit}) at {x[part]}")
+            start += n
+        check_against_interpreter(tape, [x])
+
+
+def test_every_op_at_special_values_equals_the_interpreter():
+    """0, -0, ±inf and NaN in every operand position of every op, in one compiled tape."""
+    cases, arities, f = _all_ops_tape()
+    rng = np.random.default_rng(1)
+    base = np.concatenate([sample_domain(op, rng, 1)[0] for op, _ in cases])
+    tape = optimize(sg.trace(f, *base))
+    points = [np.where(np.arange(len(base)) % max(arities) == j, s, base)
+              for j in range(max(arities)) for s in SPECIAL]
+    points += [np.full(len(base), s) for s in SPECIAL]
+    check_against_interpreter(tape, points, evaluate=False)
+
+
+def test_zero_adjoint_rule_keeps_where_derivatives_finite():
+    for backend in ("codegen", "interp"):
+        vg = sg.value_and_grad(lambda x: sg.where(x > 0.0, sg.sqrt(x), 0.0), backend=backend)
+        assert vg(0.0) == (0.0, 0.0)
+        vg = sg.value_and_grad(lambda x: sg.where(x > 0.0, sg.log(x), x * 2.0), backend=backend)
+        assert vg(-1.0) == (-2.0, 2.0)
+
+
+def test_signed_zero_gradients_equal_the_interpreter():
+    """d(x*y)/dx at y = -0.0: the interpreter sums 0.0 + (-0.0) = +0.0; so must generated code."""
+    for f in (lambda x, y: x * y, lambda x, y: x * y + x * y, lambda x, y: -(x * y)):
+        grads = [sg.grad(f, argnums=(0, 1), backend=b)(1.0, -0.0) for b in ("codegen", "interp")]
+        assert_identical(grads[0], grads[1])
+        assert np.signbit(grads[0][0]) == np.signbit(grads[1][0])
+
+
+def test_non_finite_literals_are_exact():
+    nan_bits = np.array([0x7FF8000000000123], dtype=np.uint64).view(np.float64)[0]
+    const = OPCODE["const"]
+    tape = Tape([OPCODE["input"], const, const, OPCODE["mul"], OPCODE["add"], OPCODE["powc"]],
+                [-1, -1, -1, 0, 3, 0], [-1, -1, -1, 1, 2, -1], [-1] * 6,
+                [0.0, np.inf, nan_bits, 0.0, 0.0, -np.inf], [0], [4, 1, 2, 5])
+    assert "struct.unpack" in codegen.source(tape)
+    out, ok = generated_evaluate(tape, [2.0])
+    assert ok and out[1] == np.inf and np.isnan(out[2]) and out[3] == 0.0
+    assert out[2:3].view(np.uint64)[0] == 0x7FF8000000000123
+    check_against_interpreter(tape, [[2.0], [0.0], [-0.0], [np.inf], [np.nan]])
+
+
+# --- guards and control flow -------------------------------------------------------------------------
+
+def branchy(x, y):
+    if x > y:
+        return x * y + sg.exp(x)
+    return y * y - x
+
+
+def test_generated_code_checks_guards_like_the_interpreter():
+    tape = optimize(sg.trace(branchy, 2.0, 1.0))
+    assert len(tape.guards) == 1
+    check_against_interpreter(tape, [[2.0, 1.0], [1.0, 2.0], [np.nan, 1.0], [1.0, 1.0]])
+    assert generated_value_and_grad(tape, [1.0, 2.0])[2] is False
+    assert generated_evaluate(tape, [1.0, 2.0])[1] is False
+
+
+def test_codegen_backend_retraces_other_branches():
+    vg = sg.value_and_grad(branchy, argnums=(0, 1), backend="codegen")
+    interp = sg.value_and_grad(branchy, argnums=(0, 1), backend="interp")
+    for x, y in [(2.0, 1.0), (1.0, 2.0), (3.0, -1.0), (-3.0, 0.5)]:
+        value, grads = vg(x, y)
+        i_value, i_grads = interp(x, y)
+        assert_identical([value, *grads], [i_value, *i_grads])
+        assert_same(grads, central_diff(branchy, [x, y]), rtol=1e-6)
+    sig = next(iter(vg.cache.values()))
+    assert len(sig.paths) == 2 and all(p.tier.kernel is not None for p in sig.paths)
+    f = sg.jit(branchy, backend="codegen")
+    assert f(2.0, 1.0) == branchy(2.0, 1.0) and f(1.0, 2.0) == branchy(1.0, 2.0)
+
+
+def test_backend_is_checked():
+    for make in (sg.jit, sg.grad, sg.value_and_grad):
+        with pytest.raises(ValueError, match="backend must be one of 'auto', 'interp', 'codegen'"):
+            make(lambda x: x, backend="gpu")
+
+
+# --- tiering -----------------------------------------------------------------------------------------
+
+def wait_for_kernel(path_tier, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while path_tier.kernel is None and path_tier.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path_tier.error is None, path_tier.error
+    assert path_tier.kernel is not None, "background compile did not finish"
+
+
+def test_auto_tiers_up_a_hot_small_path_in_the_background(monkeypatch):
+    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 5)
+    f = lambda x: sg.tanh(x[0] * x[1]) + x[1] ** 3.0  # noqa: E731
+    vg = sg.value_and_grad(f)
+    x = np.array([0.3, -1.2])
+    first = vg(x)
+    path_tier = next(iter(vg.cache.values())).paths[0].tier
+    assert path_tier.kernel is None  # the first calls run on the interpreter
+    for _ in range(4):
+        assert_identical([first[0], *first[1]], [vg(x)[0], *vg(x)[1]])
+    wait_for_kernel(path_tier)
+    value, grad = vg(x)  # now on the generated code: the same bits
+    assert_identical([value, *grad], [first[0], *first[1]])
+    assert_same(grad, central_diff(lambda a, b: f(np.array([a, b])), x), rtol=1e-6)
+    jf = sg.jit(f)
+    for _ in range(6):
+        jf(x)
+    wait_for_kernel(next(iter(jf.cache.values())).paths[0].tier)
+    assert jf(x) == value
+
+
+def test_auto_never_tiers_up_a_large_tape_or_the_interp_backend(monkeypatch):
+    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 2)
+    monkeypatch.setattr(tier, "AUTO_MAX_OPS", 3)
+    f = lambda x, y: x * y + x / y  # noqa: E731
+    for vg in (sg.value_and_grad(f), sg.value_and_grad(lambda x, y: x * y, backend="interp")):
+        for _ in range(5):
+            vg(1.0, 2.0)
+        path_tier = next(iter(vg.cache.values())).paths[0].tier
+        assert path_tier.started and path_tier.kernel is None
+
+
+# --- compile(): generated kernels inside the user's njit code ----------------------------------------
+
+def rosen2(x):
+    return 100.0 * (x[1] - x[0] ** 2) ** 2 + (1.0 - x[0]) ** 2
+
+
+@numba.njit
+def descend(k, x, steps, lr):
+    g = np.empty_like(x)
+    for _ in range(steps):
+        k(x, g)
+        x -= lr * g
+    return x
+
+
+def test_compile_uses_generated_code_with_the_same_results():
+    k_gen = sg.value_and_grad(rosen2, backend="codegen").compile(np.zeros(2))
+    k_int = sg.value_and_grad(rosen2, backend="interp").compile(np.zeros(2))
+    assert k_gen.workspace_size == 0
+    assert_identical(descend(k_gen, np.zeros(2), 5000, 1e-3), descend(k_int, np.zeros(2), 5000, 1e-3))
+    np.testing.assert_allclose(descend(k_gen, np.zeros(2), 100_000, 1e-3), [1.0, 1.0], atol=1e-3)
+    with pytest.raises(ValueError, match="traced number of inputs"):
+        k_gen(np.zeros(3), np.zeros(3))
+    f = sg.jit(branchy, backend="codegen").compile(2.0, 1.0)
+    assert f(np.array([2.0, 1.0])) == branchy(2.0, 1.0)
+    with pytest.raises(ValueError, match="another control-flow path"):
+        f(np.array([1.0, 2.0]))
+
+
+# --- files: cache directory, atomic writes, a second process -----------------------------------------
+
+def test_cache_dir_defaults_to_the_user_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("SCALARGRAD_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    if sys.platform != "win32":
+        assert codegen.cache_dir() == tmp_path / "scalargrad" / "codegen"
+    monkeypatch.setenv("SCALARGRAD_CACHE_DIR", str(tmp_path / "mine"))
+    assert codegen.cache_dir() == tmp_path / "mine"
+
+
+def test_generated_files_go_to_the_cache_dir(cache_dir):
+    tape = sg.trace(lambda x: x * 3.0, 1.0)
+    codegen.load_module(tape)
+    assert codegen.module_path(codegen.tape_key(tape)).parent == cache_dir
+    assert codegen.module_path(codegen.tape_key(tape)).read_text() == codegen.source(tape)
+
+
+def test_concurrent_writers_leave_one_complete_file(tmp_path):
+    path = tmp_path / "sg_test.py"
+    text = "x = 1\n" * 50_000
+    threads = [threading.Thread(target=codegen.write_atomic, args=(path, text)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert path.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sg_test.py"]  # no temp files left
+    path.write_text("damaged")
+    codegen.write_atomic(path, text)
+    assert path.read_text() == text
+
+
+def test_a_damaged_cache_file_is_rewritten(cache_dir):
+    tape = sg.trace(lambda x: x * 7.0 - 1.0, 1.0)
+    path = codegen.module_path(codegen.tape_key(tape))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("raise RuntimeError('half a file')\n")
+    module = codegen.load_module(tape)
+    assert module.KEY == codegen.tape_key(tape) and path.read_text() == codegen.source(tape)
+
+
+def test_an_unwritable_cache_dir_is_named_in_the_error(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("SCALARGRAD_CACHE_DIR", str(blocker / "codegen"))
+    with pytest.raises(OSError, match="SCALARGRAD_CACHE_DIR"):
+        sg.value_and_grad(lambda x: x * 11.0, backend="codegen")(1.0)
+
+
+_CHILD = """
+import sys, numpy as np
+from scalargrad.tape import Tape
+from scalargrad.jit import codegen
+tape = Tape.load(sys.argv[1])
+k = codegen.compile_kernel(tape, "value_and_grad")
+g = np.empty(len(tape.inputs))
+value, ok = k(np.array([0.5, 2.0]), g)
+print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()), *(float(v).hex() for v in (value, *g)))
+"""
+
+
+def test_a_second_process_loads_the_compiled_code_from_disk(tmp_path, cache_dir):
+    tape = optimize(sg.trace(lambda x, y: sg.sin(x) * y + sg.exp(y) / (x + 3.0), 0.5, 2.0))
+    value, grad, _ = generated_value_and_grad(tape, [0.5, 2.0])
+    tape.save(tmp_path / "t.sgt")
+    env = dict(os.environ, SCALARGRAD_CACHE_DIR=str(cache_dir))
+    result = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "t.sgt")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    hits, misses, *numbers = result.stdout.split()
+    assert (hits, misses) == ("1", "0")
+    assert [float.fromhex(v) for v in numbers] == [value, *grad]
