@@ -25,7 +25,7 @@ import numpy as np
 
 import scalargrad as sg
 
-from . import ops as op_table
+from . import bench_higher, ops as op_table
 from .passes import optimize
 from .workloads import WORKLOADS, finite_difference_check
 
@@ -343,10 +343,11 @@ def versions() -> dict:
                 platform=platform.platform())
 
 
-def write_json(path: str, command: str, header: dict, rows: list[dict]) -> None:
+def write_json(path: str, command: str, header: dict, rows: list[dict], higher_order=None) -> None:
     """The results in the documented schema (docs/bench-json.md)."""
     with open(path, "w") as f:
-        json.dump(dict(schema=SCHEMA, command=command, header=header, rows=rows), f, indent=1)
+        json.dump(dict(schema=SCHEMA, command=command, header=header, rows=rows, higher_order=higher_order), f,
+                  indent=1)
 
 
 def bench(args) -> int:
@@ -402,11 +403,16 @@ def bench(args) -> int:
     finally:
         progress.close()
     print(TARGETS)
+    higher = None
+    if not names and not sizes:  # the default run also reports the higher-order targets
+        print()
+        higher = bench_higher.rows(args.quick)
+        print("\n".join(bench_higher.lines(higher)), flush=True)
     if args.json:
-        write_json(args.json, "bench", header, results)
+        write_json(args.json, "bench", header, results, higher)
     if args.plot:
         plot([dict(r, library="scalargrad") for r in results], args.plot)
-    return 0 if all(row["ok"] for row in results) else 1
+    return 0 if all(row["ok"] for row in results + (higher or [])) else 1
 
 
 # --- compare against other libraries ------------------------------------------------------------

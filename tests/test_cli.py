@@ -39,6 +39,16 @@ def test_bench_quick_passes_and_writes_json(quick_bench):
     assert all(row["ok"] and row["detail"] == "" for row in results["rows"])
 
 
+def test_default_bench_reports_higher_order_ratios_in_the_documented_layout(quick_bench):
+    _, results = quick_bench
+    rows = results["higher_order"]
+    assert [row["name"].split()[0] for row in rows] == ["hvp", "hvp", "sparse", "grad(grad)"]
+    for row in rows:
+        assert set(row) == set(documented_keys()["higher_order"])
+        assert row["ok"] and row["ratio"] > 0 and row["met"] == (row["ratio"] <= row["target"])
+    assert "3 colours" in rows[2]["detail"]  # Rosenbrock's Hessian is tridiagonal
+
+
 def test_bench_rows_have_every_number(quick_bench):
     _, results = quick_bench
     keys = {"name", "workload", "size", "ok", "detail", *cli.ROW_NUMBERS}

@@ -1,0 +1,93 @@
+"""The higher-order part of ``scalargrad bench``: cost ratios of hvp, sparse Hessians and nested
+gradients against one value-and-gradient, measured in one run (issue targets: hvp ≤ 4x, sparse
+Hessian of Rosenbrock ≤ 15x, tape of grad(grad(f)) ≤ 10x f's on the MLP).
+
+Each row is also checked: hvp against central differences of the gradient, the sparse Hessian
+against hvp. A missed speed target is reported, not failed (timings on a shared machine are noisy);
+a failed check fails the run.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import scalargrad as sg
+
+from .passes import optimize
+from .workloads import make_mlp, make_rosenbrock
+
+FD_STEP = 1e-5
+FD_TOLERANCE = 1e-5  # relative, on the max norm; correct Hessian-vector products give ~1e-8
+
+
+def interleaved_medians(*calls, seconds: float = 0.3, min_rounds: int = 5) -> list[float]:
+    """Median time of each call, the calls alternating so that load on the machine hits all alike."""
+    for call in calls:
+        call()
+    times = [[] for _ in calls]
+    start = time.perf_counter()
+    while len(times[0]) < min_rounds or time.perf_counter() - start < seconds:
+        for call, ts in zip(calls, times):
+            t = time.perf_counter()
+            call()
+            ts.append(time.perf_counter() - t)
+    return [float(np.median(ts)) for ts in times]
+
+
+def _row(name, measure, ratio, target, ok=True, detail=""):
+    return dict(name=name, measure=measure, ratio=ratio, target=target, met=ratio <= target, ok=ok, detail=detail)
+
+
+def _relative_error(a, b) -> float:
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def hvp_row(name, f, x, v) -> dict:
+    vg, hvp, g = sg.value_and_grad(f), sg.hvp(f), sg.grad(f)
+    t_vg, t_hvp = interleaved_medians(lambda: vg(x), lambda: hvp(x, v))
+    fd = (g(x + FD_STEP * v) - g(x - FD_STEP * v)) / (2 * FD_STEP)
+    err = _relative_error(hvp(x, v), fd)
+    return _row(f"hvp {name}", "hvp / value_and_grad", t_hvp / t_vg, 4.0, err <= FD_TOLERANCE,
+                f"fd err {err:.1e}")
+
+
+def sparse_hessian_row(name, f, x, v) -> dict:
+    vg, sparse = sg.value_and_grad(f), sg.hessian(f, sparse=True)
+    t_vg, t_h = interleaved_medians(lambda: vg(x), lambda: sparse(x))
+    err = _relative_error(sparse(x) @ v, sg.hvp(f)(x, v))
+    return _row(f"sparse hessian {name}", "hessian(sparse) / value_and_grad", t_h / t_vg, 15.0, err <= 1e-12,
+                f"{sparse.colours(x)} colours; vs hvp {err:.1e}")
+
+
+def nested_tape_row(name, f, x, v) -> dict:
+    inner = sg.grad(f)
+    nested = optimize(sg.trace(sg.grad(lambda z: inner(z) @ v), x))
+    plain = optimize(sg.trace(f, x))
+    return _row(f"grad(grad) tape {name}", "ops after passes / f's", len(nested) / len(plain), 10.0,
+                detail=f"{len(nested)} / {len(plain)} ops")
+
+
+def rows(quick: bool) -> list[dict]:
+    """Every higher-order row (smaller sizes when ``quick``)."""
+    n = 1000 if quick else 10_000
+    rosen, x_rosen = make_rosenbrock(n)
+    mlp, x_mlp = make_mlp(20 if quick else None)
+    rng = np.random.default_rng(0)
+    v_rosen, v_mlp = rng.standard_normal(x_rosen.shape), rng.standard_normal(x_mlp.shape)
+    return [
+        hvp_row(f"rosenbrock-{n}", rosen, x_rosen, v_rosen),
+        hvp_row("mlp", mlp, x_mlp, v_mlp),
+        sparse_hessian_row(f"rosenbrock-{n}", rosen, x_rosen, v_rosen),
+        nested_tape_row("mlp", mlp, x_mlp, v_mlp),
+    ]
+
+
+def lines(results: list[dict]) -> list[str]:
+    width = max(len(r["name"]) for r in results)
+    out = [f"{'higher order':<{width}}  {'measure':<34}  {'ratio':>6}  {'target':>7}  check"]
+    for r in results:
+        target = f"≤ {r['target']:g}" + ("" if r["met"] else " MISSED")
+        check = "ok" if r["ok"] else "FAIL"
+        out.append(f"{r['name']:<{width}}  {r['measure']:<34}  {r['ratio']:6.2f}  {target:>7}  {check}  {r['detail']}")
+    return out
