@@ -11,6 +11,7 @@ import functools
 import inspect
 import math
 import numbers
+import threading
 import warnings
 import numpy as np
 
@@ -155,14 +156,24 @@ class _Signature:
     """What is cached for one argument structure: its traced paths (most recently used first) and
     where each argument lives in the flat input vector."""
 
-    __slots__ = ("shapes", "paths", "offsets", "argnums")
+    __slots__ = ("shapes", "paths", "offsets", "argnums", "lock")
 
     def __init__(self, shapes, argnums=()):
         self.shapes = shapes
         self.argnums = argnums  # the differentiated arguments, as non-negative indices
         self.paths: list[_Path] = []
+        self.lock = threading.Lock()  # guards reordering ``paths`` (calls from several threads)
         sizes = [1 if s is None else math.prod(s) for s in shapes]
         self.offsets = [sum(sizes[:i]) for i in range(len(shapes) + 1)]
+
+
+    def __getstate__(self):  # pickled (to Dask workers) without its lock
+        return {name: getattr(self, name) for name in self.__slots__ if name != "lock"}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+        self.lock = threading.Lock()
 
     def piece(self, flat, i):
         """Argument i's part of a flat vector: a float for a scalar, else an array of its shape."""
@@ -202,11 +213,14 @@ class _Transformed:
         if sig is None:
             sig = self.cache[shapes] = self._signature(shapes)
         paths = sig.paths
-        for i, path in enumerate(paths):
+        for i, path in enumerate(tuple(paths)):  # a snapshot: other threads may reorder the list
             result = attempt(path, x)
             if result is not None:
                 if i:
-                    paths.insert(0, paths.pop(i))
+                    with sig.lock:
+                        if path in paths:
+                            paths.remove(path)
+                        paths.insert(0, path)
                 return sig, result
         return sig, self._retrace(sig, x, attempt)
 
@@ -218,9 +232,12 @@ class _Transformed:
         if result is None:
             raise RuntimeError(f"{self.__name__}: a freshly traced path failed its own guards; the "
                                "function's control flow is not deterministic in its inputs")
-        sig.paths.insert(0, path)
-        if len(sig.paths) > MAX_PATHS:
-            sig.paths.pop()
+        with sig.lock:
+            sig.paths.insert(0, path)
+            evicted = len(sig.paths) > MAX_PATHS
+            if evicted:
+                sig.paths.pop()
+        if evicted:
             warnings.warn(f"{self.__name__}: more than {MAX_PATHS} control-flow paths for one argument "
                           "structure; retracing often. Use sg.where instead of if on traced values.",
                           RuntimeWarning, stacklevel=4)

@@ -4,9 +4,14 @@ The function is traced at the first point; all points run through that path in p
 (``jit/batch.py``). Points whose guards fail (they would take another branch) are evaluated one
 by one through the single-point path, which retraces as needed: never silently wrong. Dask arrays
 chunked along the batch axis are mapped chunk by chunk (``chunked.py``) and give Dask arrays back.
+``jvp``, ``hvp``, ``hessian`` and ``jacobian`` are mapped point by point over a thread pool (no
+batched tangent kernels yet).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 
 from . import chunked
@@ -18,11 +23,20 @@ class VMap:
     """``vmap(fn, in_axes)(*args)``: ``fn`` at each point along the batch axes of ``args``."""
 
     def __init__(self, fn, in_axes=0, device="cpu"):
-        if not isinstance(fn, (Jit, Grad, ValueAndGrad)):
-            raise TypeError("vmap expects a function made by sg.jit, sg.grad or sg.value_and_grad, "
-                            f"got {type(fn).__name__}")
+        from .derivatives import _FirstArgument
+        from .sparsity import _Sparse
+        if isinstance(fn, _Sparse):
+            raise TypeError("vmap does not map sparse Hessians or Jacobians (their patterns may differ "
+                            "per point); call the sparse transform on each point")
+        self.pointwise = isinstance(fn, _FirstArgument)  # jvp, hvp, hessian, jacobian
+        if not isinstance(fn, (Jit, Grad, ValueAndGrad)) and not self.pointwise:
+            raise TypeError("vmap expects a function made by sg.jit, sg.grad, sg.value_and_grad, sg.jvp, "
+                            f"sg.hvp, sg.hessian or sg.jacobian, got {type(fn).__name__}")
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and self.pointwise:
+            raise ValueError(f"device='cuda' maps jit, grad and value_and_grad; {type(fn).__name__.lower()} "
+                             "runs on the CPU")
         if device == "cuda":
             cuda._require_gpu()
         self.fn = fn
@@ -93,10 +107,25 @@ class VMap:
         """The arguments of one point from its flat input vector."""
         return [sig.piece(row, i) for i in range(len(sig.shapes))]
 
+    def _map_points(self, B, moved, batched):
+        """Each point through the transform's single-point compiled path, on a pool of threads (the
+        sweeps release the GIL and each thread has its own workspace); results stacked."""
+        points = [self._point(moved, batched, p) for p in range(B)]
+        first = self.fn(*points[0])  # traces and compiles once, before the threads start
+        with ThreadPoolExecutor(max_workers=numba.get_num_threads()) as pool:
+            results = [first, *pool.map(lambda point: self.fn(*point), points[1:])]
+        if isinstance(first, tuple):
+            return tuple(np.stack([r[i] for r in results]) for i in range(len(first)))
+        return np.stack(results)
+
     def __call__(self, *args):
         if any(chunked.is_dask(x) for x in args):
+            if self.pointwise:
+                raise TypeError(f"{self.__name__}: Dask arrays are mapped for jit, grad and value_and_grad only")
             return chunked.vmap_dask(self, args)
         B, moved, batched = self._points(args)
+        if self.pointwise:
+            return self._map_points(B, moved, batched)
         transformed = self.fn.value_and_grad if isinstance(self.fn, Grad) else self.fn
         sig = transformed.flat(self._point(moved, batched, 0))[0]  # traces point 0's path if new
         path = sig.paths[0]
@@ -107,7 +136,7 @@ class VMap:
 
 
 def vmap(fn, in_axes=0, device="cpu"):
-    """Map a function made by ``jit``/``grad``/``value_and_grad`` over a leading batch axis of its
-    arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis.
+    """Map a function made by ``jit``/``grad``/``value_and_grad`` (or ``jvp``/``hvp``/``hessian``/
+    ``jacobian``) over a leading batch axis of its arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis.
     ``device="cuda"`` evaluates the points on an NVIDIA GPU (one thread per point)."""
     return VMap(fn, in_axes, device)

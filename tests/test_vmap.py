@@ -66,3 +66,26 @@ def test_vmap_errors():
         sg.vmap(g, in_axes=(0,))(np.zeros(3), np.zeros(3))
     with pytest.raises(ValueError, match="scalar"):
         sg.vmap(g)(1.0, np.zeros(3))
+
+
+def test_vmap_of_hessian_hvp_jvp_and_jacobian_matches_single_points():
+    X = np.random.default_rng(3).uniform(-1.5, 1.5, (9, 4))
+    V = np.random.default_rng(4).standard_normal((9, 4))
+    H = sg.vmap(sg.hessian(rosen))(X)
+    assert H.shape == (9, 4, 4)
+    hv = sg.vmap(sg.hvp(rosen))(X, V)
+    values, tangents = sg.vmap(sg.jvp(rosen))(X, V)
+    J = sg.vmap(sg.jacobian(lambda x: (x[0] * x[1], sg.exp(x[2]))), in_axes=0)(X)
+    assert J.shape == (9, 2, 4)
+    g = sg.grad(rosen)
+    for p in range(9):
+        np.testing.assert_array_equal(H[p], sg.hessian(rosen)(X[p]))
+        np.testing.assert_allclose(hv[p], H[p] @ V[p], rtol=1e-12, atol=1e-12)
+        assert values[p] == rosen(X[p]) and tangents[p] == pytest.approx(g(X[p]) @ V[p], rel=1e-12)
+        fd = (g(X[p] + 1e-6 * V[p]) - g(X[p] - 1e-6 * V[p])) / 2e-6  # and against finite differences
+        np.testing.assert_allclose(hv[p], fd, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(J[:, 0, 1], X[:, 0])
+    with pytest.raises(TypeError, match="sparse"):
+        sg.vmap(sg.hessian(rosen, sparse=True))
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        sg.vmap(sg.hvp(rosen), device="cuda")
