@@ -420,7 +420,8 @@ def bench(args) -> int:
 # (title, row key, format) of the --compare table; "× sg" is the peer's vg time over scalargrad's.
 COMPARE_COLUMNS = (
     ("ops", "ops", "{:d}"), ("c-ops", "compiled_ops", "{:d}"),
-    ("record ms", "record_ms", "{:.1f}"), ("compile ms", "compile_ms", "{:.1f}"), ("fwd µs", "fwd_us", "{:.1f}"),
+    ("record ms", "record_ms", "{:.1f}"), ("compile ms", "compile_ms", "{:.1f}"),
+    ("warm ms", "compile_warm_ms", "{:.1f}"), ("fwd µs", "fwd_us", "{:.1f}"),
     ("vg µs", "vg_us", "{:.1f}"), ("ratio", "ratio", "{:.2f}"), ("ns/op", "ns_per_op", "{:.1f}"),
     ("ns/c-op", "ns_per_compiled_op", "{:.1f}"), ("× sg", "vs_scalargrad", "{:.3g}"),
 )
@@ -481,7 +482,7 @@ def compare(args, rows, options) -> int:
             base = dict(name=name, workload=workload_name, size=size, ops=own["ops"],
                         compiled_ops=own["compiled_ops"])
             row = dict(base, library="scalargrad", record_ms=own["trace_ms"], compile_ms=own["compile_ms"],
-                       fwd_us=own["fwd_us"], vg_us=own["vg_us"], ratio=own["ratio"], ns_per_op=own["ns_per_op"],
+                       compile_warm_ms=None, fwd_us=own["fwd_us"], vg_us=own["vg_us"], ratio=own["ratio"], ns_per_op=own["ns_per_op"],
                        ns_per_compiled_op=own["ns_per_compiled_op"], vs_scalargrad=1.0, calls=None,
                        over_budget=False, ok=own["ok"], detail=own["detail"])
             status |= not row["ok"]

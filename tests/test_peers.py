@@ -114,3 +114,5 @@ def test_real_jax_in_a_child_process(expected):
     row = peers.run_peer("jax", "rosenbrock", SMALL["rosenbrock"], x0, value, grad, budget=60.0)
     assert row["ok"], row["detail"]
     assert row["compile_ms"] > 0 and row["record_ms"] > 0 and row["vg_us"] > 0
+    assert 0 < row["compile_warm_ms"]  # compiled again from JAX's persistent cache
+    print(f"jax compile cold {row['compile_ms']:.0f} ms, warm {row['compile_warm_ms']:.0f} ms")
