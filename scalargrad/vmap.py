@@ -16,7 +16,7 @@ import numpy as np
 
 from . import chunked
 from .api import Grad, Jit, ValueAndGrad
-from .jit import batch, cuda
+from .jit import batch, codegen, cuda
 
 
 class VMap:
@@ -86,18 +86,27 @@ class VMap:
         for x, b in zip(moved, batched):
             x = np.asarray(x, dtype=np.float64)
             cols.append(x.reshape(B, -1) if b else np.broadcast_to(x.reshape(1, -1), (B, x.size)))
+        if len(cols) == 1:
+            return np.ascontiguousarray(cols[0])  # no copy when it already is one (kernels only read it)
         return np.ascontiguousarray(np.concatenate(cols, axis=1))
 
     def _sweep(self, transformed, sig, path, X):
         """Every point (row of X) through ``path``: (values, G) for value_and_grad, else the
         (points, outputs) matrix. Points whose guards fail go through the single-point path."""
         backend = cuda if self.device == "cuda" else batch
+        generated = self.device == "cpu" and path.tier is not None and path.tier.generated() is not None
         if isinstance(transformed, ValueAndGrad):
-            values, G, ok = backend.value_and_grad(path.program, X)
+            if generated:  # backend="codegen": the tape's own code, in parallel over the points
+                values, G, ok = codegen.value_and_grad_batch(path.program.tape, X)
+            else:
+                values, G, ok = backend.value_and_grad(path.program, X)
             for i in np.flatnonzero(~ok):
                 _, values[i], G[i] = transformed.flat(self._unflatten(sig, X[i]))
             return values, G
-        out, ok = backend.evaluate(path.program, X)
+        if generated:
+            out, ok = codegen.evaluate_batch(path.program.tape, X)
+        else:
+            out, ok = backend.evaluate(path.program, X)
         for i in np.flatnonzero(~ok):
             _, out[i], _ = transformed.flat(self._unflatten(sig, X[i]))
         return out

@@ -377,3 +377,29 @@ def test_a_second_process_loads_the_compiled_code_from_disk(tmp_path, cache_dir)
     hits, misses, *numbers = result.stdout.split()
     assert (hits, misses) == ("1", "0")
     assert [float.fromhex(v) for v in numbers] == [value, *grad]
+
+
+def test_vmap_with_codegen_runs_the_generated_batch_kernel_with_the_interpreters_results():
+    def branchy(x):
+        if x[0] > 0.0:  # points with x[0] <= 0 fail the traced path's guard and go through retracing
+            return x[0] * sg.exp(x[1]) + sg.sqrt(x[2] * x[2] + 1.0)
+        return sg.sin(x[1]) - x[0] * x[2]
+
+    X = np.random.default_rng(5).uniform(-1.0, 1.0, (200, 3))
+    X[0, 0] = 0.5  # the path is traced at point 0
+    values, G = sg.vmap(sg.value_and_grad(branchy, backend="codegen"))(X)
+    want_values, want_G = sg.vmap(sg.value_and_grad(branchy, backend="interp"))(X)
+    assert_identical(values, want_values)
+    assert_identical(G, want_G)
+    out = sg.vmap(sg.jit(lambda x: (x[0] * x[1], sg.tanh(x[2])), backend="codegen"))(X)
+    want = sg.vmap(sg.jit(lambda x: (x[0] * x[1], sg.tanh(x[2])), backend="interp"))(X)
+    for a, b in zip(out, want):
+        assert_identical(a, b)
+    g = sg.grad(branchy)
+    for p in (0, 1, 2):  # and against central differences on both branches
+        for j in range(3):
+            step = np.zeros(3)
+            step[j] = 1e-6
+            fd = (branchy(X[p] + step) - branchy(X[p] - step)) / 2e-6
+            assert G[p, j] == pytest.approx(fd, rel=1e-6, abs=1e-8)
+            assert G[p, j] == g(X[p])[j]

@@ -30,7 +30,7 @@ from ..tape import Tape
 from .flags import FLAGS
 from .rewrite import live_mask
 
-GENERATOR_VERSION = "5"  # bump when the generated text changes, so stale cache files are not reused
+GENERATOR_VERSION = "6"  # bump when the generated text changes, so stale cache files are not reused
 _ARGS = (types.float64[::1], types.float64[::1])  # the one signature compiled: C-contiguous x, out/grad
 
 
@@ -314,6 +314,8 @@ def source(tape: Tape, key: str | None = None) -> str:
         f"from math import {', '.join(sorted(FUNCTIONS))}",
         "import struct",
         "",
+        "from numba import prange",
+        "",
         "from scalargrad.jit.flags import njit",
         "from scalargrad.jit.codegen import acc, acc0, muladd, select",
         "",
@@ -324,7 +326,14 @@ def source(tape: Tape, key: str | None = None) -> str:
     lines += ["", "", "@njit", "def evaluate(x, out):",
               '    """Writes every output into out; returns whether the guards hold."""', *ev,
               "", "", "@njit", "def value_and_grad(x, grad):",
-              '    """(value of output 0, guards hold); the gradient goes into grad."""', *vg]
+              '    """(value of output 0, guards hold); the gradient goes into grad."""', *vg,
+              "", "", "@njit(parallel=True)", "def evaluate_batch(X, out, ok):",
+              '    """evaluate at every row of X, in parallel."""',
+              "    for p in prange(X.shape[0]):", "        ok[p] = evaluate(X[p], out[p])",
+              "", "", "@njit(parallel=True)", "def value_and_grad_batch(X, values, G, ok):",
+              '    """value_and_grad at every row of X, in parallel."""',
+              "    for p in prange(X.shape[0]):", "        value, good = value_and_grad(X[p], G[p])",
+              "        values[p] = value", "        ok[p] = good"]
     return "\n".join(lines) + "\n"
 
 
@@ -403,6 +412,22 @@ def load_module(tape: Tape):
         module = _MODULES[key] = _import(f"_scalargrad_codegen_{key}", module_path(key),
                                          source(tape, key), key)
         return module
+
+
+def value_and_grad_batch(tape: Tape, X):
+    """(values, G, ok) at every row of the C-contiguous matrix X, by the tape's generated code run
+    in parallel over the rows (compiled on first use, then from Numba's disk cache)."""
+    B = len(X)
+    values, G, ok = np.empty(B), np.empty((B, len(tape.inputs))), np.empty(B, dtype=np.bool_)
+    load_module(tape).value_and_grad_batch(X, values, G, ok)
+    return values, G, ok
+
+
+def evaluate_batch(tape: Tape, X):
+    """(out, ok): every output at every row of X, by the tape's generated code (as above)."""
+    out, ok = np.empty((len(X), len(tape.outputs))), np.empty(len(X), dtype=np.bool_)
+    load_module(tape).evaluate_batch(X, out, ok)
+    return out, ok
 
 
 def compile_kernel(tape: Tape, kind: str):
