@@ -15,7 +15,7 @@ import threading
 import warnings
 import numpy as np
 
-from . import config, debug, embed, resources
+from . import debug, embed, resources
 from .jit import kernels, tier
 from .passes import optimize
 from .tape import Tape
@@ -322,7 +322,7 @@ class ValueAndGrad(_Transformed):
         except VariableArguments:
             from .transforms import call_symbolic
             return call_symbolic(self, args, kwargs)
-        if self.debug_nans or (self.debug_nans is None and config.debug_nans):
+        if debug.enabled(self.debug_nans):
             debug.check(self, args, g)
         if self.single:
             return value, sig.piece(g, sig.argnums[0])
@@ -385,7 +385,7 @@ class Jit(_Transformed):
         except VariableArguments:
             from .transforms import call_symbolic
             return call_symbolic(self, args, kwargs)
-        if self.debug_nans or (self.debug_nans is None and config.debug_nans):
+        if debug.enabled(self.debug_nans):
             debug.check(self, args)
         if structure is None:
             return float(out[0])
