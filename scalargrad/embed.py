@@ -18,6 +18,16 @@ from .jit import kernels
 from .jit.flags import FLAGS
 
 
+_OTHER_PATH = ("these inputs take another control-flow path than the traced one (use sg.where, or call "
+               "the Python function)")
+VG_OTHER_PATH = "compiled value_and_grad: " + _OTHER_PATH
+JIT_OTHER_PATH = "compiled jit: " + _OTHER_PATH
+VG_LENGTH = "compiled value_and_grad: x and g must have the traced number of inputs"
+JIT_LENGTH = "compiled jit: x must have the traced number of inputs"
+VG_WORK = "compiled value_and_grad: work is smaller than k.workspace_size"
+JIT_WORK = "compiled jit: work is smaller than k.workspace_size"
+
+
 def _njit(fn):
     # A closure over per-tape arrays cannot be cached on disk; everything else as the project's flags.
     return numba.njit(**{**FLAGS, "cache": False})(fn)
@@ -36,17 +46,16 @@ def value_and_grad_kernel(program: kernels.Program):
     @_njit
     def k(x, g, work=None):
         if x.shape[0] != n_in or g.shape[0] != n_in:
-            raise ValueError("compiled value_and_grad: x and g must have the traced number of inputs")
+            raise ValueError(VG_LENGTH)
         if work is None:
             w = np.empty(size)
         else:
             w = work
         if w.shape[0] < size:
-            raise ValueError("compiled value_and_grad: work is smaller than k.workspace_size")
+            raise ValueError(VG_WORK)
         value, ok = vg(ins, lit, io, x, g, w)
         if not ok:
-            raise ValueError("compiled value_and_grad: these inputs take another control-flow path "
-                             "than the traced one (use sg.where, or call the Python function)")
+            raise ValueError(VG_OTHER_PATH)
         return value
     k.workspace_size = size
     return k
@@ -63,17 +72,16 @@ def evaluate_kernel(program: kernels.Program):
     @_njit
     def k(x, work=None):
         if x.shape[0] != n_in:
-            raise ValueError("compiled jit: x must have the traced number of inputs")
+            raise ValueError(JIT_LENGTH)
         if work is None:
             w = np.empty(size)
         else:
             w = work
         if w.shape[0] < size:
-            raise ValueError("compiled jit: work is smaller than k.workspace_size")
+            raise ValueError(JIT_WORK)
         out = w[base:size]
         if not evaluate(ins, lit, io, x, out, w):
-            raise ValueError("compiled jit: these inputs take another control-flow path than the "
-                             "traced one (use sg.where, or call the Python function)")
+            raise ValueError(JIT_OTHER_PATH)
         return out[0]
     k.workspace_size = size
     return k
@@ -85,11 +93,10 @@ def generated_value_and_grad_kernel(generated, n_in: int):
     @_njit
     def k(x, g, work=None):
         if x.shape[0] != n_in or g.shape[0] != n_in:
-            raise ValueError("compiled value_and_grad: x and g must have the traced number of inputs")
+            raise ValueError(VG_LENGTH)
         value, ok = generated(x, g)
         if not ok:
-            raise ValueError("compiled value_and_grad: these inputs take another control-flow path "
-                             "than the traced one (use sg.where, or call the Python function)")
+            raise ValueError(VG_OTHER_PATH)
         return value
     k.workspace_size = 0
     return k
@@ -100,16 +107,15 @@ def generated_evaluate_kernel(generated, n_in: int, n_out: int):
     @_njit
     def k(x, work=None):
         if x.shape[0] != n_in:
-            raise ValueError("compiled jit: x must have the traced number of inputs")
+            raise ValueError(JIT_LENGTH)
         if work is None:
             out = np.empty(n_out)
         else:
             out = work
         if out.shape[0] < n_out:
-            raise ValueError("compiled jit: work is smaller than k.workspace_size")
+            raise ValueError(JIT_WORK)
         if not generated(x, out[:n_out]):
-            raise ValueError("compiled jit: these inputs take another control-flow path than the "
-                             "traced one (use sg.where, or call the Python function)")
+            raise ValueError(JIT_OTHER_PATH)
         return out[0]
     k.workspace_size = n_out
     return k
