@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 
-import numba
 import numpy as np
 import pytest
 
@@ -20,6 +19,7 @@ from scalargrad.passes import optimize
 from scalargrad.tape import Tape
 from scalargrad.ops import OPCODE
 
+from test_embed import descend  # the user's njit descent loop
 from conftest import (SPECIAL, assert_same, central_diff, compiled_evaluate, compiled_value_and_grad,
                       op_cases, op_function, random_program, sample_domain, trace_program)
 
@@ -279,15 +279,6 @@ def test_auto_never_tiers_up_a_large_tape_or_the_interp_backend(monkeypatch):
 
 def rosen2(x):
     return 100.0 * (x[1] - x[0] ** 2) ** 2 + (1.0 - x[0]) ** 2
-
-
-@numba.njit
-def descend(k, x, steps, lr):
-    g = np.empty_like(x)
-    for _ in range(steps):
-        k(x, g)
-        x -= lr * g
-    return x
 
 
 def test_compile_uses_generated_code_with_the_same_results():

@@ -42,21 +42,12 @@ def tangent_sweep(op, ra, rb, pa, pb, tan, n, input_code):
 @njit
 def jvp(ins, lit, io, x, v, out, tout, work):
     """Outputs and their tangents in direction ``v`` (one entry per input). False if a guard failed."""
-    n = ins.shape[1]
-    vals, pa, pb, tan = _split(work, n)
-    _load_inputs(ins, io, x, vals)
-    forward_partials(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n)
-    if not _guards_hold(io, vals):
+    if not jacobian_forward(ins, lit, io, x, v.reshape((-1, 1)), tout.reshape((-1, 1)), work):
         return False
     n_in, n_out = io[0], io[1]
-    tan[:] = 0.0
-    for i in range(n_in):
-        tan[io[3 + i]] = v[i]
-    tangent_sweep(ins[0], ins[4], ins[5], pa, pb, tan, n, INPUT)
+    vals = _split(work, ins.shape[1])[0]  # the forward values jacobian_forward left in work
     for i in range(n_out):
-        s = io[3 + n_in + i]
-        out[i] = vals[s]
-        tout[i] = tan[s]
+        out[i] = vals[io[3 + n_in + i]]
     return True
 
 
