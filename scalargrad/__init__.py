@@ -8,6 +8,7 @@ from . import config  # sg.config.debug_nans: the global NaN-debugging switch
 from .dot import draw, to_dot
 from .vmap import vmap
 from .derivatives import hessian, hvp, jacobian, jvp  # higher-order and forward mode
+from .custom import CustomOp, custom_op  # user-defined ops
 from .ops import USER_OPS as _USER_OPS
 from .tape import Tape
 from .trace import FUNCTIONS_BY_NAME as _FUNCTIONS, TracingError, Variable, no_grad, power
@@ -17,5 +18,5 @@ pow = power  # noqa: A001  x ** y with the same dispatch as the operator
 
 __version__ = "0.1.0"
 __all__ = ["Variable", "Tape", "TracingError", "config", "draw", "grad", "jit", "no_grad", "to_dot", "trace", "value_and_grad", "vmap", "power",
-           "hessian", "hvp", "jacobian", "jvp",
+           "hessian", "hvp", "jacobian", "jvp", "CustomOp", "custom_op",
            *(op.name for op in _USER_OPS)]

@@ -15,7 +15,7 @@ import threading
 import warnings
 import numpy as np
 
-from . import debug, embed, resources
+from . import custom, debug, embed, resources
 from .jit import kernels, tier
 from .passes import optimize
 from .tape import Tape
@@ -192,6 +192,8 @@ class _Transformed:
     """Shared machinery: per-structure cache of traced paths and the retrace loop."""
 
     kernel_kind = None  # the generated function a path runs (jit/codegen.py), if any
+    differentiates = True  # its kernels need every op's derivatives (not so for jit)
+    what = "transform"     # its name in messages: what(f)
 
     def __init__(self, fun, debug_nans=None, backend="auto"):
         functools.update_wrapper(self, fun)
@@ -227,6 +229,8 @@ class _Transformed:
     def _retrace(self, sig, x, attempt):
         tape, structure = _trace(self.fun, sig.shapes, x)
         path = self._make_path(sig, tape, structure)
+        if self.differentiates:
+            custom.require_derivatives(path.program.tape.op, path.program.tape.lit, f"{self.what}({self.__name__})")
         self._check_path(path)
         result = attempt(path, x)
         if result is None:
@@ -271,6 +275,7 @@ class ValueAndGrad(_Transformed):
     """``value_and_grad(fun, argnums)``: called like ``fun``, returns ``(value, gradient)``."""
 
     kernel_kind = "value_and_grad"
+    what = "value_and_grad"
 
     def __init__(self, fun, argnums=0, debug_nans=None, backend="auto"):
         super().__init__(fun, debug_nans, backend)
@@ -359,6 +364,7 @@ class Jit(_Transformed):
     """``jit(fun)``: the same results as ``fun`` from the compiled forward sweep."""
 
     kernel_kind = "evaluate"
+    differentiates = False
 
     def flat(self, args, kwargs=None):
         """(signature, flat outputs, output structure)."""

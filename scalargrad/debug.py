@@ -18,7 +18,7 @@ from array import array
 import numpy as np
 
 from . import config, reference
-from .ops import OPS
+from .ops import OPS, display_name
 from .trace import Recorder
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -135,7 +135,7 @@ def locate(fun, name, sig, x, requested=None) -> str:
             op = OPS[tape.op[k]]
             slot = int((tape.a, tape.b, tape.c)[j][k])
             return (f"debug_nans: {name} produced {after!r} in the reverse sweep at "
-                    f"{_instruction(tape, k, where)}: its partial d{op.name}/d{'abc'[j]} = {partial!r} "
+                    f"{_instruction(tape, k, where)}: its partial d{_name(tape, k)}/d{'abc'[j]} = {partial!r} "
                     f"at {_operand_text(tape, k, vals)} (value {float(vals[k])!r}), times its adjoint "
                     f"{g!r}, made the adjoint of %{slot} {after!r} (it was {before!r})"
                     + (f"; note: {op.note}" if op.note else ""))
@@ -144,11 +144,15 @@ def locate(fun, name, sig, x, requested=None) -> str:
             "adjoints after common-subexpression elimination can overflow differently)")
 
 
+def _name(tape, k) -> str:
+    return display_name(int(tape.op[k]), float(tape.lit[k]))
+
+
 def _instruction(tape, k, where) -> str:
     op = OPS[tape.op[k]]
-    listing = f"%{k} = {op.name} " + " ".join(
+    listing = f"%{k} = {_name(tape, k)} " + " ".join(
         f"%{int(s)}" for s in (tape.a[k], tape.b[k], tape.c[k])[: op.arity])
-    if op.literal:
+    if op.literal and op.public:  # a custom op's literal is its id
         listing += f" {float(tape.lit[k])!r}"
     filename, line = where[k] if k < len(where) else ("<unknown>", 0)
     source = linecache.getline(filename, line).strip()
@@ -158,7 +162,7 @@ def _instruction(tape, k, where) -> str:
 def _operand_text(tape, k, vals) -> str:
     op = OPS[tape.op[k]]
     parts = [f"{'abc'[j]}={float(vals[s])!r}" for j, s in enumerate((tape.a[k], tape.b[k], tape.c[k])[: op.arity])]
-    if op.literal:
+    if op.literal and op.public:
         parts.append(f"lit={float(tape.lit[k])!r}")
     return ", ".join(parts)
 
@@ -167,7 +171,7 @@ def _forward_text(tape, k, vals) -> str:
     op = OPS[tape.op[k]]
     if op.name == "const":
         return f"the constant {float(vals[k])!r} (a literal in the code)"
-    text = f"{op.name}({_operand_text(tape, k, vals)}) = {float(vals[k])!r}"
+    text = f"{_name(tape, k)}({_operand_text(tape, k, vals)}) = {float(vals[k])!r}"
     return text + (f"; note: {op.note}" if op.note else "")
 
 

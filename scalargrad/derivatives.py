@@ -28,8 +28,6 @@ class _FirstArgument(_Transformed):
     """A transform with respect to the first argument; the others are passed through (as SciPy
     passes ``args``). Variable arguments record symbolically (see ``_symbolic``)."""
 
-    what = "transform"
-
     def _signature(self, shapes):
         if not shapes:
             raise TypeError(f"{self.what}({self.__name__}): the function needs an argument to differentiate")

@@ -12,7 +12,7 @@ import subprocess
 
 import numpy as np
 
-from .ops import CONST, INPUT, OPS
+from .ops import CONST, INPUT, OPS, display_name
 from .reference import _FORWARD, _PARTIALS
 from .tape import Tape
 from .trace import Variable
@@ -88,7 +88,7 @@ def _op_label(op, lit, k: int) -> str:
         return f"x^{_number(lit[k])}"
     if o.name == "cpow":
         return f"{_number(lit[k])}^x"
-    return SYMBOLS.get(o.name, o.name)
+    return SYMBOLS.get(o.name, display_name(int(op[k]), float(lit[k])))
 
 
 def to_dot(output, values: bool = True, grads: bool = True, max_nodes: int = 200, names=None,

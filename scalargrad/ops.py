@@ -23,6 +23,37 @@ FUNCTIONS = {
     "acos": (math.acos, np.arccos), "atan": (math.atan, np.arctan), "atan2": (math.atan2, np.arctan2),
     "pow": (math.pow, np.float_power), "fabs": (math.fabs, np.fabs), "isnan": (math.isnan, np.isnan),
 }
+# User-defined ops (``sg.custom_op``, custom.py) live in CUSTOM_OPS, keyed by their id, and appear in
+# the table as two generic rows whose literal is that id. ``custom(id, j, a, b)`` is function j of
+# the op (0: forward, 1 and 2: the partial derivatives in a and b); unary ops ignore b.
+CUSTOM_OPS: dict = {}
+
+
+def custom_op_by_id(op_id):
+    """The registered custom op with this id (a tape literal); ValueError if there is none."""
+    op = CUSTOM_OPS.get(int(op_id)) if float(op_id).is_integer() else None
+    if op is None:
+        raise ValueError(f"custom op id {op_id!r} is not registered in this process "
+                         "(register it with sg.custom_op before running the tape)")
+    return op
+
+
+def call_custom(op_id, which, a, b):
+    """Python meaning of ``custom`` (the compiled sweeps call the same functions through their C
+    addresses; see jit/custom_call.py)."""
+    return custom_op_by_id(op_id).evaluate(int(which), a, b)
+
+
+def display_name(opcode: int, lit: float) -> str:
+    """An instruction's op as printed: a custom op's own name, else the table's."""
+    if opcode in CUSTOM_ROWS.values():
+        op = CUSTOM_OPS.get(int(lit)) if float(lit).is_integer() else None
+        return op.name if op is not None else f"custom#{lit!r}"
+    return OPS[opcode].name
+
+
+FUNCTIONS["custom"] = (call_custom, call_custom)
+FROM_MATH = tuple(sorted(set(FUNCTIONS) - {"custom"}))  # what generated Numba code imports from math
 
 PLACEHOLDERS = ("a", "b", "c", "y", "lit")
 
@@ -42,6 +73,7 @@ class Op:
     smooth: bool = True                # differentiable everywhere inside ``domain``
     note: str = ""                     # behaviour at non-differentiable points / domain edges
     commutative: bool = False          # op(a, b) == op(b, a) bit for bit (CSE may swap operands)
+    public: bool = True                # exposed as sg.<name> (the generic custom-op rows are not)
 
     @property
     def differentiable(self) -> tuple[bool, ...]:
@@ -116,13 +148,19 @@ OPS: tuple[Op, ...] = (
     Op("ge", 2, "1.0 if {a} >= {b} else 0.0", ("0.0", "0.0"), ("__ge__",), (R, R), False, False, CMP),
     Op("eq", 2, "1.0 if {a} == {b} else 0.0", ("0.0", "0.0"), ("__eq__",), (R, R), False, False, CMP, True),
     Op("ne", 2, "1.0 if {a} != {b} else 0.0", ("0.0", "0.0"), ("__ne__",), (R, R), False, False, CMP, True),
+    # User-defined ops (custom.py); the literal is the op's id. Last: the rarest, tested last.
+    Op("custom1", 1, "custom({lit}, 0, {a}, 0.0)", ("custom({lit}, 1, {a}, 0.0)",), (), (R,), literal=True,
+       public=False, note="a unary op registered with sg.custom_op"),
+    Op("custom2", 2, "custom({lit}, 0, {a}, {b})", ("custom({lit}, 1, {a}, {b})", "custom({lit}, 2, {a}, {b})"),
+       (), (R, R), literal=True, public=False, note="a binary op registered with sg.custom_op"),
 )
 
 OPCODE: dict[str, int] = {op.name: k for k, op in enumerate(OPS)}
 BY_NAME: dict[str, Op] = {op.name: op for op in OPS}
 INPUT, CONST = OPCODE["input"], OPCODE["const"]
+CUSTOM_ROWS = {1: OPCODE["custom1"], 2: OPCODE["custom2"]}  # arity -> opcode of a user-defined op
 # Ops a user calls as sg.<name> (leaves are created by the recorder, not called).
-USER_OPS: tuple[Op, ...] = tuple(op for op in OPS if op.arity > 0)
+USER_OPS: tuple[Op, ...] = tuple(op for op in OPS if op.arity > 0 and op.public)
 COMPARISONS = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
 
 # Which operand slots carry a derivative, per opcode: the reverse sweep skips the others, so that

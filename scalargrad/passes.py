@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .custom import kernel_literals
 from .jit._interp import forward
 from .jit.kernels import kernel_arrays
 from .jit.rewrite import common_subexpressions, foldable, live_mask
@@ -55,7 +56,8 @@ def fold_constants(tape: Tape) -> Tape:
     if not fold.any():
         return tape
     vals = np.zeros(len(tape) + 1)  # input values are irrelevant: folded slots do not read them
-    forward(*kernel_arrays(tape.op, tape.a, tape.b, tape.c, tape.lit), vals, len(tape))
+    op, a, b, c, lit = kernel_arrays(tape.op, tape.a, tape.b, tape.c, tape.lit)
+    forward(op, a, b, c, kernel_literals(tape.op, lit), vals, len(tape))
     op, lit = tape.op.copy(), tape.lit.copy()
     a, b, c = tape.a.copy(), tape.b.copy(), tape.c.copy()
     op[fold], lit[fold] = CONST, vals[:-1][fold]

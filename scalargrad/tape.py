@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import CONST, INPUT, OPS
+from .ops import CONST, INPUT, OPS, display_name
 
 _ARRAYS = {"op": np.int8, "a": np.int32, "b": np.int32, "c": np.int32, "lit": np.float64,
            "inputs": np.int32, "outputs": np.int32, "guards": np.int32, "guard_values": np.float64}
@@ -92,11 +92,11 @@ class Tape:
         for k in range(len(self)):
             op = OPS[self.op[k]]
             args = [f"%{int(s)}" for s in (self.a[k], self.b[k], self.c[k])[: op.arity]]
-            if op.literal:
+            if op.literal and op.public:  # a custom op's literal is its id, printed as its name
                 args.append(repr(float(self.lit[k])))
             if op.name == "input":
                 args.append(str(input_index[k]))
-            lines.append(f"%{k} = {op.name} {' '.join(args)}".rstrip())
+            lines.append(f"%{k} = {display_name(int(self.op[k]), float(self.lit[k]))} {' '.join(args)}".rstrip())
         for s, v in zip(self.guards, self.guard_values):
             lines.append(f"guard %{int(s)} == {int(v)}")
         lines.append("return " + ", ".join(f"%{int(s)}" for s in self.outputs))

@@ -426,7 +426,7 @@ def _make_recorder_fn(op):
             v = _new_variable(Variable)
             v._data, v._rec, v._slot, v._leaf = y, rec, k, False
             return v
-    elif arity == 2:
+    elif arity == 2 and not op.literal:
         def record(x, y):
             tx, ty = type(x), type(y)
             if tx is Variable:
@@ -461,7 +461,7 @@ def _make_recorder_fn(op):
             v = _new_variable(Variable)
             v._data, v._rec, v._slot, v._leaf = z, rec, k, False
             return v
-    else:  # literal ops (powc, cpow) and where
+    else:  # literal ops (powc, cpow, custom ops) and where
         nops = arity
 
         def record(*args):
@@ -506,7 +506,7 @@ def _fallback(record, name, args, fwd):
     return fwd(*(float(x) for x in args))
 
 
-RECORD = {op.name: _make_recorder_fn(op) for op in USER_OPS}
+RECORD = {op.name: _make_recorder_fn(op) for op in OPS if op.arity}  # custom rows too (custom.py)
 
 
 def power(x, y):

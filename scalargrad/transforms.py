@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .api import Jit, ValueAndGrad, _arg_name, _flatten_args, _flatten_output, _traced_args
-from .ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, substitute
+from .ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, custom_op_by_id, substitute
 from .passes import optimize
 from .tape import Tape
 from .trace import (FUNCTIONS_BY_NAME, Recorder, Variable, _as_real, new_input, output_slot, power, recording,
@@ -144,6 +144,13 @@ def _isnan(x):
     return x != x if type(x) is Variable else math.isnan(x)
 
 
+def _custom(op_id, which, a, b):
+    """``custom(id, j, a, b)`` of a derivative rule: records the op's partial j - 1 (custom.py)."""
+    op = custom_op_by_id(op_id)
+    fn = op if which == 0 else op.partial(which - 1)
+    return fn(a) if op.arity == 1 else fn(a, b)
+
+
 def _function_ops():
     """FUNCTIONS name -> scalargrad function, read off the table's forward expressions
     (``asin({a})`` is the forward of ``arcsin``, so ``asin`` maps to ``sg.arcsin``)."""
@@ -156,6 +163,7 @@ def _function_ops():
                     table[name] = FUNCTIONS_BY_NAME[op.name]
     table["pow"] = power  # pow(x, 2.0) with a constant exponent records powc/square
     table["isnan"] = _isnan
+    table["custom"] = _custom
     missing = set(FUNCTIONS) - set(table)
     if missing:
         raise RuntimeError(f"transforms: no scalargrad op for the table's functions {sorted(missing)}")

@@ -86,6 +86,15 @@ def test_generated_interpreter_is_up_to_date():
     assert generate.source() == target.read_text()
 
 
+def test_generator_touches_every_cached_module_that_runs_the_interpreter():
+    """Numba's disk cache of a module that calls the sweeps goes stale when _interp.py changes
+    unless the generator touches it (cuda.py compiles for the GPU, which is not disk-cached;
+    generate.py only writes the file)."""
+    here = Path(generate.__file__).parent
+    importers = {p.name for p in here.glob("*.py") if "from ._interp import" in p.read_text()}
+    assert importers - {"cuda.py", "generate.py"} == set(generate.DEPENDENTS)
+
+
 # --- first derivatives against finite differences ------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

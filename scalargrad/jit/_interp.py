@@ -6,6 +6,7 @@ derivative, in pa[k] and pb[k], so that the reverse sweep is a branch-free multi
 """
 from math import acos, asin, atan, atan2, cos, cosh, exp, expm1, fabs, isnan, log, log1p, pow, sin, sinh, sqrt, tan, tanh
 
+from .custom_call import custom
 from .flags import njit
 
 
@@ -183,6 +184,17 @@ def forward(op, a, b, c, lit, vals, n):
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
+            vals[k] = y
+        elif o == 39:  # custom1
+            va = vals[a[k]]
+            vl = lit[k]
+            y = custom(lit, vl, 0, va, 0.0)
+            vals[k] = y
+        elif o == 40:  # custom2
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            vl = lit[k]
+            y = custom(lit, vl, 0, va, vb)
             vals[k] = y
 
 
@@ -401,6 +413,20 @@ def forward_partials(op, a, b, c, lit, vals, pa, pb, n):
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
             vals[k] = y
+        elif o == 39:  # custom1
+            va = vals[a[k]]
+            vl = lit[k]
+            y = custom(lit, vl, 0, va, 0.0)
+            vals[k] = y
+            pa[k] = custom(lit, vl, 1, va, 0.0)
+        elif o == 40:  # custom2
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            vl = lit[k]
+            y = custom(lit, vl, 0, va, vb)
+            vals[k] = y
+            pa[k] = custom(lit, vl, 1, va, vb)
+            pb[k] = custom(lit, vl, 2, va, vb)
 
 
 @njit
@@ -615,6 +641,19 @@ def forward_batch(op, a, b, c, lit, vals, n, m):
                 va = vals[a[k], j]
                 vb = vals[b[k], j]
                 y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+        elif o == 39:  # custom1
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = custom(lit, vl, 0, va, 0.0)
+                vals[k, j] = y
+        elif o == 40:  # custom2
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vl = lit[k]
+                y = custom(lit, vl, 0, va, vb)
                 vals[k, j] = y
 
 
@@ -871,6 +910,22 @@ def forward_partials_batch(op, a, b, c, lit, vals, pa, pb, n, m):
                 vb = vals[b[k], j]
                 y = 1.0 if va != vb else 0.0
                 vals[k, j] = y
+        elif o == 39:  # custom1
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = custom(lit, vl, 0, va, 0.0)
+                vals[k, j] = y
+                pa[k, j] = custom(lit, vl, 1, va, 0.0)
+        elif o == 40:  # custom2
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vl = lit[k]
+                y = custom(lit, vl, 0, va, vb)
+                vals[k, j] = y
+                pa[k, j] = custom(lit, vl, 1, va, vb)
+                pb[k, j] = custom(lit, vl, 2, va, vb)
 
 
 def forward_column(op, a, b, c, lit, vals, n, p):

@@ -25,7 +25,8 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from ..ops import CONST, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
+from ..custom import ops_in, uses_custom_ops
+from ..ops import CONST, FROM_MATH, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
 from ..tape import Tape
 from .flags import FLAGS
 from .rewrite import live_mask
@@ -311,7 +312,7 @@ def source(tape: Tape, key: str | None = None) -> str:
         "acc(total, p, g) = total + p * g, or total when g == 0 (as in the interpreter); acc0(p, g) the",
         "first contribution; muladd(total, c, g) = total + c * g. Comments: the tape's listing.",
         '"""',
-        f"from math import {', '.join(sorted(FUNCTIONS))}",
+        f"from math import {', '.join(FROM_MATH)}",
         "import struct",
         "",
         "from numba import prange",
@@ -404,6 +405,9 @@ def _import(name: str, path: Path, text: str, key: str):
 def load_module(tape: Tape):
     """The generated module for ``tape``, imported from the cache directory (written first if
     missing). Its functions are Numba dispatchers, compiled lazily (``compile_kernel`` compiles)."""
+    if uses_custom_ops(tape.op):
+        raise ValueError(f"generated code (backend='codegen') cannot run custom op "
+                         f"{ops_in(tape.op, tape.lit)[0].name!r}; use backend='auto' or 'interp'")
     key = tape_key(tape)
     with _LOCK:
         module = _MODULES.get(key)

@@ -10,6 +10,8 @@ import functools
 
 import numpy as np
 
+from ..custom import ops_in, uses_custom_ops
+
 THREADS_PER_BLOCK = 128
 cuda = None  # numba.cuda, bound on first use; kernels look it up as a global (the simulator needs that)
 
@@ -95,7 +97,11 @@ def _kernels():
     return cuda, evaluate, value_and_grad
 
 
-def _require_gpu():
+def _require_gpu(program=None):
+    """RuntimeError without a usable GPU; ValueError for a program it cannot run."""
+    if program is not None and uses_custom_ops(program.tape.op):
+        raise ValueError(f"device='cuda' cannot run custom op {ops_in(program.tape.op, program.tape.lit)[0].name!r} "
+                         "(its functions are compiled for the CPU); use the CPU batch (device='cpu')")
     reason = unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"device='cuda' needs an NVIDIA GPU with its driver and the numba-cuda "
@@ -109,7 +115,7 @@ def _launch(kernel, B, *args):
 
 def value_and_grad(program, X):
     """(values, G, ok) for the points X (points x inputs), computed on the GPU."""
-    _require_gpu()
+    _require_gpu(program)
     cuda, _, kernel = _kernels()
     n, B = program.ins.shape[1], X.shape[0]
     d = cuda.to_device
@@ -123,7 +129,7 @@ def value_and_grad(program, X):
 
 def evaluate(program, X):
     """(outputs (points x outputs), ok) for the points X, computed on the GPU."""
-    _require_gpu()
+    _require_gpu(program)
     cuda, kernel, _ = _kernels()
     n, B = program.ins.shape[1], X.shape[0]
     d = cuda.to_device

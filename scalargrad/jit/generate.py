@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..ops import FUNCTIONS, OPCODE, OPS, substitute
+from ..ops import CUSTOM_ROWS, FROM_MATH, OPCODE, OPS, substitute
 
 TARGET = Path(__file__).with_name("_interp.py")
 _LOCALS = dict(a="va", b="vb", c="vc", y="y", lit="vl")
@@ -24,25 +24,32 @@ def _loads(op, col: str) -> list[str]:
     return lines
 
 
+def _code(expr: str) -> str:
+    """An expression as interpreter code. ``custom`` also takes the literal pool, where the
+    program keeps the custom ops' function addresses (custom_call.py)."""
+    return substitute(expr, **_LOCALS).replace("custom(", "custom(lit, ")
+
+
 def _branch(op, with_partials: bool, col: str = "") -> list[str]:
     """Body of one dispatch branch: compute vals[k] (and the partials pa[k], pb[k]). ``col`` is the
     index suffix of batched sweeps, whose buffers are (instruction, point) arrays."""
     body = _loads(op, col)
-    body.append("y = " + substitute(op.forward, **_LOCALS))
+    body.append("y = " + _code(op.forward))
     body.append(f"vals[k{col}] = y")
     if with_partials:
         live = [p for p in op.partials if p != "0.0"]
         if len(live) > 2:
             raise ValueError(f"op {op.name!r}: the reverse sweep carries at most 2 derivatives per op")
         for buf, partial in zip(("pa", "pb"), live):
-            body.append(f"{buf}[k{col}] = " + substitute(partial, **_LOCALS))
+            body.append(f"{buf}[k{col}] = " + _code(partial))
     return body
 
 
 # Sweep flavours: (parameters after the arrays, loop over points or not, index suffix, decorator).
 # "batch": buffers are (n, m) arrays; each instruction runs an inner loop over the m points, so the
 # opcode is dispatched once per instruction and the point loop can vectorise. "column": one point
-# p of (n, B) buffers, undecorated, so that it can be compiled for a GPU thread as well.
+# p of (n, B) buffers, undecorated, so that it can be compiled for a GPU thread as well (without the
+# custom-op rows: a GPU cannot call the CPU functions, and jit/cuda.py refuses such tapes).
 _FLAVOURS = {
     "": ("n", False, "", "@njit"),
     "_batch": ("n, m", True, ", j", "@njit"),
@@ -60,6 +67,8 @@ def _sweep(name: str, with_partials: bool, doc: str, flavour: str = "") -> list[
     for op in OPS:
         if op.name == "input":
             continue  # input values are stored before the sweep starts
+        if flavour == "_column" and OPCODE[op.name] in CUSTOM_ROWS.values():
+            continue
         keyword = "if" if first else "elif"
         first = False
         lines.append(f"        {keyword} o == {OPCODE[op.name]}:  # {op.name}")
@@ -78,8 +87,9 @@ def source() -> str:
         "forward_partials also stores d(vals[k])/d(operand) for the (at most two) operands that carry a",
         'derivative, in pa[k] and pb[k], so that the reverse sweep is a branch-free multiply-accumulate.',
         '"""',
-        f"from math import {', '.join(sorted(FUNCTIONS))}",
+        f"from math import {', '.join(FROM_MATH)}",
         "",
+        "from .custom_call import custom",
         "from .flags import njit",
     ]
     for flavour in _FLAVOURS:
@@ -90,8 +100,9 @@ def source() -> str:
 
 
 # Modules whose compiled kernels inline the interpreter. Numba's disk cache is keyed on the
-# defining file's timestamp only, so these are touched to make their caches recompile.
-DEPENDENTS = ("kernels.py", "batch.py")
+# defining file's timestamp only, so these are touched to make their caches recompile (a stale
+# cached sweep would skip new opcodes).
+DEPENDENTS = ("kernels.py", "batch.py", "tangent.py")
 
 
 def main(argv=None) -> int:

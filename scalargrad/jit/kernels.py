@@ -1,7 +1,7 @@
 """Compiled kernels over a tape's arrays: value, value-and-gradient, eager backward.
 
 A tape is handed to the kernels as a ``Program``: ``ins`` (int32, 6 x n: op, a, b, c, ra, rb) and
-``lit``. ``ra``/``rb`` are the slots that receive the two derivatives a reverse step carries, or the
+``lit`` (the literals, then the custom ops' function addresses: jit/custom_call.py). ``ra``/``rb`` are the slots that receive the two derivatives a reverse step carries, or the
 scratch slot n where an op carries fewer, so the reverse sweep has no dispatch. ``io`` packs the
 input, output and guard slots. Each thread gets its own workspace per program (reused across
 calls: fresh large buffers would page-fault on every call), so there is no shared scratch.
@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from .. import resources
+from .. import custom, resources
 from ..ops import DIFF_MASK, INPUT
 from ..tape import Tape
 from ._interp import forward_partials
@@ -36,21 +36,17 @@ class Program:
         ra, rb = reverse_operands(tape.op, tape.a, tape.b, tape.c)
         self.ins = np.ascontiguousarray(np.stack([tape.op.astype(np.int32), tape.a, tape.b, tape.c, ra, rb]),
                                         dtype=np.int32)
-        self.lit = kernel_arrays(tape.lit)[0]
+        self.lit = custom.kernel_literals(tape.op, kernel_arrays(tape.lit)[0])
         self.n_inputs, self.n_outputs, self.n_guards = len(tape.inputs), len(tape.outputs), len(tape.guards)
         self.io = np.concatenate([[self.n_inputs, self.n_outputs, self.n_guards], tape.inputs, tape.outputs,
                                   tape.guards, tape.guard_values != 0.0]).astype(np.int32)
         self.tape = tape
         self.local = threading.local()
 
-    def __getstate__(self):
-        """Pickled as plain arrays (e.g. shipped to Dask workers); workspaces are per process."""
-        return {name: getattr(self, name) for name in self.__slots__ if name != "local"}
-
-    def __setstate__(self, state):
-        for name, value in state.items():
-            setattr(self, name, value)
-        self.local = threading.local()
+    def __reduce__(self):
+        """Pickled as its tape (plain arrays, e.g. shipped to Dask workers) and rebuilt there: the
+        literal pool holds this process's function addresses, and workspaces are per process."""
+        return Program, (self.tape,)
 
     def workspace(self) -> np.ndarray:
         """This thread's buffer for vals, partials and adjoints (4 n + 2 floats)."""
@@ -168,8 +164,12 @@ def eager_backward(op, a, b, c, lit, seed_slots, seed_values):
     hold their recorded value in ``lit``. One compiled call (a small graph's backward costs little
     more than Numba's dispatch)."""
     i32 = np.int32
+    lit = kernel_array(lit, np.float64)
+    if custom.uses_custom_ops(op):
+        custom.require_derivatives(op, lit, "backward()")
+        lit = custom.kernel_literals(op, lit)
     return _eager_backward(kernel_array(op, i32), kernel_array(a, i32), kernel_array(b, i32), kernel_array(c, i32),
-                           kernel_array(lit, np.float64), DIFF_MASK, seed_slots, seed_values, INPUT)
+                           lit, DIFF_MASK, seed_slots, seed_values, INPUT)
 
 
 @njit

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from ..custom import uses_custom_ops
 from ..tape import Tape
 from . import codegen, kernels
 
@@ -50,8 +51,8 @@ class Tier:
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
         if backend == "codegen":
             self.kernel = codegen.compile_kernel(tape, kind)
-        elif backend == "interp" or len(tape) > AUTO_MAX_OPS:
-            self.started = True  # never tiers up
+        elif backend == "interp" or len(tape) > AUTO_MAX_OPS or uses_custom_ops(tape.op):
+            self.started = True  # never tiers up (generated code cannot call custom ops)
 
     def count(self) -> None:
         """One interpreter call; starts the background compile when the path is hot."""

@@ -1,0 +1,262 @@
+"""User-defined scalar ops: ``sg.custom_op(name, forward, partials)``.
+
+A custom op is a unary or binary scalar function with its own partial derivatives, all plain
+Python functions that Numba compiles in nopython mode. Registered ops record like built-in ones
+(one instruction, op row ``custom1``/``custom2`` of the table with the op's id as the literal), run
+in the same compiled sweeps (through C function pointers, see jit/custom_call.py), and compose with
+every transform, because each partial derivative is itself a custom op: give a partial as another
+``custom_op`` (with its own partials) to differentiate twice or more; a partial given as a plain
+function can be evaluated but not differentiated again, and trying to raises NotImplementedError.
+
+The functions must be pure (the passes merge repeated calls with equal arguments) and are compiled
+with ``error_model="numpy"`` like the built-in ops: 1/0 gives inf, not an exception. The id is a
+CRC-32 of the name, so a saved or pickled tape finds its ops in any process that registers them.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import threading
+import zlib
+
+import numba
+import numpy as np
+from numba import float64
+
+from .ops import CUSTOM_OPS, CUSTOM_ROWS, OPS, custom_op_by_id
+from .trace import RECORD, _is_operand
+
+_C_SIGNATURE = float64(float64, float64)  # every function, unary ones ignoring b
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_LOCK = threading.Lock()
+
+
+class CustomOp:
+    """A registered op. Call it on Variables (records), floats (a float) or arrays (elementwise)."""
+
+    __slots__ = ("name", "id", "arity", "function", "partials", "origin", "_jitted", "_cfunc", "_record")
+
+    def __init__(self, name, function, arity, partials, origin=""):
+        self.name, self.id, self.arity = name, op_id(name), arity
+        self.function = function
+        self.partials = partials  # tuple of CustomOp, one per operand; None: not differentiable
+        self.origin = origin      # for a partial made from a plain function: whose partial it is
+        self._jitted, self._cfunc = _compile(origin or f"the forward function of {name!r}", function, arity)
+        self._record = RECORD[OPS[CUSTOM_ROWS[arity]].name]
+
+    def __call__(self, *args):
+        if len(args) != self.arity:
+            raise TypeError(f"custom op {self.name!r} takes {self.arity} argument{'s' * (self.arity > 1)}, "
+                            f"got {len(args)}")
+        for i, x in enumerate(args):
+            if not (_is_operand(x) or isinstance(x, np.ndarray)):
+                raise TypeError(f"custom op {self.name!r}: operand {i} must be a Variable, a real number "
+                                f"or an array, got {type(x).__name__}")
+        return self._record(*args, float(self.id))
+
+    @property
+    def __name__(self) -> str:  # so that sg.grad(op) and friends name it in messages
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<custom op {self.name!r}: {self.arity} operand{'s' * (self.arity > 1)}>"
+
+    @property
+    def address(self) -> int:
+        """Address of the compiled C function ``double(double a, double b)``."""
+        return self._cfunc.address
+
+    def partial(self, j: int) -> "CustomOp":
+        """The op computing d(self)/d(operand j); NotImplementedError if there is none."""
+        if self.partials is None:
+            raise NotImplementedError(
+                f"custom op {self.name!r} cannot be differentiated: it is {self.origin}, given as a plain "
+                "function. To differentiate through it, give that partial as an sg.custom_op with its "
+                "own partials.")
+        return self.partials[j]
+
+    def evaluate(self, which: int, a, b) -> float:
+        """Function ``which`` at (a, b): 0 the op itself, j + 1 its partial in operand j."""
+        fn = self if which == 0 else self.partial(which - 1)
+        return float(fn._jitted(a) if fn.arity == 1 else fn._jitted(a, b))
+
+
+def op_id(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def custom_op(name: str, forward, partials) -> CustomOp:
+    """Register a scalar op with its own derivatives and return it.
+
+    ``forward(a)`` or ``forward(a, b)`` computes the op; ``partials`` holds one function per
+    operand, d(forward)/d(operand), with the same parameters. All are Python functions (or
+    ``numba.njit`` functions) that Numba compiles in nopython mode for float arguments; a function
+    that does not compile raises TypeError now. A partial may itself be a ``custom_op`` (of the same
+    arity), which makes second and higher derivatives available::
+
+        dsoftplus = sg.custom_op("sigmoid_", lambda x: 1 / (1 + math.exp(-x)),
+                                 [lambda x: math.exp(-x) / (1 + math.exp(-x)) ** 2])
+        softplus = sg.custom_op("softplus", lambda x: math.log1p(math.exp(x)), [dsoftplus])
+
+    Names are unique per process: registering a name again with other functions raises ValueError.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"sg.custom_op: name must be an identifier (dots allowed), got {name!r}")
+    forward_fn = _python_function(forward, name, "forward")
+    arity = _arity(forward_fn, name, "forward")
+    if isinstance(partials, (str, bytes)) or not hasattr(partials, "__len__"):
+        raise TypeError(f"sg.custom_op({name!r}): partials must be a list with one function per operand, "
+                        f"got {type(partials).__name__}")
+    if len(partials) != arity:
+        raise ValueError(f"sg.custom_op({name!r}): forward takes {arity} argument{'s' * (arity > 1)}, so "
+                         f"partials needs {arity} function{'s' * (arity > 1)}, got {len(partials)}")
+    with _LOCK:
+        existing = CUSTOM_OPS.get(op_id(name))
+        if existing is not None and existing.name == name and existing.function is forward_fn \
+                and _same_partials(existing, partials):
+            return existing  # the same registration again
+        plain = [j for j, p in enumerate(partials) if not isinstance(p, CustomOp)]
+        for new_name in [name] + [f"{name}.d{j}" for j in plain]:  # nothing is compiled or registered
+            taken = CUSTOM_OPS.get(op_id(new_name))                 # unless every name is free
+            if taken is not None:
+                raise ValueError(f"sg.custom_op: the name {new_name!r} is already taken"
+                                 + (f" (its id collides with {taken.name!r})" if taken.name != new_name else "")
+                                 + "; choose another name")
+        made = []
+        for j, p in enumerate(partials):
+            if j in plain:
+                fn = _python_function(p, name, f"partial {j}")
+                if _arity(fn, name, f"partial {j}") != arity:
+                    raise ValueError(f"sg.custom_op({name!r}): partial {j} must take {arity} argument"
+                                     f"{'s' * (arity > 1)}, like forward")
+                p = CustomOp(f"{name}.d{j}", fn, arity, None, f"partial {j} of {name!r}")
+            elif p.arity != arity:
+                raise ValueError(f"sg.custom_op({name!r}): partial {j} is custom op {p.name!r} with "
+                                 f"{p.arity} operand{'s' * (p.arity > 1)}; it needs {arity}, like forward")
+            made.append(p)
+        op = CustomOp(name, forward_fn, arity, tuple(made))
+        for entry in [op] + [made[j] for j in plain]:
+            CUSTOM_OPS[entry.id] = entry
+        return op
+
+
+def _same_partials(op: CustomOp, partials) -> bool:
+    return all(p is q or (not isinstance(p, CustomOp) and q.function is _python_function(p, op.name, ""))
+               for p, q in zip(partials, op.partials))
+
+
+def _python_function(fn, name: str, role: str):
+    if isinstance(fn, numba.core.dispatcher.Dispatcher):
+        return fn.py_func
+    if not callable(fn):
+        raise TypeError(f"sg.custom_op({name!r}): {role} must be a function, got {type(fn).__name__}")
+    return fn
+
+
+def _arity(fn, name: str, role: str) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        raise TypeError(f"sg.custom_op({name!r}): cannot read the parameters of the {role} function") from None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.default is p.empty]
+    if len(positional) not in (1, 2) or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+        raise ValueError(f"sg.custom_op({name!r}): the {role} function must take 1 or 2 float arguments, "
+                         f"takes {len(positional)}")
+    return len(positional)
+
+
+def _compile(what, function, arity):
+    """(Python-callable compiled function, C callback) of ``function``, IEEE semantics."""
+    jitted = numba.njit(error_model="numpy")(function)
+    if arity == 1:
+        def c_function(a, b):
+            return jitted(a)
+    else:
+        def c_function(a, b):
+            return jitted(a, b)
+    try:
+        cfunc = numba.cfunc(_C_SIGNATURE, error_model="numpy")(c_function)
+    except numba.core.errors.NumbaError as e:
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
+        raise TypeError(f"sg.custom_op: {what} ({getattr(function, '__name__', 'a function')}) cannot be compiled "
+                        "by Numba in nopython mode for float arguments returning a float (functions it calls "
+                        "must be numba.njit functions): " + " ".join(line.strip() for line in message[:4])) from None
+    return jitted, cfunc
+
+
+# --- tapes and programs ----------------------------------------------------------------------------
+
+def _custom_slots(op) -> np.ndarray:
+    op = np.asarray(op)
+    return np.flatnonzero((op == CUSTOM_ROWS[1]) | (op == CUSTOM_ROWS[2]))
+
+
+def ops_in(op, lit) -> list[CustomOp]:
+    """The custom ops used by instructions (op, lit), each once; ValueError naming the first
+    instruction whose op is not registered here or whose operand count does not match."""
+    slots = _custom_slots(op)
+    found = {}
+    for k in slots.tolist():
+        key = float(lit[k])
+        if key in found:
+            continue
+        try:
+            entry = custom_op_by_id(key)
+        except ValueError as e:
+            raise ValueError(f"instruction {k}: {e}") from None
+        if CUSTOM_ROWS[entry.arity] != op[k]:
+            raise ValueError(f"instruction {k}: custom op {entry.name!r} takes {entry.arity} operand(s), "
+                             f"the instruction has {3 - entry.arity}")
+        found[key] = entry
+    return list(found.values())
+
+
+def kernel_literals(op, lit) -> np.ndarray:
+    """The literal pool the sweeps read: ``lit`` itself when no custom op is used, else a copy whose
+    custom instructions hold the index of their op's function addresses, appended at the end
+    (forward, partial a, partial b; see jit/custom_call.py)."""
+    if not uses_custom_ops(op):
+        return lit
+    used = ops_in(op, lit)
+    if not used:
+        return lit
+    slots = _custom_slots(op)
+    start = {}
+    addresses = []
+    for entry in used:
+        start[entry.id] = len(lit) + len(addresses)
+        derivatives = [_not_differentiable().address] * 2
+        if entry.partials is not None:
+            derivatives[: entry.arity] = [p.address for p in entry.partials]
+        addresses += [entry.address, *derivatives]
+    pool = np.concatenate([lit, np.array(addresses, dtype=np.int64).view(np.float64)])
+    pool[slots] = [start[int(lit[k])] for k in slots.tolist()]
+    return pool
+
+
+def require_derivatives(op, lit, what: str) -> None:
+    """NotImplementedError (naming the op) unless every custom op used can be differentiated."""
+    for entry in ops_in(op, lit):
+        try:
+            entry.partial(0)
+        except NotImplementedError as e:
+            raise NotImplementedError(f"{what}: {e}") from None
+
+
+_UNARY, _BINARY = (np.int8(code).tobytes() for code in CUSTOM_ROWS.values())
+
+
+def uses_custom_ops(op) -> bool:
+    """Whether an opcode array (int8, as in tapes and recorders) holds a custom op; a byte search,
+    so that an eager backward of a few ops pays well under a microsecond for it."""
+    data = (op if type(op) is np.ndarray and op.dtype == np.int8 else np.asarray(op, dtype=np.int8)).tobytes()
+    return data.find(_UNARY) >= 0 or data.find(_BINARY) >= 0
+
+
+@functools.cache
+def _not_differentiable():
+    """What the sweeps call for the partials of an op that has none: they are computed with every
+    forward sweep and never used, because differentiating such a tape is refused beforehand."""
+    return numba.cfunc(_C_SIGNATURE)(lambda a, b: np.nan)
