@@ -275,6 +275,24 @@ def test_auto_never_tiers_up_a_large_tape_or_the_interp_backend(monkeypatch):
         assert path_tier.started and path_tier.kernel is None
 
 
+def test_codegen_backend_runs_tapes_over_its_size_cap_on_the_interpreter(monkeypatch):
+    monkeypatch.setenv("SCALARGRAD_CODEGEN_MAX_OPS", "4")
+    f = lambda x: sg.sin(x[0]) * x[1] + x[2] / x[0]  # noqa: E731  7 instructions after the passes
+    x = np.array([0.5, 2.0, 3.0])
+    with pytest.warns(RuntimeWarning, match="at most 4 instructions.*runs on the interpreter"):
+        value, grad = sg.value_and_grad(f, backend="codegen")(x)
+    assert_identical([value, *grad], [*sg.value_and_grad(f, backend="interp")(x)[:1], *sg.grad(f)(x)])
+    vg = sg.value_and_grad(f, backend="codegen")
+    with pytest.warns(RuntimeWarning):
+        vg(x)
+    assert next(iter(vg.cache.values())).paths[0].tier.generated() is None
+    values, G = sg.vmap(vg)(np.stack([x, x]))  # the interpreter's batch kernels
+    assert_identical(G, [grad, grad])
+    monkeypatch.setenv("SCALARGRAD_CODEGEN_MAX_OPS", "many")
+    with pytest.raises(ValueError, match="SCALARGRAD_CODEGEN_MAX_OPS must be an integer"):
+        sg.value_and_grad(f, backend="codegen")(x)
+
+
 # --- compile(): generated kernels inside the user's njit code ----------------------------------------
 
 def rosen2(x):
@@ -296,6 +314,33 @@ def test_compile_uses_generated_code_with_the_same_results():
 
 
 # --- files: cache directory, atomic writes, a second process -----------------------------------------
+
+def test_pruning_removes_the_oldest_modules_and_their_compiled_files(tmp_path):
+    (tmp_path / "__pycache__").mkdir()
+    for age, stem in enumerate(["sg_c", "sg_b", "sg_a", "sg_d"]):  # sg_c oldest
+        source = tmp_path / f"{stem}.py"
+        source.write_text("x" * 100)
+        (tmp_path / "__pycache__" / f"{stem}.value_and_grad-1.py311.nbi").write_text("y" * 50)
+        os.utime(source, (1000 + age, 1000 + age))
+    (tmp_path / "notes.txt").write_text("z" * 1000)  # not ours: never counted or removed
+    removed = codegen.prune_cache(tmp_path, 300, keep={"sg_b"})
+    assert [p.stem for p in removed] == ["sg_c", "sg_a"]
+    left = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["notes.txt", "sg_b.py", "sg_b.value_and_grad-1.py311.nbi", "sg_d.py",
+                    "sg_d.value_and_grad-1.py311.nbi"]
+    assert codegen.prune_cache(tmp_path, 300) == []
+
+
+def test_writing_a_module_prunes_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCALARGRAD_CACHE_DIR", str(tmp_path))
+    stale = tmp_path / "sg_0000.py"
+    tmp_path.mkdir(exist_ok=True)
+    stale.write_text("x" * 10_000)
+    os.utime(stale, (1000, 1000))
+    monkeypatch.setenv("SCALARGRAD_CACHE_MAX_MB", "0.005")  # 5 KiB: room for the new module only
+    codegen.load_module(sg.trace(lambda x: x * 3.0 - 1.25, 1.0))
+    assert not stale.exists() and len(list(tmp_path.glob("sg_*.py"))) == 1
+
 
 def test_cache_dir_defaults_to_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("SCALARGRAD_CACHE_DIR")

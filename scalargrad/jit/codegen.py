@@ -31,7 +31,6 @@ from ..tape import Tape
 from .flags import FLAGS
 from .rewrite import live_mask
 
-GENERATOR_VERSION = "6"  # bump when the generated text changes, so stale cache files are not reused
 _ARGS = (types.float64[::1], types.float64[::1])  # the one signature compiled: C-contiguous x, out/grad
 
 
@@ -50,17 +49,19 @@ def cache_dir() -> Path:
     return base / "scalargrad" / "codegen"
 
 
-def _op_table_text() -> str:
-    return repr(OPS) + repr(sorted(FLAGS.items())) + repr(sorted(FUNCTIONS))
+def _generator_text() -> str:
+    """Everything the generated text depends on besides the tape: the op table, the Numba flags and
+    this generator's own source (so editing it can never reuse a stale cache file)."""
+    return repr(OPS) + repr(sorted(FLAGS.items())) + repr(sorted(FUNCTIONS)) + Path(__file__).read_text("utf-8")
 
 
-_OP_TABLE_HASH = hashlib.sha256(_op_table_text().encode()).hexdigest()
+_GENERATOR_HASH = hashlib.sha256(_generator_text().encode()).hexdigest()
 
 
 def tape_key(tape: Tape) -> str:
     """Hex digest naming a tape's generated code: its arrays, the op table, the Numba flags and the
-    generator version (any change to these gives another file, never a stale one)."""
-    h = hashlib.sha256(f"scalargrad-codegen {GENERATOR_VERSION} {_OP_TABLE_HASH}".encode())
+    generator's source (any change to these gives another file, never a stale one)."""
+    h = hashlib.sha256(f"scalargrad-codegen {_GENERATOR_HASH}".encode())
     for name, arr in tape.arrays().items():
         h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
         h.update(np.ascontiguousarray(arr).tobytes())
@@ -381,6 +382,57 @@ _MODULES: dict[str, object] = {}
 _LOCK = threading.RLock()
 
 
+# The cache holds at most this much (generated sources and Numba's compiled files); writing a new
+# module removes the oldest ones beyond it. $SCALARGRAD_CACHE_MAX_MB overrides.
+CACHE_MAX_BYTES = 256 << 20
+
+
+def cache_max_bytes() -> int:
+    value = os.environ.get("SCALARGRAD_CACHE_MAX_MB", "")
+    try:
+        return int(float(value) * (1 << 20)) if value else CACHE_MAX_BYTES
+    except ValueError:
+        raise ValueError(f"SCALARGRAD_CACHE_MAX_MB must be a number, got {value!r}") from None
+
+
+def prune_cache(directory: Path, max_bytes: int, keep=frozenset()) -> list[Path]:
+    """Remove the oldest generated modules, with their compiled files, until ``directory`` holds at
+    most ``max_bytes``; never a module whose stem is in ``keep``. Age is the file time, which is
+    the creation time: files are never rewritten (that would invalidate Numba's cache). Returns the
+    removed sources. Files another process removes meanwhile are skipped."""
+    def size(path):
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
+
+    compiled: dict[str, list[Path]] = {}
+    for path in (directory / "__pycache__").glob("sg_*"):
+        compiled.setdefault(path.name.split(".")[0], []).append(path)
+    modules = []
+    for path in directory.glob("sg_*.py"):
+        try:
+            modules.append((path.stat().st_mtime, path))
+        except OSError:
+            pass
+    group = {path.stem: [path] + compiled.get(path.stem, []) for _, path in modules}
+    total = sum(size(f) for files in group.values() for f in files)
+    removed = []
+    for _, path in sorted(modules):
+        if total <= max_bytes:
+            break
+        if path.stem in keep:
+            continue
+        for f in group[path.stem]:
+            total -= size(f)
+            try:
+                f.unlink()
+            except OSError:
+                pass
+        removed.append(path)
+    return removed
+
+
 def _import(name: str, path: Path, text: str, key: str):
     """Import ``text`` as module ``name`` from ``path`` (written first unless it holds ``text``)."""
     if not _holds_key(path, text):
@@ -389,6 +441,7 @@ def _import(name: str, path: Path, text: str, key: str):
         except OSError as exc:
             raise OSError(f"cannot write generated code to {path} ({exc}); set SCALARGRAD_CACHE_DIR "
                           "to a writable directory, or use backend='interp'") from exc
+        prune_cache(path.parent, cache_max_bytes(), {module_path(k).stem for k in _MODULES} | {path.stem})
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

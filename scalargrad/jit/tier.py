@@ -1,11 +1,13 @@
 """Which kernel runs a traced path: the tape interpreter or the tape's generated code (codegen.py).
 
-``backend="codegen"`` compiles on the path's first call; ``"auto"`` starts on the interpreter and
-tiers up small tapes that get hot, compiling in a background thread; ``"interp"`` never compiles.
+``backend="codegen"`` compiles on the path's first call (tapes up to a size cap); ``"auto"`` starts on
+the interpreter and tiers up small tapes that get hot, compiling in a background thread; ``"interp"``
+never compiles.
 The kernels give bit-identical results, so switching is invisible except in speed.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -24,7 +26,20 @@ BACKENDS = ("auto", "interp", "codegen")
 # path are a few milliseconds of interpreter time, enough to show the path is in a loop.
 AUTO_MAX_OPS = 200
 AUTO_HOT_CALLS = 1000
+# backend="codegen" compiles tapes of at most this many instructions (about 5 s; compile time grows
+# faster than linearly: 4.6 s at 832 ops, 21 s at 2000) and runs larger ones on the interpreter,
+# with a warning. SCALARGRAD_CODEGEN_MAX_OPS raises it for those who accept the wait.
+CODEGEN_MAX_OPS = 1000
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
+
+
+def codegen_max_ops() -> int:
+    """The size cap of backend="codegen": ``$SCALARGRAD_CODEGEN_MAX_OPS`` or CODEGEN_MAX_OPS."""
+    value = os.environ.get("SCALARGRAD_CODEGEN_MAX_OPS", "")
+    try:
+        return int(value) if value else CODEGEN_MAX_OPS
+    except ValueError:
+        raise ValueError(f"SCALARGRAD_CODEGEN_MAX_OPS must be an integer, got {value!r}") from None
 
 
 def check_backend(backend) -> str:
@@ -50,7 +65,14 @@ class Tier:
         self.calls = 0
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
         if backend == "codegen":
-            self.kernel = codegen.compile_kernel(tape, kind)
+            cap = codegen_max_ops()
+            if len(tape) <= cap:
+                self.kernel = codegen.compile_kernel(tape, kind)
+            else:
+                self.started = True
+                warnings.warn(f"scalargrad: backend='codegen' compiles tapes of at most {cap:,} instructions "
+                              f"(set SCALARGRAD_CODEGEN_MAX_OPS to change it); this {len(tape):,}-instruction "
+                              "path runs on the interpreter, with the same results", RuntimeWarning, stacklevel=2)
         elif backend == "interp" or len(tape) > AUTO_MAX_OPS or uses_custom_ops(tape.op):
             self.started = True  # never tiers up (generated code cannot call custom ops)
 
