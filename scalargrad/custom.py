@@ -214,9 +214,9 @@ def ops_in(op, lit) -> list[CustomOp]:
 
 
 def kernel_literals(op, lit) -> np.ndarray:
-    """The literal pool the sweeps read: ``lit`` itself when no custom op is used, else a copy whose
-    custom instructions hold the index of their op's function addresses, appended at the end
-    (forward, partial a, partial b; see jit/custom_call.py)."""
+    """The literal pool the sweeps read: ``lit`` itself when no custom op is used, else a read-only
+    copy whose custom instructions hold the index of their op's function addresses, appended at
+    the end (forward, partial a, partial b; see jit/custom_call.py)."""
     if not uses_custom_ops(op):
         return lit
     used = ops_in(op, lit)
@@ -233,6 +233,7 @@ def kernel_literals(op, lit) -> np.ndarray:
         addresses += [entry.address, *derivatives]
     pool = np.concatenate([lit, np.array(addresses, dtype=np.int64).view(np.float64)])
     pool[slots] = [start[int(lit[k])] for k in slots.tolist()]
+    pool.flags.writeable = False  # the sweeps' mark of a pool with custom ops (jit/generate.py)
     return pool
 
 

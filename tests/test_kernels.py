@@ -201,7 +201,7 @@ def test_sweeps_never_index_outside_their_buffers():
     vals = StrictBuffer(n + 1, limit=n)
     for slot, value in zip(tape.inputs, x):
         vals[slot] = value
-    _interp.forward.py_func(ins[0], ins[1], ins[2], ins[3], compiled.lit, vals, n)
+    _interp._forward_table.py_func(ins[0], ins[1], ins[2], ins[3], compiled.lit, vals, n)
     out, ok = compiled_evaluate(compiled, x)
     assert ok
     assert_same(vals.data[tape.outputs], out, rtol=1e-15)
@@ -210,7 +210,7 @@ def test_sweeps_never_index_outside_their_buffers():
     for slot, value in zip(tape.inputs, x):
         vals2[slot] = value
     pa, pb = StrictBuffer(n), StrictBuffer(n)
-    _interp.forward_partials.py_func(ins[0], ins[1], ins[2], ins[3], compiled.lit, vals2, pa, pb, n)
+    _interp._forward_partials_table.py_func(ins[0], ins[1], ins[2], ins[3], compiled.lit, vals2, pa, pb, n)
     assert_same(vals2.data[:n], vals.data[:n], rtol=0)
 
     # Ops that carry fewer than two derivatives leave pa/pb unset; the reverse sweep multiplies them

@@ -6,13 +6,194 @@ derivative, in pa[k] and pb[k], so that the reverse sweep is a branch-free multi
 """
 from math import acos, asin, atan, atan2, cos, cosh, exp, expm1, fabs, isnan, log, log1p, pow, sin, sinh, sqrt, tan, tanh
 
+from numba.extending import overload
+
 from .custom_call import custom
-from .flags import njit
+from .flags import FLAGS, njit
+
+# Inlined sources (custom_call.py, flags.py) as of: da96fc2fc6bb67fb
 
 
 @njit
-def forward(op, a, b, c, lit, vals, n):
-    """Values of instructions 0..n-1."""
+def _forward_table(op, a, b, c, lit, vals, n):
+    """Values of instructions 0..n-1. Table ops only."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            vl = lit[k]
+            y = vl
+            vals[k] = y
+        elif o == 2:  # add
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va + vb
+            vals[k] = y
+        elif o == 3:  # mul
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va * vb
+            vals[k] = y
+        elif o == 4:  # sub
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va - vb
+            vals[k] = y
+        elif o == 5:  # div
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va / vb
+            vals[k] = y
+        elif o == 6:  # square
+            va = vals[a[k]]
+            y = va * va
+            vals[k] = y
+        elif o == 7:  # neg
+            va = vals[a[k]]
+            y = -va
+            vals[k] = y
+        elif o == 8:  # powc
+            va = vals[a[k]]
+            vl = lit[k]
+            y = pow(va, vl)
+            vals[k] = y
+        elif o == 9:  # cpow
+            va = vals[a[k]]
+            vl = lit[k]
+            y = pow(vl, va)
+            vals[k] = y
+        elif o == 10:  # pow
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = pow(va, vb)
+            vals[k] = y
+        elif o == 11:  # reciprocal
+            va = vals[a[k]]
+            y = 1.0 / va
+            vals[k] = y
+        elif o == 12:  # exp
+            va = vals[a[k]]
+            y = exp(va)
+            vals[k] = y
+        elif o == 13:  # log
+            va = vals[a[k]]
+            y = log(va)
+            vals[k] = y
+        elif o == 14:  # tanh
+            va = vals[a[k]]
+            y = tanh(va)
+            vals[k] = y
+        elif o == 15:  # sigmoid
+            va = vals[a[k]]
+            y = 1.0 / (1.0 + exp(-va))
+            vals[k] = y
+        elif o == 16:  # sqrt
+            va = vals[a[k]]
+            y = sqrt(va)
+            vals[k] = y
+        elif o == 17:  # sin
+            va = vals[a[k]]
+            y = sin(va)
+            vals[k] = y
+        elif o == 18:  # cos
+            va = vals[a[k]]
+            y = cos(va)
+            vals[k] = y
+        elif o == 19:  # tan
+            va = vals[a[k]]
+            y = tan(va)
+            vals[k] = y
+        elif o == 20:  # sinh
+            va = vals[a[k]]
+            y = sinh(va)
+            vals[k] = y
+        elif o == 21:  # cosh
+            va = vals[a[k]]
+            y = cosh(va)
+            vals[k] = y
+        elif o == 22:  # log1p
+            va = vals[a[k]]
+            y = log1p(va)
+            vals[k] = y
+        elif o == 23:  # expm1
+            va = vals[a[k]]
+            y = expm1(va)
+            vals[k] = y
+        elif o == 24:  # arcsin
+            va = vals[a[k]]
+            y = asin(va)
+            vals[k] = y
+        elif o == 25:  # arccos
+            va = vals[a[k]]
+            y = acos(va)
+            vals[k] = y
+        elif o == 26:  # arctan
+            va = vals[a[k]]
+            y = atan(va)
+            vals[k] = y
+        elif o == 27:  # arctan2
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = atan2(va, vb)
+            vals[k] = y
+        elif o == 28:  # abs
+            va = vals[a[k]]
+            y = fabs(va)
+            vals[k] = y
+        elif o == 29:  # relu
+            va = vals[a[k]]
+            y = 0.0 if va <= 0.0 else va
+            vals[k] = y
+        elif o == 30:  # maximum
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va if (va >= vb or isnan(va)) else vb
+            vals[k] = y
+        elif o == 31:  # minimum
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va if (va <= vb or isnan(va)) else vb
+            vals[k] = y
+        elif o == 32:  # where
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            vc = vals[c[k]]
+            y = vb if va != 0.0 else vc
+            vals[k] = y
+        elif o == 33:  # lt
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va < vb else 0.0
+            vals[k] = y
+        elif o == 34:  # le
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va <= vb else 0.0
+            vals[k] = y
+        elif o == 35:  # gt
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va > vb else 0.0
+            vals[k] = y
+        elif o == 36:  # ge
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va >= vb else 0.0
+            vals[k] = y
+        elif o == 37:  # eq
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va == vb else 0.0
+            vals[k] = y
+        elif o == 38:  # ne
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va != vb else 0.0
+            vals[k] = y
+
+
+@njit
+def _forward_custom(op, a, b, c, lit, vals, n):
+    """Values of instructions 0..n-1. Custom ops too."""
     for k in range(n):
         o = op[k]
         if o == 1:  # const
@@ -198,9 +379,237 @@ def forward(op, a, b, c, lit, vals, n):
             vals[k] = y
 
 
+def forward(op, a, b, c, lit, vals, n):
+    """Values of instructions 0..n-1. (Called from Python: picks the loop at run time.)"""
+    (_forward_table if lit.flags.writeable else _forward_custom)(op, a, b, c, lit, vals, n)
+
+
+@overload(forward, jit_options=FLAGS)
+def _forward_typed(op, a, b, c, lit, vals, n):
+    sweep = _forward_table if lit.mutable else _forward_custom
+    return lambda op, a, b, c, lit, vals, n: sweep(op, a, b, c, lit, vals, n)
+
+
 @njit
-def forward_partials(op, a, b, c, lit, vals, pa, pb, n):
-    """Values and local partial derivatives of instructions 0..n-1."""
+def _forward_partials_table(op, a, b, c, lit, vals, pa, pb, n):
+    """Values and local partial derivatives of instructions 0..n-1. Table ops only."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            vl = lit[k]
+            y = vl
+            vals[k] = y
+        elif o == 2:  # add
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va + vb
+            vals[k] = y
+            pa[k] = 1.0
+            pb[k] = 1.0
+        elif o == 3:  # mul
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va * vb
+            vals[k] = y
+            pa[k] = vb
+            pb[k] = va
+        elif o == 4:  # sub
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va - vb
+            vals[k] = y
+            pa[k] = 1.0
+            pb[k] = -1.0
+        elif o == 5:  # div
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va / vb
+            vals[k] = y
+            pa[k] = 1.0 / vb
+            pb[k] = -y / vb
+        elif o == 6:  # square
+            va = vals[a[k]]
+            y = va * va
+            vals[k] = y
+            pa[k] = 2.0 * va
+        elif o == 7:  # neg
+            va = vals[a[k]]
+            y = -va
+            vals[k] = y
+            pa[k] = -1.0
+        elif o == 8:  # powc
+            va = vals[a[k]]
+            vl = lit[k]
+            y = pow(va, vl)
+            vals[k] = y
+            pa[k] = 0.0 if vl == 0.0 else vl * pow(va, vl - 1.0)
+        elif o == 9:  # cpow
+            va = vals[a[k]]
+            vl = lit[k]
+            y = pow(vl, va)
+            vals[k] = y
+            pa[k] = 0.0 if vl == 0.0 else y * log(vl)
+        elif o == 10:  # pow
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = pow(va, vb)
+            vals[k] = y
+            pa[k] = 0.0 if vb == 0.0 else vb * pow(va, vb - 1.0)
+            pb[k] = 0.0 if va == 0.0 and vb >= 0.0 else y * log(va)
+        elif o == 11:  # reciprocal
+            va = vals[a[k]]
+            y = 1.0 / va
+            vals[k] = y
+            pa[k] = -y * y
+        elif o == 12:  # exp
+            va = vals[a[k]]
+            y = exp(va)
+            vals[k] = y
+            pa[k] = y
+        elif o == 13:  # log
+            va = vals[a[k]]
+            y = log(va)
+            vals[k] = y
+            pa[k] = 1.0 / va
+        elif o == 14:  # tanh
+            va = vals[a[k]]
+            y = tanh(va)
+            vals[k] = y
+            pa[k] = 1.0 - y * y
+        elif o == 15:  # sigmoid
+            va = vals[a[k]]
+            y = 1.0 / (1.0 + exp(-va))
+            vals[k] = y
+            pa[k] = y * (1.0 - y)
+        elif o == 16:  # sqrt
+            va = vals[a[k]]
+            y = sqrt(va)
+            vals[k] = y
+            pa[k] = 0.5 / y
+        elif o == 17:  # sin
+            va = vals[a[k]]
+            y = sin(va)
+            vals[k] = y
+            pa[k] = cos(va)
+        elif o == 18:  # cos
+            va = vals[a[k]]
+            y = cos(va)
+            vals[k] = y
+            pa[k] = -sin(va)
+        elif o == 19:  # tan
+            va = vals[a[k]]
+            y = tan(va)
+            vals[k] = y
+            pa[k] = 1.0 + y * y
+        elif o == 20:  # sinh
+            va = vals[a[k]]
+            y = sinh(va)
+            vals[k] = y
+            pa[k] = cosh(va)
+        elif o == 21:  # cosh
+            va = vals[a[k]]
+            y = cosh(va)
+            vals[k] = y
+            pa[k] = sinh(va)
+        elif o == 22:  # log1p
+            va = vals[a[k]]
+            y = log1p(va)
+            vals[k] = y
+            pa[k] = 1.0 / (1.0 + va)
+        elif o == 23:  # expm1
+            va = vals[a[k]]
+            y = expm1(va)
+            vals[k] = y
+            pa[k] = y + 1.0
+        elif o == 24:  # arcsin
+            va = vals[a[k]]
+            y = asin(va)
+            vals[k] = y
+            pa[k] = 1.0 / sqrt(1.0 - va * va)
+        elif o == 25:  # arccos
+            va = vals[a[k]]
+            y = acos(va)
+            vals[k] = y
+            pa[k] = -1.0 / sqrt(1.0 - va * va)
+        elif o == 26:  # arctan
+            va = vals[a[k]]
+            y = atan(va)
+            vals[k] = y
+            pa[k] = 1.0 / (1.0 + va * va)
+        elif o == 27:  # arctan2
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = atan2(va, vb)
+            vals[k] = y
+            pa[k] = vb / (va * va + vb * vb)
+            pb[k] = -va / (va * va + vb * vb)
+        elif o == 28:  # abs
+            va = vals[a[k]]
+            y = fabs(va)
+            vals[k] = y
+            pa[k] = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else 0.0)
+        elif o == 29:  # relu
+            va = vals[a[k]]
+            y = 0.0 if va <= 0.0 else va
+            vals[k] = y
+            pa[k] = 1.0 if va > 0.0 else 0.0
+        elif o == 30:  # maximum
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va if (va >= vb or isnan(va)) else vb
+            vals[k] = y
+            pa[k] = 1.0 if va > vb else (0.5 if va == vb else 0.0)
+            pb[k] = 1.0 if vb > va else (0.5 if va == vb else 0.0)
+        elif o == 31:  # minimum
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va if (va <= vb or isnan(va)) else vb
+            vals[k] = y
+            pa[k] = 1.0 if va < vb else (0.5 if va == vb else 0.0)
+            pb[k] = 1.0 if vb < va else (0.5 if va == vb else 0.0)
+        elif o == 32:  # where
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            vc = vals[c[k]]
+            y = vb if va != 0.0 else vc
+            vals[k] = y
+            pa[k] = 1.0 if va != 0.0 else 0.0
+            pb[k] = 0.0 if va != 0.0 else 1.0
+        elif o == 33:  # lt
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va < vb else 0.0
+            vals[k] = y
+        elif o == 34:  # le
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va <= vb else 0.0
+            vals[k] = y
+        elif o == 35:  # gt
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va > vb else 0.0
+            vals[k] = y
+        elif o == 36:  # ge
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va >= vb else 0.0
+            vals[k] = y
+        elif o == 37:  # eq
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va == vb else 0.0
+            vals[k] = y
+        elif o == 38:  # ne
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = 1.0 if va != vb else 0.0
+            vals[k] = y
+
+
+@njit
+def _forward_partials_custom(op, a, b, c, lit, vals, pa, pb, n):
+    """Values and local partial derivatives of instructions 0..n-1. Custom ops too."""
     for k in range(n):
         o = op[k]
         if o == 1:  # const
@@ -429,9 +838,235 @@ def forward_partials(op, a, b, c, lit, vals, pa, pb, n):
             pb[k] = custom(lit, vl, 2, va, vb)
 
 
+def forward_partials(op, a, b, c, lit, vals, pa, pb, n):
+    """Values and local partial derivatives of instructions 0..n-1. (Called from Python: picks the loop at run time.)"""
+    (_forward_partials_table if lit.flags.writeable else _forward_partials_custom)(op, a, b, c, lit, vals, pa, pb, n)
+
+
+@overload(forward_partials, jit_options=FLAGS)
+def _forward_partials_typed(op, a, b, c, lit, vals, pa, pb, n):
+    sweep = _forward_partials_table if lit.mutable else _forward_partials_custom
+    return lambda op, a, b, c, lit, vals, pa, pb, n: sweep(op, a, b, c, lit, vals, pa, pb, n)
+
+
 @njit
-def forward_batch(op, a, b, c, lit, vals, n, m):
-    """Values of instructions 0..n-1."""
+def _forward_batch_table(op, a, b, c, lit, vals, n, m):
+    """Values of instructions 0..n-1. Table ops only."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            for j in range(m):
+                vl = lit[k]
+                y = vl
+                vals[k, j] = y
+        elif o == 2:  # add
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va + vb
+                vals[k, j] = y
+        elif o == 3:  # mul
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va * vb
+                vals[k, j] = y
+        elif o == 4:  # sub
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va - vb
+                vals[k, j] = y
+        elif o == 5:  # div
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va / vb
+                vals[k, j] = y
+        elif o == 6:  # square
+            for j in range(m):
+                va = vals[a[k], j]
+                y = va * va
+                vals[k, j] = y
+        elif o == 7:  # neg
+            for j in range(m):
+                va = vals[a[k], j]
+                y = -va
+                vals[k, j] = y
+        elif o == 8:  # powc
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = pow(va, vl)
+                vals[k, j] = y
+        elif o == 9:  # cpow
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = pow(vl, va)
+                vals[k, j] = y
+        elif o == 10:  # pow
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = pow(va, vb)
+                vals[k, j] = y
+        elif o == 11:  # reciprocal
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / va
+                vals[k, j] = y
+        elif o == 12:  # exp
+            for j in range(m):
+                va = vals[a[k], j]
+                y = exp(va)
+                vals[k, j] = y
+        elif o == 13:  # log
+            for j in range(m):
+                va = vals[a[k], j]
+                y = log(va)
+                vals[k, j] = y
+        elif o == 14:  # tanh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = tanh(va)
+                vals[k, j] = y
+        elif o == 15:  # sigmoid
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / (1.0 + exp(-va))
+                vals[k, j] = y
+        elif o == 16:  # sqrt
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sqrt(va)
+                vals[k, j] = y
+        elif o == 17:  # sin
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sin(va)
+                vals[k, j] = y
+        elif o == 18:  # cos
+            for j in range(m):
+                va = vals[a[k], j]
+                y = cos(va)
+                vals[k, j] = y
+        elif o == 19:  # tan
+            for j in range(m):
+                va = vals[a[k], j]
+                y = tan(va)
+                vals[k, j] = y
+        elif o == 20:  # sinh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sinh(va)
+                vals[k, j] = y
+        elif o == 21:  # cosh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = cosh(va)
+                vals[k, j] = y
+        elif o == 22:  # log1p
+            for j in range(m):
+                va = vals[a[k], j]
+                y = log1p(va)
+                vals[k, j] = y
+        elif o == 23:  # expm1
+            for j in range(m):
+                va = vals[a[k], j]
+                y = expm1(va)
+                vals[k, j] = y
+        elif o == 24:  # arcsin
+            for j in range(m):
+                va = vals[a[k], j]
+                y = asin(va)
+                vals[k, j] = y
+        elif o == 25:  # arccos
+            for j in range(m):
+                va = vals[a[k], j]
+                y = acos(va)
+                vals[k, j] = y
+        elif o == 26:  # arctan
+            for j in range(m):
+                va = vals[a[k], j]
+                y = atan(va)
+                vals[k, j] = y
+        elif o == 27:  # arctan2
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = atan2(va, vb)
+                vals[k, j] = y
+        elif o == 28:  # abs
+            for j in range(m):
+                va = vals[a[k], j]
+                y = fabs(va)
+                vals[k, j] = y
+        elif o == 29:  # relu
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 0.0 if va <= 0.0 else va
+                vals[k, j] = y
+        elif o == 30:  # maximum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va >= vb or isnan(va)) else vb
+                vals[k, j] = y
+        elif o == 31:  # minimum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va <= vb or isnan(va)) else vb
+                vals[k, j] = y
+        elif o == 32:  # where
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vc = vals[c[k], j]
+                y = vb if va != 0.0 else vc
+                vals[k, j] = y
+        elif o == 33:  # lt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va < vb else 0.0
+                vals[k, j] = y
+        elif o == 34:  # le
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va <= vb else 0.0
+                vals[k, j] = y
+        elif o == 35:  # gt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va > vb else 0.0
+                vals[k, j] = y
+        elif o == 36:  # ge
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va >= vb else 0.0
+                vals[k, j] = y
+        elif o == 37:  # eq
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va == vb else 0.0
+                vals[k, j] = y
+        elif o == 38:  # ne
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+
+
+@njit
+def _forward_batch_custom(op, a, b, c, lit, vals, n, m):
+    """Values of instructions 0..n-1. Custom ops too."""
     for k in range(n):
         o = op[k]
         if o == 1:  # const
@@ -657,9 +1292,275 @@ def forward_batch(op, a, b, c, lit, vals, n, m):
                 vals[k, j] = y
 
 
+def forward_batch(op, a, b, c, lit, vals, n, m):
+    """Values of instructions 0..n-1. (Called from Python: picks the loop at run time.)"""
+    (_forward_batch_table if lit.flags.writeable else _forward_batch_custom)(op, a, b, c, lit, vals, n, m)
+
+
+@overload(forward_batch, jit_options=FLAGS)
+def _forward_batch_typed(op, a, b, c, lit, vals, n, m):
+    sweep = _forward_batch_table if lit.mutable else _forward_batch_custom
+    return lambda op, a, b, c, lit, vals, n, m: sweep(op, a, b, c, lit, vals, n, m)
+
+
 @njit
-def forward_partials_batch(op, a, b, c, lit, vals, pa, pb, n, m):
-    """Values and local partial derivatives of instructions 0..n-1."""
+def _forward_partials_batch_table(op, a, b, c, lit, vals, pa, pb, n, m):
+    """Values and local partial derivatives of instructions 0..n-1. Table ops only."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            for j in range(m):
+                vl = lit[k]
+                y = vl
+                vals[k, j] = y
+        elif o == 2:  # add
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va + vb
+                vals[k, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = 1.0
+        elif o == 3:  # mul
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va * vb
+                vals[k, j] = y
+                pa[k, j] = vb
+                pb[k, j] = va
+        elif o == 4:  # sub
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va - vb
+                vals[k, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = -1.0
+        elif o == 5:  # div
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va / vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 / vb
+                pb[k, j] = -y / vb
+        elif o == 6:  # square
+            for j in range(m):
+                va = vals[a[k], j]
+                y = va * va
+                vals[k, j] = y
+                pa[k, j] = 2.0 * va
+        elif o == 7:  # neg
+            for j in range(m):
+                va = vals[a[k], j]
+                y = -va
+                vals[k, j] = y
+                pa[k, j] = -1.0
+        elif o == 8:  # powc
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = pow(va, vl)
+                vals[k, j] = y
+                pa[k, j] = 0.0 if vl == 0.0 else vl * pow(va, vl - 1.0)
+        elif o == 9:  # cpow
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = pow(vl, va)
+                vals[k, j] = y
+                pa[k, j] = 0.0 if vl == 0.0 else y * log(vl)
+        elif o == 10:  # pow
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = pow(va, vb)
+                vals[k, j] = y
+                pa[k, j] = 0.0 if vb == 0.0 else vb * pow(va, vb - 1.0)
+                pb[k, j] = 0.0 if va == 0.0 and vb >= 0.0 else y * log(va)
+        elif o == 11:  # reciprocal
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / va
+                vals[k, j] = y
+                pa[k, j] = -y * y
+        elif o == 12:  # exp
+            for j in range(m):
+                va = vals[a[k], j]
+                y = exp(va)
+                vals[k, j] = y
+                pa[k, j] = y
+        elif o == 13:  # log
+            for j in range(m):
+                va = vals[a[k], j]
+                y = log(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 / va
+        elif o == 14:  # tanh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = tanh(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 - y * y
+        elif o == 15:  # sigmoid
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / (1.0 + exp(-va))
+                vals[k, j] = y
+                pa[k, j] = y * (1.0 - y)
+        elif o == 16:  # sqrt
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sqrt(va)
+                vals[k, j] = y
+                pa[k, j] = 0.5 / y
+        elif o == 17:  # sin
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sin(va)
+                vals[k, j] = y
+                pa[k, j] = cos(va)
+        elif o == 18:  # cos
+            for j in range(m):
+                va = vals[a[k], j]
+                y = cos(va)
+                vals[k, j] = y
+                pa[k, j] = -sin(va)
+        elif o == 19:  # tan
+            for j in range(m):
+                va = vals[a[k], j]
+                y = tan(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 + y * y
+        elif o == 20:  # sinh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sinh(va)
+                vals[k, j] = y
+                pa[k, j] = cosh(va)
+        elif o == 21:  # cosh
+            for j in range(m):
+                va = vals[a[k], j]
+                y = cosh(va)
+                vals[k, j] = y
+                pa[k, j] = sinh(va)
+        elif o == 22:  # log1p
+            for j in range(m):
+                va = vals[a[k], j]
+                y = log1p(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 / (1.0 + va)
+        elif o == 23:  # expm1
+            for j in range(m):
+                va = vals[a[k], j]
+                y = expm1(va)
+                vals[k, j] = y
+                pa[k, j] = y + 1.0
+        elif o == 24:  # arcsin
+            for j in range(m):
+                va = vals[a[k], j]
+                y = asin(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 / sqrt(1.0 - va * va)
+        elif o == 25:  # arccos
+            for j in range(m):
+                va = vals[a[k], j]
+                y = acos(va)
+                vals[k, j] = y
+                pa[k, j] = -1.0 / sqrt(1.0 - va * va)
+        elif o == 26:  # arctan
+            for j in range(m):
+                va = vals[a[k], j]
+                y = atan(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 / (1.0 + va * va)
+        elif o == 27:  # arctan2
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = atan2(va, vb)
+                vals[k, j] = y
+                pa[k, j] = vb / (va * va + vb * vb)
+                pb[k, j] = -va / (va * va + vb * vb)
+        elif o == 28:  # abs
+            for j in range(m):
+                va = vals[a[k], j]
+                y = fabs(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else 0.0)
+        elif o == 29:  # relu
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 0.0 if va <= 0.0 else va
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > 0.0 else 0.0
+        elif o == 30:  # maximum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va >= vb or isnan(va)) else vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > vb else (0.5 if va == vb else 0.0)
+                pb[k, j] = 1.0 if vb > va else (0.5 if va == vb else 0.0)
+        elif o == 31:  # minimum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va <= vb or isnan(va)) else vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va < vb else (0.5 if va == vb else 0.0)
+                pb[k, j] = 1.0 if vb < va else (0.5 if va == vb else 0.0)
+        elif o == 32:  # where
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vc = vals[c[k], j]
+                y = vb if va != 0.0 else vc
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va != 0.0 else 0.0
+                pb[k, j] = 0.0 if va != 0.0 else 1.0
+        elif o == 33:  # lt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va < vb else 0.0
+                vals[k, j] = y
+        elif o == 34:  # le
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va <= vb else 0.0
+                vals[k, j] = y
+        elif o == 35:  # gt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va > vb else 0.0
+                vals[k, j] = y
+        elif o == 36:  # ge
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va >= vb else 0.0
+                vals[k, j] = y
+        elif o == 37:  # eq
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va == vb else 0.0
+                vals[k, j] = y
+        elif o == 38:  # ne
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+
+
+@njit
+def _forward_partials_batch_custom(op, a, b, c, lit, vals, pa, pb, n, m):
+    """Values and local partial derivatives of instructions 0..n-1. Custom ops too."""
     for k in range(n):
         o = op[k]
         if o == 1:  # const
@@ -926,6 +1827,17 @@ def forward_partials_batch(op, a, b, c, lit, vals, pa, pb, n, m):
                 vals[k, j] = y
                 pa[k, j] = custom(lit, vl, 1, va, vb)
                 pb[k, j] = custom(lit, vl, 2, va, vb)
+
+
+def forward_partials_batch(op, a, b, c, lit, vals, pa, pb, n, m):
+    """Values and local partial derivatives of instructions 0..n-1. (Called from Python: picks the loop at run time.)"""
+    (_forward_partials_batch_table if lit.flags.writeable else _forward_partials_batch_custom)(op, a, b, c, lit, vals, pa, pb, n, m)
+
+
+@overload(forward_partials_batch, jit_options=FLAGS)
+def _forward_partials_batch_typed(op, a, b, c, lit, vals, pa, pb, n, m):
+    sweep = _forward_partials_batch_table if lit.mutable else _forward_partials_batch_custom
+    return lambda op, a, b, c, lit, vals, pa, pb, n, m: sweep(op, a, b, c, lit, vals, pa, pb, n, m)
 
 
 def forward_column(op, a, b, c, lit, vals, n, p):

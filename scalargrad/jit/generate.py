@@ -1,11 +1,14 @@
 """Generates ``_interp.py``, the Numba interpreter's per-op dispatch, from the op table.
 
-Run ``python -m scalargrad.jit.generate`` after changing ``ops.py``; a test regenerates the source
-and compares it with the committed file. Numba caches compiled code only for real source files,
+Run ``python -m scalargrad.jit.generate`` after changing ``ops.py`` (or a module the sweeps inline:
+kernels.py, custom_call.py, flags.py); tests compare the regenerated source and the cache stamps
+with the committed files. Numba caches compiled code only for real source files,
 which is why the interpreter is written to disk rather than exec'd.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -55,19 +58,20 @@ _FLAVOURS = {
     "_batch": ("n, m", True, ", j", "@njit"),
     "_column": ("n, p", False, ", p", None),
 }
+_CUSTOM = set(CUSTOM_ROWS.values())
 
 
-def _sweep(name: str, with_partials: bool, doc: str, flavour: str = "") -> list[str]:
+def _sweep(name: str, with_partials: bool, doc: str, flavour: str, custom: bool) -> list[str]:
     extra, point_loop, col, decorator = _FLAVOURS[flavour]
     params = "op, a, b, c, lit, vals" + (", pa, pb" if with_partials else "") + ", " + extra
     lines = ["", ""] + ([decorator] if decorator else []) + [
-        f"def {name}{flavour}({params}):", f'    """{doc}"""', "    for k in range(n):", "        o = op[k]"]
+        f"def {name}({params}):", f'    """{doc}"""', "    for k in range(n):", "        o = op[k]"]
     indent = "            " + ("    " if point_loop else "")
     first = True
     for op in OPS:
         if op.name == "input":
             continue  # input values are stored before the sweep starts
-        if flavour == "_column" and OPCODE[op.name] in CUSTOM_ROWS.values():
+        if OPCODE[op.name] in _CUSTOM and not custom:
             continue
         keyword = "if" if first else "elif"
         first = False
@@ -76,6 +80,27 @@ def _sweep(name: str, with_partials: bool, doc: str, flavour: str = "") -> list[
             lines.append("            for j in range(m):")
         lines.extend(indent + stmt for stmt in _branch(op, with_partials, col))
     return lines
+
+
+def _sweeps(name: str, with_partials: bool, doc: str, flavour: str) -> list[str]:
+    """``name + flavour``. On the CPU there are two loops: the table's ops only, and with the
+    custom-op rows too, for programs whose literal pool holds custom ops' addresses: that pool is
+    read-only (custom.kernel_literals), so Numba compiles a kernel's specialisation for it apart,
+    with the second loop (the overload picks by type). One loop for both, or both loops in one
+    kernel, measured 2.3x and 3x slower on every tape (Rosenbrock 10^4, Numba 0.68): an indirect
+    call in a kernel costs the other branches their registers."""
+    public = name + flavour
+    if flavour == "_column":
+        return _sweep(public, with_partials, doc, flavour, custom=False)
+    params = "op, a, b, c, lit, vals" + (", pa, pb" if with_partials else "") + ", " + _FLAVOURS[flavour][0]
+    table, custom = f"_{public}_table", f"_{public}_custom"
+    return (_sweep(table, with_partials, doc + " Table ops only.", flavour, custom=False)
+            + _sweep(custom, with_partials, doc + " Custom ops too.", flavour, custom=True)
+            + ["", "", f"def {public}({params}):", f'    """{doc} (Called from Python: picks the loop at run time.)"""',
+               f"    ({table} if lit.flags.writeable else {custom})({params})",
+               "", "", f"@overload({public}, jit_options=FLAGS)", f"def _{public}_typed({params}):",
+               f"    sweep = {table} if lit.mutable else {custom}",
+               f"    return lambda {params}: sweep({params})"])
 
 
 def source() -> str:
@@ -89,27 +114,55 @@ def source() -> str:
         '"""',
         f"from math import {', '.join(FROM_MATH)}",
         "",
+        "from numba.extending import overload",
+        "",
         "from .custom_call import custom",
-        "from .flags import njit",
+        "from .flags import FLAGS, njit",
+        "",
+        f"# Inlined sources ({', '.join(INLINED)}) as of: "
+        + _hash("".join(TARGET.with_name(name).read_text() for name in INLINED)),
     ]
     for flavour in _FLAVOURS:
-        lines += _sweep("forward", False, "Values of instructions 0..n-1.", flavour)
-        lines += _sweep("forward_partials", True, "Values and local partial derivatives of instructions 0..n-1.",
-                        flavour)
+        lines += _sweeps("forward", False, "Values of instructions 0..n-1.", flavour)
+        lines += _sweeps("forward_partials", True, "Values and local partial derivatives of instructions 0..n-1.",
+                         flavour)
     return "\n".join(lines) + "\n"
 
 
-# Modules whose compiled kernels inline the interpreter. Numba's disk cache is keyed on the
-# defining file's timestamp only, so these are touched to make their caches recompile (a stale
-# cached sweep would skip new opcodes).
-DEPENDENTS = ("kernels.py", "batch.py", "tangent.py")
+# Numba's disk cache is keyed on the content of the defining file only (Numba 0.68 hashes it), so a
+# module whose cached kernels inline code from other files must change when they change, or it would
+# keep stale sweeps (that skip new opcodes), also across a package upgrade. Each module below holds
+# a STAMP_PREFIX line with a hash of the sources it inlines, rewritten by ``main``; a test checks
+# them. _interp.py itself carries a hash of the modules it inlines from (INLINED).
+DEPENDENTS = {"kernels.py": ("_interp.py",), "batch.py": ("_interp.py", "kernels.py"),
+              "tangent.py": ("_interp.py", "kernels.py")}
+INLINED = ("custom_call.py", "flags.py")
+STAMP_PREFIX = "# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): "
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_stamp(text: str) -> str:
+    return re.sub(re.escape(STAMP_PREFIX) + r".*", "", text)
+
+
+def stamp_line(name: str) -> str:
+    """The stamp line ``name`` (one of DEPENDENTS) should hold, for the files as they are now."""
+    sources = "".join(_without_stamp(TARGET.with_name(dep).read_text()) for dep in DEPENDENTS[name])
+    return STAMP_PREFIX + _hash(sources)
 
 
 def main(argv=None) -> int:
     TARGET.write_text(source())
-    for name in DEPENDENTS:
-        TARGET.with_name(name).touch()
-    print(f"wrote {TARGET}", file=sys.stderr)
+    for name in DEPENDENTS:  # in order: kernels.py's new text feeds the later stamps
+        path = TARGET.with_name(name)
+        old = path.read_text()
+        if STAMP_PREFIX not in old:
+            raise SystemExit(f"{path} has no line starting {STAMP_PREFIX!r}")
+        path.write_text(re.sub(re.escape(STAMP_PREFIX) + r".*", stamp_line(name), old, count=1))
+    print(f"wrote {TARGET} and the stamps of {', '.join(DEPENDENTS)}", file=sys.stderr)
     return 0
 
 
