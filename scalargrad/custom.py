@@ -9,7 +9,9 @@ every transform, because each partial derivative is itself a custom op: give a p
 function can be evaluated but not differentiated again, and trying to raises NotImplementedError.
 
 The functions must be pure (the passes merge repeated calls with equal arguments) and are compiled
-with ``error_model="numpy"`` like the built-in ops: 1/0 gives inf, not an exception. The id is a
+with ``error_model="numpy"`` like the built-in ops: 1/0 gives inf, not an exception. An exception a
+function raises reaches the caller from Python-level calls (eager use, tracing); inside a compiled
+sweep it cannot, and the result there is NaN (``debug_nans`` names the instruction). The id is a
 CRC-32 of the name, so a saved or pickled tape finds its ops in any process that registers them.
 """
 from __future__ import annotations
@@ -170,12 +172,20 @@ def _arity(fn, name: str, role: str) -> int:
 def _compile(what, function, arity):
     """(Python-callable compiled function, C callback) of ``function``, IEEE semantics."""
     jitted = numba.njit(error_model="numpy")(function)
+    # An exception cannot leave a compiled sweep: Numba would print it and return 0.0. The C
+    # function returns NaN instead, which debug_nans then traces to its instruction.
     if arity == 1:
         def c_function(a, b):
-            return jitted(a)
+            try:
+                return float(jitted(a))
+            except Exception:
+                return np.nan
     else:
         def c_function(a, b):
-            return jitted(a, b)
+            try:
+                return float(jitted(a, b))
+            except Exception:
+                return np.nan
     try:
         cfunc = numba.cfunc(_C_SIGNATURE, error_model="numpy")(c_function)
     except numba.core.errors.NumbaError as e:

@@ -244,6 +244,23 @@ def test_random_programs_agree_with_the_reference_sweeps():
         np.testing.assert_allclose(g, central_gradient(program, x), rtol=1e-6, atol=1e-6)
 
 
+def test_an_exception_in_a_compiled_sweep_gives_nan_not_a_silent_value():
+    def checked_sqrt(x):
+        if x < 0.0:
+            raise ValueError("negative input")
+        return math.sqrt(x)
+
+    op = sg.custom_op("test_checked_sqrt", checked_sqrt, [lambda x: 0.5 / math.sqrt(x)])
+    with pytest.raises(ValueError, match="negative input"):  # Python-level calls raise
+        op(-1.0)
+    vg = sg.value_and_grad(lambda x: op(x) * 2.0)
+    assert vg(4.0) == (4.0, 0.5)
+    value, g = vg(-1.0)  # the compiled sweep: NaN, where Numba alone would print and give 0.0
+    assert math.isnan(value) and math.isnan(g)
+    with pytest.raises(ValueError, match="negative input"):  # debug_nans reruns it in Python
+        sg.value_and_grad(lambda x: op(x) * 2.0, debug_nans=True)(-1.0)
+
+
 # --- registration --------------------------------------------------------------------------------------
 
 def test_registering_the_same_functions_again_returns_the_op():
