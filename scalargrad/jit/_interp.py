@@ -11,7 +11,7 @@ from numba.extending import overload
 from .custom_call import custom
 from .flags import FLAGS, njit
 
-# Inlined sources (custom_call.py, flags.py) as of: da96fc2fc6bb67fb
+# Inlined sources (custom_call.py, flags.py) as of: 62a20ef2b1425a97
 
 
 @njit
