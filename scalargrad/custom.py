@@ -57,6 +57,11 @@ class CustomOp:
                                 f"or an array, got {type(x).__name__}")
         return self._record(*args, float(self.id))
 
+    def __reduce__(self):
+        """Pickled by name: unpickling finds the op registered under that name in the process
+        (ValueError if there is none), as a pickled tape does."""
+        return registered, (self.name,)
+
     @property
     def __name__(self) -> str:  # so that sg.grad(op) and friends name it in messages
         return self.name
@@ -86,6 +91,14 @@ class CustomOp:
 
 def op_id(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
+
+
+def registered(name: str) -> CustomOp:
+    """The op registered under ``name`` in this process; ValueError if there is none."""
+    op = CUSTOM_OPS.get(op_id(name))
+    if op is None or op.name != name:
+        raise ValueError(f"custom op {name!r} is not registered in this process (sg.custom_op registers it)")
+    return op
 
 
 def custom_op(name: str, forward, partials) -> CustomOp:

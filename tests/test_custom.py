@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import reference
+from scalargrad import custom, reference
 from scalargrad.jit import cuda, kernels, tier
 from scalargrad.ops import CUSTOM_ROWS, OPCODE
 from scalargrad.passes import cse, fold_constants
@@ -179,6 +179,9 @@ def test_pickle_and_saved_tapes_find_their_ops_by_name(tmp_path):
     assert out[0] == sg.jit(f)(X0)
     tape.save(tmp_path / "f.sgt")
     assert Tape.load(tmp_path / "f.sgt") == tape
+    assert pickle.loads(pickle.dumps(softplus)) is softplus  # ops pickle by name
+    with pytest.raises(ValueError, match="custom op 'test_nowhere' is not registered"):
+        custom.registered("test_nowhere")
 
 
 def test_an_unregistered_op_is_refused_before_running():
