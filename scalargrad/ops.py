@@ -44,14 +44,6 @@ def call_custom(op_id, which, a, b):
     return custom_op_by_id(op_id).evaluate(int(which), a, b)
 
 
-def display_name(opcode: int, lit: float) -> str:
-    """An instruction's op as printed: a custom op's own name, else the table's."""
-    if opcode in CUSTOM_ROWS.values():
-        op = CUSTOM_OPS.get(int(lit)) if float(lit).is_integer() else None
-        return op.name if op is not None else f"custom#{lit!r}"
-    return OPS[opcode].name
-
-
 FUNCTIONS["custom"] = (call_custom, call_custom)
 FROM_MATH = tuple(sorted(set(FUNCTIONS) - {"custom"}))  # what generated Numba code imports from math
 
@@ -162,6 +154,15 @@ CUSTOM_ROWS = {1: OPCODE["custom1"], 2: OPCODE["custom2"]}  # arity -> opcode of
 # Ops a user calls as sg.<name> (leaves are created by the recorder, not called).
 USER_OPS: tuple[Op, ...] = tuple(op for op in OPS if op.arity > 0 and op.public)
 COMPARISONS = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
+
+
+def display_name(opcode: int, lit: float) -> str:
+    """An instruction's op as printed: a custom op's own name, else the table's."""
+    if opcode in CUSTOM_ROWS.values():
+        op = CUSTOM_OPS.get(int(lit)) if float(lit).is_integer() else None
+        return op.name if op is not None else f"custom#{lit!r}"
+    return OPS[opcode].name
+
 
 # Which operand slots carry a derivative, per opcode: the reverse sweep skips the others, so that
 # e.g. the condition of `where` never receives an adjoint.

@@ -1,8 +1,9 @@
 """Compiled kernels over a tape's arrays: value, value-and-gradient, eager backward.
 
 A tape is handed to the kernels as a ``Program``: ``ins`` (int32, 6 x n: op, a, b, c, ra, rb) and
-``lit`` (the literals, then the custom ops' function addresses: jit/custom_call.py). ``ra``/``rb`` are the slots that receive the two derivatives a reverse step carries, or the
-scratch slot n where an op carries fewer, so the reverse sweep has no dispatch. ``io`` packs the
+``lit`` (the literals, then any custom ops' function addresses: jit/custom_call.py). ``ra``/``rb``
+are the slots that receive the two derivatives a reverse step carries, or the scratch slot n where
+an op carries fewer, so the reverse sweep has no dispatch. ``io`` packs the
 input, output and guard slots. Each thread gets its own workspace per program (reused across
 calls: fresh large buffers would page-fault on every call), so there is no shared scratch.
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import INPUT
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 4ca55e4cbb20345d
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 12e0f969f2396232
 from ._interp import forward_partials
 from .flags import njit
 from .kernels import _guards_hold, _load_inputs, _split, reverse
