@@ -26,9 +26,14 @@ BACKENDS = ("auto", "interp", "codegen")
 # path are a few milliseconds of interpreter time, enough to show the path is in a loop.
 AUTO_MAX_OPS = 200
 AUTO_HOT_CALLS = 1000
-# backend="codegen" compiles tapes of at most this many instructions (about 5 s; compile time grows
-# faster than linearly: 4.6 s at 832 ops, 21 s at 2000) and runs larger ones on the interpreter,
-# with a warning. SCALARGRAD_CODEGEN_MAX_OPS raises it for those who accept the wait.
+# Larger tapes tier up when their generated code, written with loops (rolled.py), has at most
+# AUTO_MAX_OPS instruction lines; whether it does is worked out in the background thread, for
+# tapes of at most AUTO_MAX_ROLLED_TAPE instructions (finding the loops is linear in the tape).
+AUTO_MAX_ROLLED_TAPE = 2_000_000
+# backend="codegen" compiles code of at most this many instruction lines (about 5 s; compile time
+# grows faster than linearly: 4.6 s at 832 ops, 21 s at 2000) and runs larger tapes on the
+# interpreter, with a warning. A tape written with loops (rolled.py) counts the lines of its loop
+# bodies, not its length. SCALARGRAD_CODEGEN_MAX_OPS raises the cap for those who accept the wait.
 CODEGEN_MAX_OPS = 1000
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
 
@@ -65,15 +70,17 @@ class Tier:
         self.calls = 0
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
         if backend == "codegen":
-            cap = codegen_max_ops()
-            if len(tape) <= cap:
+            cap, size = codegen_max_ops(), codegen.generated_size(tape)
+            if size <= cap:
                 self.kernel = codegen.compile_kernel(tape, kind)
             else:
                 self.started = True
-                warnings.warn(f"scalargrad: backend='codegen' compiles tapes of at most {cap:,} instructions "
+                warnings.warn(f"scalargrad: backend='codegen' compiles code of at most {cap:,} instruction lines "
                               f"(set SCALARGRAD_CODEGEN_MAX_OPS to change it); this {len(tape):,}-instruction "
-                              "path runs on the interpreter, with the same results", RuntimeWarning, stacklevel=2)
-        elif backend == "interp" or len(tape) > AUTO_MAX_OPS or uses_custom_ops(tape.op):
+                              f"path would need {size:,}, so it runs on the interpreter, with the same results",
+                              RuntimeWarning, stacklevel=2)
+        elif (backend == "interp" or uses_custom_ops(tape.op)
+              or AUTO_MAX_OPS < len(tape) < codegen.ROLL_MIN_OPS or len(tape) > AUTO_MAX_ROLLED_TAPE):
             self.started = True  # never tiers up (generated code cannot call custom ops)
 
     def count(self) -> None:
@@ -90,6 +97,8 @@ class Tier:
     def _compile(self) -> None:
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
+            if codegen.generated_size(self.tape) > AUTO_MAX_OPS:
+                return  # a large tape without loops that would make its code short
             kernel = codegen.compile_kernel(self.tape, self.kind)
             self.compile_times = (time.perf_counter() - wall, time.thread_time() - cpu)
             self.kernel = kernel

@@ -1,0 +1,155 @@
+"""Rolled generated code (scalargrad/jit/rolled.py): tapes recorded from loops over array elements
+become loops in the generated code, bit-identical to the interpreter."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import scalargrad as sg
+from scalargrad.jit import codegen, rolled, tier
+from scalargrad.ops import USER_OPS
+from scalargrad.passes import optimize
+from scalargrad.trace import FUNCTIONS_BY_NAME
+
+from conftest import SPECIAL, central_diff, random_program, trace_program
+from test_codegen import assert_identical, cache_dir, check_against_interpreter, wait_for_kernel  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def roll_small_tapes(monkeypatch):
+    """Roll tapes from 60 instructions, so that the tests compile quickly."""
+    monkeypatch.setattr(codegen, "ROLL_MIN_OPS", 60)
+
+
+def rosen(x):
+    return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
+
+
+def rolled_tape(fun, x):
+    tape = optimize(sg.trace(fun, x))
+    assert codegen.rolled_plan(tape) is not None, "expected a loop"
+    return tape
+
+
+def test_rosenbrock_is_one_loop_of_its_block():
+    tape = optimize(sg.trace(rosen, np.full(200, 0.5)))
+    the_plan = rolled.plan(tape)
+    assert [(loop.period, loop.count) for loop in the_plan.loops] == [(8, 198)]
+    assert the_plan.statements < 20 and codegen.generated_size(tape) == the_plan.statements
+    assert "for t in range(198):" in codegen.source(tape)
+
+
+def test_no_loop_in_a_tape_without_repetition():
+    program, x, outputs = random_program(np.random.default_rng(3), n_ops=120)
+    tape = optimize(trace_program(program, x, outputs))
+    assert rolled.plan(tape).loops == [] and codegen.rolled_plan(tape) is None
+
+
+@pytest.mark.parametrize("n", [12, 61])
+def test_rosenbrock_matches_the_interpreter_bit_for_bit(n):
+    x = np.random.default_rng(n).uniform(-2, 2, n)
+    tape = rolled_tape(rosen, x)
+    points = [x, -x, np.where(np.arange(n) % 3, x, 0.0), np.where(np.arange(n) % 5, x, -0.0),
+              np.where(np.arange(n) == 4, np.inf, x), np.where(np.arange(n) == 7, np.nan, x)]
+    check_against_interpreter(tape, points)
+
+
+def _random_body(rng):
+    """A loop body: ops over x[i], x[i + 1], the copy before's result and constants."""
+    steps = []
+    for _ in range(rng.integers(3, 9)):
+        op = USER_OPS[rng.integers(len(USER_OPS))]
+        steps.append((op, rng.integers(0, 100, size=3), rng.choice([0.5, 2.0, -1.5])))
+    return steps
+
+
+def _apply(op, args, literal):
+    if op.name == "powc":
+        return args[0] ** literal
+    if op.name == "cpow":
+        return literal ** args[0]
+    return FUNCTIONS_BY_NAME[op.name](*args[: op.arity])
+
+
+def loop_function(steps, outputs_per_copy=False):
+    def f(x):
+        carried = x[0] * 0.5
+        outs = []
+        for i in range(len(x) - 1):
+            vals = [x[i], x[i + 1], carried]
+            for op, picks, literal in steps:
+                args = [vals[p % len(vals)] if p < 90 else literal for p in picks]
+                vals.append(_apply(op, args, literal))
+            carried = vals[-1] + carried
+            outs.append(vals[-1])
+        return [carried] + outs[::7] if outputs_per_copy else carried
+    return f
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_loop_bodies_match_the_interpreter_bit_for_bit(seed):
+    """Every op of the table in loop bodies, values at IEEE edges (0, -0, inf, NaN) included."""
+    rng = np.random.default_rng(seed)
+    n = 20
+    for _ in range(20):  # a body whose copies differ after the passes (all constant: folded) is redrawn
+        f = loop_function(_random_body(rng), outputs_per_copy=bool(seed % 2))
+        x = rng.uniform(0.3, 1.7, n) * rng.choice([-1.0, 1.0], n)
+        tape = optimize(sg.trace(f, x))
+        if codegen.rolled_plan(tape) is not None:
+            break
+    assert codegen.rolled_plan(tape) is not None
+    points = [x, rng.uniform(-3, 3, n)] + [np.where(rng.random(n) < 0.3, v, x) for v in SPECIAL[:5]]
+    check_against_interpreter(tape, points)
+
+
+def test_a_loop_reading_an_earlier_loop_and_straight_code_reading_both():
+    def f(x):
+        y = [sg.sin(x[i]) * x[i] for i in range(len(x))]
+        s = sum(y[i] * y[i + 1] + sg.exp(y[i]) for i in range(len(x) - 1))
+        return s * y[3] + y[len(x) - 2]
+
+    x = np.linspace(-1.0, 1.3, 40)
+    tape = rolled_tape(f, x)
+    assert len(codegen.rolled_plan(tape).loops) >= 2
+    check_against_interpreter(tape, [x, x[::-1].copy(), np.where(np.arange(40) == 9, np.nan, x)])
+    value, g = sg.value_and_grad(f, backend="codegen")(x)
+    np.testing.assert_allclose(g, central_diff(lambda *v: f(np.array(v)), x), rtol=1e-6, atol=1e-8)
+
+
+def test_guards_inside_a_loop():
+    def f(x):
+        s = 0.0
+        for i in range(len(x)):
+            s = s + (x[i] * x[i] if x[i] > 0 else -x[i])
+        return s
+
+    x = np.linspace(0.1, 2.0, 50)
+    tape = rolled_tape(f, x)
+    y = x.copy()
+    y[17] = -1.0  # another path: the guards fail, in both kernels
+    check_against_interpreter(tape, [x, y])
+    vg = sg.value_and_grad(f, backend="codegen")
+    assert_identical([*vg(y)[1]], [*sg.value_and_grad(f, backend="interp")(y)[1]])
+
+
+def test_large_tapes_compile_as_loops_under_the_codegen_backend():
+    x = np.random.default_rng(1).uniform(-1, 1, 3000)  # 27,000 instructions, far over the cap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "runs on the interpreter" warning
+        value, g = sg.value_and_grad(rosen, backend="codegen")(x)
+    i_value, i_g = sg.value_and_grad(rosen, backend="interp")(x)
+    assert_identical([value, *g], [i_value, *i_g])
+
+
+def test_auto_tiers_up_a_large_tape_that_rolls(monkeypatch):
+    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 3)
+    x = np.linspace(-1, 1, 500)
+    vg = sg.value_and_grad(rosen)
+    first = vg(x)
+    for _ in range(4):
+        vg(x)
+    path_tier = next(iter(vg.cache.values())).paths[0].tier
+    wait_for_kernel(path_tier)
+    assert_identical([first[0], *first[1]], [vg(x)[0], *vg(x)[1]])
