@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 import numpy as np
+import pytest
 
 # Generated per-tape code (scalargrad/jit/codegen.py) goes to a throwaway directory, never the
 # user's cache; subprocesses started by tests inherit it.
@@ -198,3 +199,13 @@ def compiled_value_and_grad(program, x) -> tuple[float, np.ndarray, bool]:
     value, ok = kernels.value_and_grad(program.ins, program.lit, program.io, x, grad,
                                        *_kernel_extra(kernels.value_and_grad, program))
     return float(value), grad, bool(ok)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def cache_dir(tmp_path_factory):
+    """Generated code (jit/codegen.py) of each test module goes to its own temporary directory
+    (compiled once per module), never to the user's cache."""
+    path = tmp_path_factory.mktemp("codegen-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SCALARGRAD_CACHE_DIR", str(path))
+        yield path

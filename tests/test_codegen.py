@@ -24,15 +24,6 @@ from conftest import (SPECIAL, assert_same, central_diff, compiled_evaluate, com
                       op_cases, op_function, random_program, sample_domain, trace_program)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def cache_dir(tmp_path_factory):
-    """Generated files of this module go to one temporary directory (compiled once per module)."""
-    path = tmp_path_factory.mktemp("codegen-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SCALARGRAD_CACHE_DIR", str(path))
-        yield path
-
-
 def assert_identical(actual, expected, what=""):
     """Bit-identical floats (so +0.0 differs from -0.0), except that any NaN equals any NaN."""
     a = np.atleast_1d(np.asarray(actual, dtype=np.float64))

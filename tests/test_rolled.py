@@ -14,7 +14,7 @@ from scalargrad.passes import optimize
 from scalargrad.trace import FUNCTIONS_BY_NAME
 
 from conftest import SPECIAL, central_diff, random_program, trace_program
-from test_codegen import assert_identical, cache_dir, check_against_interpreter, wait_for_kernel  # noqa: F401
+from test_codegen import assert_identical, check_against_interpreter, wait_for_kernel
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +100,43 @@ def test_random_loop_bodies_match_the_interpreter_bit_for_bit(seed):
         if codegen.rolled_plan(tape) is not None:
             break
     assert codegen.rolled_plan(tape) is not None
+    points = [x, rng.uniform(-3, 3, n)] + [np.where(rng.random(n) < 0.3, v, x) for v in SPECIAL[:5]]
+    check_against_interpreter(tape, points)
+
+
+def two_loop_function(first, second, guard):
+    """A loop over x making ys and a running value c, then a loop over ys carrying s (with a
+    guard in each copy if ``guard``); outputs read both loops."""
+    def f(x):
+        ys, c = [], x[0] * 0.25
+        for i in range(len(x) - 1):
+            vals = [x[i], x[i + 1], c]
+            for op, picks, literal in first:
+                vals.append(_apply(op, [vals[p % len(vals)] if p < 90 else literal for p in picks], literal))
+            ys.append(vals[-1])
+            c = vals[-1] * 0.5 + c
+        s = c
+        for i in range(len(ys) - 1):
+            vals = [ys[i], ys[i + 1], s]
+            for op, picks, literal in second:
+                vals.append(_apply(op, [vals[p % len(vals)] if p < 90 else literal for p in picks], literal))
+            s = s + vals[-1] if (not guard or x[i] > 0) else s - vals[-1]
+        return [s, ys[2], c] if guard else s + ys[3]
+    return f
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_pairs_of_loops_match_the_interpreter_bit_for_bit(seed):
+    rng = np.random.default_rng(1000 + seed)
+    n = 16
+    for _ in range(20):
+        f = two_loop_function(_random_body(rng), _random_body(rng), guard=bool(seed % 2))
+        x = rng.uniform(0.3, 1.7, n)
+        tape = optimize(sg.trace(f, x))
+        the_plan = codegen.rolled_plan(tape)
+        if the_plan is not None and len(the_plan.loops) >= 2:
+            break
+    assert len(the_plan.loops) >= 2
     points = [x, rng.uniform(-3, 3, n)] + [np.where(rng.random(n) < 0.3, v, x) for v in SPECIAL[:5]]
     check_against_interpreter(tape, points)
 

@@ -133,7 +133,6 @@ def _resolve(tape, loop, loops, owner, input_index) -> bool:
         for ref in refs:
             if ref[0] == "carried":
                 loop.carried.add(ref[1])
-                loop.kept.add(ref[1])  # the reverse sweep recomputes copy t from copy t - 1's value
                 ref = ref[2]
             if ref[0] == "kept":
                 loops[ref[1]].kept.add(ref[2])
@@ -200,7 +199,12 @@ def _step(base, step) -> str:
 
 
 class _Writer:
-    """Writes the bodies of ``evaluate(x, out)`` and ``value_and_grad(x, grad)`` for a plan."""
+    """Writes the bodies of ``evaluate(x, out)`` and ``value_and_grad(x, grad)`` for a plan.
+
+    Names: ``v<k>`` / ``g<k>`` value and adjoint of straight slot k; in loop L, ``u<i>`` / ``a<i>``
+    position i of the current copy, ``c<L>_<i>`` the value of a carried position (the last copy's
+    after the loop), ``k<L>_<i>`` its adjoint so far, ``r<i>`` its value in the copy before during
+    the reverse sweep, ``V<L>_<i>`` / ``A<L>_<i>`` arrays over the copies where needed."""
 
     def __init__(self, tape: Tape, the_plan: Plan, literal, expr, constant_partial, constants: dict):
         self.tape, self.plan = tape, the_plan
@@ -213,26 +217,45 @@ class _Writer:
             self.owner[loop.start: loop.stop] = L
         self.useful = _leads_to_input(tape.op.astype(np.int64), tape.a, tape.b, tape.c, DIFF_MASK, INPUT)
         self.adjoint_arrays: set = set()  # (loop, position) whose adjoints live in an array
+        self.carry_seeded: set = set()    # (loop, position) whose k<L>_<i> later code adds to
+        # Carried positions another loop reads through an array: all their copies' adjoints must
+        # then live in that array (summing some in k<L>_<i> would change the order of the sums).
+        self.read_by_loops = set()
+        for loop in the_plan.loops:
+            for refs in loop.refs:
+                for ref in refs:
+                    fixed = ref[2] if ref[0] == "carried" else ref
+                    if fixed[0] == "kept":
+                        self.read_by_loops.add((fixed[1], fixed[2]))
         for slot in [int(s) for s in tape.outputs] + [int(s) for s in tape.guards]:
             self._mark_kept(slot)
         for seg in the_plan.segments:
             if not isinstance(seg, Loop):
                 for s in self._operands(seg):
                     self._mark_kept(s)
+        # Per loop: positions the reverse sweep recomputes, and carried positions it reads from the
+        # copy before (those are stored in the forward sweep of value_and_grad).
+        self.recompute = [self._reverse_needs(loop) for loop in the_plan.loops]
 
     # where values and adjoints live
+    def _position(self, slot):
+        L = int(self.owner[slot])
+        loop = self.plan.loops[L]
+        return L, (slot - loop.start) % loop.period, (slot - loop.start) // loop.period
+
+    def _last_carried(self, slot) -> bool:
+        """Slot is a carried position of its loop's last copy: its value is c<L>_<i> after the loop."""
+        L, i, t = self._position(slot)
+        loop = self.plan.loops[L]
+        return t == loop.count - 1 and i in loop.carried and (L, i) not in self.read_by_loops
+
     def _mark_kept(self, slot):
-        L = self.owner[slot]
-        if L >= 0:
-            loop = self.plan.loops[L]
-            loop.kept.add((slot - loop.start) % loop.period)
+        if self.owner[slot] >= 0 and not self._last_carried(slot):
+            L, i, _ = self._position(slot)
+            self.plan.loops[L].kept.add(i)
 
     def _operands(self, k):
         return [int(s) for s in (self.tape.a[k], self.tape.b[k], self.tape.c[k])[: OPS[self.tape.op[k]].arity]]
-
-    def _position(self, slot):
-        loop = self.plan.loops[self.owner[slot]]
-        return self.owner[slot], (slot - loop.start) % loop.period, (slot - loop.start) // loop.period
 
     def value(self, slot) -> str:
         """A fixed slot's value, outside loops."""
@@ -243,7 +266,7 @@ class _Writer:
             return self.literal(self.tape.lit[slot], slot, self.constants)
         if self.owner[slot] >= 0:
             L, i, t = self._position(slot)
-            return f"V{L}_{i}[{t}]"
+            return f"c{L}_{i}" if self._last_carried(slot) else f"V{L}_{i}[{t}]"
         return f"v{slot}"
 
     def adjoint(self, slot):
@@ -254,16 +277,19 @@ class _Writer:
             return f"grad[{self.input_index[slot]}]"
         if self.owner[slot] >= 0:
             L, i, t = self._position(slot)
+            if self._last_carried(slot):
+                self.carry_seeded.add((L, i))
+                return f"k{L}_{i}"
             self.adjoint_arrays.add((L, i))
             return f"A{L}_{i}[{t}]"
         return f"g{slot}"
 
-    def ref_value(self, ref, carried_name) -> str:
+    def ref_value(self, ref, carried_prefix) -> str:
         kind = ref[0]
         if kind == "same":
             return f"u{ref[1]}"
         if kind == "carried":
-            return f"{carried_name}{ref[1]}"
+            return f"{carried_prefix}{ref[1]}"
         if kind in ("const", "straight"):
             return self.value(ref[1])
         if kind == "input":
@@ -289,6 +315,38 @@ class _Writer:
     def _position_useful(self, loop, i) -> bool:
         return bool(self.useful[loop.start + i: loop.stop: loop.period].any())
 
+    def _reverse_needs(self, loop):
+        """(positions whose values the reverse sweep's partials need, with what computing them
+        needs; carried positions read from the copy before)."""
+        need, carried = set(), set()
+
+        def want(ref):
+            if ref[0] == "same":
+                need.add(ref[1])
+            elif ref[0] == "carried":
+                carried.add(ref[1])
+
+        for i in range(loop.period):
+            if not self._position_useful(loop, i):
+                continue
+            op_code = self.tape.op[loop.start + i]
+            op = OPS[op_code]
+            for j in range(op.arity):
+                target = loop.refs[i][j]
+                if target[0] == "const" or (target[0] == "same" and not self._position_useful(loop, target[1])):
+                    continue  # no adjoint to send there
+                if DIFF_MASK[op_code, j]:
+                    used = {p for p in "abcy" if "{" + p + "}" in op.partials[j]}
+                    if "y" in used:
+                        need.add(i)
+                    for p in used - {"y"}:
+                        want(loop.refs[i]["abc".index(p)])
+        for i in range(loop.period - 1, -1, -1):  # what the needed positions are computed from
+            if i in need:
+                for ref in loop.refs[i]:
+                    want(ref)
+        return need, carried
+
     # code
     def _names(self, op, k, operand_values, own) -> dict:
         names = dict(y=own, lit=self.literal(self.tape.lit[k], k, self.constants))
@@ -306,23 +364,23 @@ class _Writer:
             return f"{target} = muladd({target}, {partial}, {g})"
         return f"{target} = acc({target}, {partial}, {g})"
 
-    def forward(self) -> list:
+    def forward(self, for_reverse: bool) -> list:
         lines = []
         for seg in self.plan.segments:
             if isinstance(seg, Loop):
-                lines += self._loop_forward(seg)
+                lines += self._loop_forward(seg, for_reverse)
             elif self.tape.op[seg] not in (INPUT, CONST):
                 op = OPS[self.tape.op[seg]]
                 names = self._names(op, seg, [self.value(s) for s in self._operands(seg)], f"v{seg}")
                 lines.append(f"v{seg} = {self.expr(op, None, names)}")
         return lines
 
-    def _body(self, loop, carried_name) -> list:
+    def _body(self, loop, carried_prefix, positions) -> list:
         lines = []
-        for i in range(loop.period):
+        for i in positions:
             k = loop.start + i
             op = OPS[self.tape.op[k]]
-            values = [self.ref_value(ref, carried_name) for ref in loop.refs[i]]
+            values = [self.ref_value(ref, carried_prefix) for ref in loop.refs[i]]
             lines.append(f"u{i} = {self.expr(op, None, self._names(op, k, values, f'u{i}'))}")
         return lines
 
@@ -334,14 +392,15 @@ class _Writer:
                     initial[ref[1]] = ref[2]
         return initial
 
-    def _loop_forward(self, loop) -> list:
+    def _loop_forward(self, loop, for_reverse) -> list:
         L = self.plan.loops.index(loop)
-        lines = [f"V{L}_{i} = np.empty({loop.count})" for i in sorted(loop.kept)]
-        lines += [f"c{i} = {self.ref_value(ref, 'c')}" for i, ref in sorted(self._carried_initial(loop).items())]
+        kept = sorted(loop.kept | (self.recompute[L][1] if for_reverse else set()))
+        lines = [f"V{L}_{i} = np.empty({loop.count})" for i in kept]
+        lines += [f"c{L}_{i} = {self.ref_value(ref, 'c')}" for i, ref in sorted(self._carried_initial(loop).items())]
         lines.append(f"for t in range({loop.count}):")
-        body = self._body(loop, "c")
-        body += [f"V{L}_{i}[t] = u{i}" for i in sorted(loop.kept)]
-        body += [f"c{i} = u{i}" for i in sorted(loop.carried)]
+        body = self._body(loop, f"c{L}_", range(loop.period))
+        body += [f"V{L}_{i}[t] = u{i}" for i in kept]
+        body += [f"c{L}_{i} = u{i}" for i in sorted(loop.carried)]
         return lines + ["    " + line for line in body]
 
     def reverse(self, out: int) -> list:
@@ -361,6 +420,7 @@ class _Writer:
                         lines.append(self._step_line(target, self.expr(op, j, names), f"g{seg}"))
         start = ["for i in range(grad.shape[0]):", "    grad[i] = 0.0"]
         start += [f"A{L}_{i} = np.zeros({self.plan.loops[L].count})" for L, i in sorted(self.adjoint_arrays)]
+        start += [f"k{L}_{i} = 0.0" for L, i in sorted(self.carry_seeded)]
         start += [f"g{k} = 0.0" for k in range(len(self.tape)) if self.owner[k] < 0 and self.useful[k]
                   and self.tape.op[k] not in (INPUT, CONST)]
         if seed is not None:
@@ -371,17 +431,22 @@ class _Writer:
         L = self.plan.loops.index(loop)
         m, p = loop.count, loop.period
         initial = self._carried_initial(loop)
+        need, carried_need = self.recompute[L]
         arrays = {i for (M, i) in self.adjoint_arrays if M == L}
         useful = [self._position_useful(loop, i) for i in range(p)]
-        lines = [f"k{i} = " + (f"A{L}_{i}[{m - 1}]" if i in arrays else "0.0") for i in sorted(loop.carried)]
+        # k<L>_<i>: the adjoint so far of carried position i in the copy the next step processes;
+        # later code may have added to it already (the last copy's value is read as c<L>_<i>).
+        lines = [f"k{L}_{i} = " + (f"A{L}_{i}[{m - 1}]" if i in arrays else "0.0")
+                 for i in sorted(loop.carried) if (L, i) not in self.carry_seeded]
         lines.append(f"for t in range({m - 1}, -1, -1):")
-        body = [f"r{i} = V{L}_{i}[t - 1] if t > 0 else {self.ref_value(ref, 'c')}" for i, ref in sorted(initial.items())]
-        body += self._body(loop, "r")
+        body = [f"r{i} = V{L}_{i}[t - 1] if t > 0 else {self.ref_value(initial[i], 'c')}"
+                for i in sorted(carried_need)]
+        body += self._body(loop, "r", sorted(need))
         for i in range(p):
             if useful[i]:
-                body.append(f"a{i} = " + (f"k{i}" if i in loop.carried else (f"A{L}_{i}[t]" if i in arrays else "0.0")))
+                body.append(f"a{i} = " + (f"k{L}_{i}" if i in loop.carried else (f"A{L}_{i}[t]" if i in arrays else "0.0")))
         for i in sorted(loop.carried):
-            body.append(f"k{i} = " + (f"A{L}_{i}[t - 1] if t > 0 else 0.0" if i in arrays else "0.0"))
+            body.append(f"k{L}_{i} = " + (f"A{L}_{i}[t - 1] if t > 0 else 0.0" if i in arrays else "0.0"))
         for i in range(p - 1, -1, -1):
             if not useful[i]:
                 continue
@@ -395,11 +460,10 @@ class _Writer:
                 partial = self.expr(op, j, names)
                 if ref[0] == "carried":
                     outside = self.ref_adjoint(loop, ref[2]) if ref[2][0] != "const" else None
-                    if self._position_useful(loop, ref[1]) or outside is not None:
-                        body.append("if t > 0:")
-                        body.append("    " + self._step_line(f"k{ref[1]}", partial, f"a{i}"))
-                        if outside is not None:
-                            body += ["else:", "    " + self._step_line(outside, partial, f"a{i}")]
+                    body.append("if t > 0:")
+                    body.append("    " + self._step_line(f"k{L}_{ref[1]}", partial, f"a{i}"))
+                    if outside is not None:
+                        body += ["else:", "    " + self._step_line(outside, partial, f"a{i}")]
                     continue
                 target = self.ref_adjoint(loop, ref)
                 if target is not None:
@@ -412,7 +476,7 @@ class _Writer:
         grouped: dict = {}
         for slot, expected in zip(self.tape.guards.tolist(), self.tape.guard_values.tolist()):
             want = "True" if expected != 0.0 else "False"
-            if self.owner[slot] >= 0:
+            if self.owner[slot] >= 0 and not self._last_carried(slot):
                 L, i, t = self._position(slot)
                 grouped.setdefault((L, i, want), []).append(t)
             else:
@@ -428,13 +492,13 @@ class _Writer:
 def function_bodies(tape: Tape, the_plan: Plan, literal, expr, constant_partial, constants: dict):
     """(evaluate body, value_and_grad body) as lists of lines, indented for a function."""
     writer = _Writer(tape, the_plan, literal, expr, constant_partial, constants)
-    forward = writer.forward()
     guards = writer.guard_test()
     outputs = [int(s) for s in tape.outputs]
-    ev = forward + guards + [f"out[{i}] = {writer.value(s)}" for i, s in enumerate(outputs)] + ["return ok"]
+    ev = writer.forward(False) + guards + [f"out[{i}] = {writer.value(s)}" for i, s in enumerate(outputs)]
+    ev.append("return ok")
     if outputs:
         value = writer.value(outputs[0])
-        vg = forward + guards + ["if not ok:", f"    return {value}, False"]
+        vg = writer.forward(True) + guards + ["if not ok:", f"    return {value}, False"]
         vg += writer.reverse(outputs[0]) + [f"return {value}, True"]
     else:
         vg = ["return 0.0, False"]
