@@ -94,19 +94,20 @@ class VMap:
         """Every point (row of X) through ``path``: (values, G) for value_and_grad, else the
         (points, outputs) matrix. Points whose guards fail go through the single-point path."""
         backend = cuda if self.device == "cuda" else batch
-        generated = self.device == "cpu" and path.tier is not None and path.tier.generated() is not None
+        module = path.tier.generated_module() if self.device == "cpu" and path.tier is not None else None
+        program = path.program
         if isinstance(transformed, ValueAndGrad):
-            if generated:  # backend="codegen": the tape's own code, in parallel over the points
-                values, G, ok = codegen.value_and_grad_batch(path.program.tape, X)
+            if module is not None:  # backend="codegen": the tape's own code, in parallel over the points
+                values, G, ok = codegen.value_and_grad_batch(module, X, program.n_inputs)
             else:
-                values, G, ok = backend.value_and_grad(path.program, X)
+                values, G, ok = backend.value_and_grad(program, X)
             for i in np.flatnonzero(~ok):
                 _, values[i], G[i] = transformed.flat(self._unflatten(sig, X[i]))
             return values, G
-        if generated:
-            out, ok = codegen.evaluate_batch(path.program.tape, X)
+        if module is not None:
+            out, ok = codegen.evaluate_batch(module, X, program.n_outputs)
         else:
-            out, ok = backend.evaluate(path.program, X)
+            out, ok = backend.evaluate(program, X)
         for i in np.flatnonzero(~ok):
             _, out[i], _ = transformed.flat(self._unflatten(sig, X[i]))
         return out

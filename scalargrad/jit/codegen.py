@@ -515,19 +515,20 @@ def load_module(tape: Tape):
         return module
 
 
-def value_and_grad_batch(tape: Tape, X):
-    """(values, G, ok) at every row of the C-contiguous matrix X, by the tape's generated code run
-    in parallel over the rows (compiled on first use, then from Numba's disk cache)."""
+def value_and_grad_batch(module, X, n_inputs: int):
+    """(values, G, ok) at every row of the C-contiguous matrix X, by a tape's generated ``module``
+    (``load_module``) run in parallel over the rows (compiled on first use, then from Numba's disk
+    cache)."""
     B = len(X)
-    values, G, ok = np.empty(B), np.empty((B, len(tape.inputs))), np.empty(B, dtype=np.bool_)
-    load_module(tape).value_and_grad_batch(X, values, G, ok)
+    values, G, ok = np.empty(B), np.empty((B, n_inputs)), np.empty(B, dtype=np.bool_)
+    module.value_and_grad_batch(X, values, G, ok)
     return values, G, ok
 
 
-def evaluate_batch(tape: Tape, X):
-    """(out, ok): every output at every row of X, by the tape's generated code (as above)."""
-    out, ok = np.empty((len(X), len(tape.outputs))), np.empty(len(X), dtype=np.bool_)
-    load_module(tape).evaluate_batch(X, out, ok)
+def evaluate_batch(module, X, n_outputs: int):
+    """(out, ok): every output at every row of X, by a tape's generated ``module`` (as above)."""
+    out, ok = np.empty((len(X), n_outputs)), np.empty(len(X), dtype=np.bool_)
+    module.evaluate_batch(X, out, ok)
     return out, ok
 
 

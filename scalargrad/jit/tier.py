@@ -60,11 +60,12 @@ class Tier:
     that gets hot, compiles in a background thread and switches when it is ready (no call waits;
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
-    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "started", "error", "compile_times")
+    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "error", "compile_times")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
         self.kernel = None
+        self.module = None  # the generated module, once compiled (its batch functions: vmap)
         self.started = False
         self.error = None
         self.calls = 0
@@ -73,6 +74,7 @@ class Tier:
             cap, size = codegen_max_ops(), codegen.generated_size(tape)
             if size <= cap:
                 self.kernel = codegen.compile_kernel(tape, kind)
+                self.module = codegen.load_module(tape)
             else:
                 self.started = True
                 warnings.warn(f"scalargrad: backend='codegen' compiles code of at most {cap:,} instruction lines "
@@ -101,6 +103,7 @@ class Tier:
                 return  # a large tape without loops that would make its code short
             kernel = codegen.compile_kernel(self.tape, self.kind)
             self.compile_times = (time.perf_counter() - wall, time.thread_time() - cpu)
+            self.module = codegen.load_module(self.tape)
             self.kernel = kernel
         except Exception as exc:  # stay on the interpreter, which gives the same results
             self.error = exc
@@ -129,3 +132,7 @@ class Tier:
         """The compiled generated function under backend "codegen", else None (``compile()`` with
         "auto" keeps the interpreter: its result must not depend on how often a path was called)."""
         return self.kernel if self.backend == "codegen" else None
+
+    def generated_module(self):
+        """The generated module under backend "codegen" (as ``generated``), else None."""
+        return self.module if self.backend == "codegen" else None
