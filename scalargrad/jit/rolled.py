@@ -490,7 +490,9 @@ class _Writer:
 
 
 def function_bodies(tape: Tape, the_plan: Plan, literal, expr, constant_partial, constants: dict):
-    """(evaluate body, value_and_grad body) as lists of lines, indented for a function."""
+    """(evaluate body, value_and_grad body) as lists of lines, indented for a function. ``literal``,
+    ``expr`` and ``constant_partial`` are codegen.py's writers of literals, op expressions and the
+    constant-partial test (passed in: codegen.py imports this module)."""
     writer = _Writer(tape, the_plan, literal, expr, constant_partial, constants)
     guards = writer.guard_test()
     outputs = [int(s) for s in tape.outputs]
