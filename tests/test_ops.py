@@ -88,11 +88,12 @@ def test_generated_interpreter_is_up_to_date():
 
 def test_cached_modules_that_inline_the_interpreter_carry_current_stamps():
     """Numba keys its disk cache on a file's content only: a module whose kernels inline the
-    interpreter (or kernels.py) must change when those do. Every module importing _interp is
-    listed, and each holds the stamp of the current sources (``python -m scalargrad.jit.generate``
+    interpreter (or kernels.py) must change when those do. Every module importing _interp or
+    kernels is listed, and each holds the stamp of the current sources (``python -m scalargrad.jit.generate``
     rewrites them)."""
     here = Path(generate.__file__).parent
-    importers = {p.name for p in here.glob("*.py") if "from ._interp import" in p.read_text()}
+    importers = {p.name for p in here.glob("*.py")
+                 if "from ._interp import" in p.read_text() or "from .kernels import" in p.read_text()}
     assert importers - {"generate.py"} == set(generate.DEPENDENTS)  # cuda.py: GPU code, not disk-cached
     for name in generate.DEPENDENTS:
         assert generate.stamp_line(name) in (here / name).read_text(), f"{name}: rerun the generator"

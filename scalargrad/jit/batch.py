@@ -15,7 +15,7 @@ from numba import prange
 import numba
 
 from .. import resources
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 12e0f969f2396232
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 32920b90b9e3f6cc
 from ._interp import forward_batch, forward_partials_batch
 from .flags import njit
 

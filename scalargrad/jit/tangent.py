@@ -1,6 +1,6 @@
 """Compiled tangent (forward-mode) sweeps and Jacobian kernels over a ``Program``.
 
-After ``forward_partials``, the tangent of instruction k is ``pa[k] * tan[ra[k]] + pb[k] * tan[rb[k]]``
+After the forward sweep with partials (``kernels.forward_sweep``), the tangent of instruction k is ``pa[k] * tan[ra[k]] + pb[k] * tan[rb[k]]``
 (``ra``/``rb`` are n where an op carries fewer derivatives). A term is skipped when either factor is
 zero, so an infinite partial on a branch ``where`` did not select never turns into NaN, as the
 reverse sweep's zero-adjoint skip does. Each kernel returns False when a guard fails.
@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import INPUT
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 12e0f969f2396232
-from ._interp import forward_partials
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 32920b90b9e3f6cc
 from .flags import njit
-from .kernels import _guards_hold, _load_inputs, _split, reverse
+from .kernels import _split, forward_sweep, reverse
 
 
 @njit
@@ -57,10 +56,8 @@ def jacobian_forward(ins, lit, io, x, seeds, jac, work):
     """jac[:, j] = tangents of the outputs for input tangents ``seeds[:, j]`` (inputs x columns):
     one forward sweep, then one tangent sweep per column (compressed when columns are colours)."""
     n = ins.shape[1]
-    vals, pa, pb, tan = _split(work, n)
-    _load_inputs(ins, io, x, vals)
-    forward_partials(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n)
-    if not _guards_hold(io, vals):
+    _, pa, pb, tan, ok = forward_sweep(ins, lit, io, x, work)
+    if not ok:
         return False
     n_in, n_out = io[0], io[1]
     for j in range(seeds.shape[1]):
@@ -78,10 +75,8 @@ def jacobian_reverse(ins, lit, io, x, jac, work):
     """jac[i, :] = gradient of output i with respect to every input: one forward sweep, then one
     reverse sweep per output."""
     n = ins.shape[1]
-    vals, pa, pb, adj = _split(work, n)
-    _load_inputs(ins, io, x, vals)
-    forward_partials(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n)
-    if not _guards_hold(io, vals):
+    _, pa, pb, adj, ok = forward_sweep(ins, lit, io, x, work)
+    if not ok:
         return False
     n_in, n_out = io[0], io[1]
     for i in range(n_out):
