@@ -87,16 +87,24 @@ class _FirstArgument(_Transformed):
         return sig, out, tout, structure
 
 
-class Jvp(_FirstArgument):
-    """``jvp(fun)(x, v, *args)``: ``(fun(x, *args), directional derivative along v)``."""
-
-    what = "jvp"
+class _Directional(_FirstArgument):
+    """A transform called as ``(x, v, *args)``: ``_compiled`` runs the compiled path, ``_symbolic``
+    records (Variable arguments, or a call inside a trace)."""
 
     def __call__(self, x, v, *args):
         args = (x, *args)
         flat = self._flatten(args)
         if flat is None:
             return self._symbolic(args, v)
+        return self._compiled(args, v, flat)
+
+
+class Jvp(_Directional):
+    """``jvp(fun)(x, v, *args)``: ``(fun(x, *args), directional derivative along v)``."""
+
+    what = "jvp"
+
+    def _compiled(self, args, v, flat):
         _, out, tout, structure = self._tangent_run(args, v, flat)
         if structure is None:
             return float(out[0]), float(tout[0])
@@ -113,7 +121,7 @@ class Jvp(_FirstArgument):
         return _structured([vals[s] for s in tape.outputs.tolist()], structure), _structured(touts, structure)
 
 
-class Hvp(_FirstArgument):
+class Hvp(_Directional):
     """``hvp(fun)(x, v, *args)``: Hessian of scalar ``fun`` (in x) times v, by a tangent sweep over
     the compiled gradient tape (forward over reverse). Usable as SciPy's ``hessp``."""
 
@@ -122,11 +130,7 @@ class Hvp(_FirstArgument):
     def _make_path(self, sig, tape, structure):
         return self._gradient_path(sig, tape, structure)
 
-    def __call__(self, x, v, *args):
-        args = (x, *args)
-        flat = self._flatten(args)
-        if flat is None:
-            return self._symbolic(args, v)
+    def _compiled(self, args, v, flat):
         sig, _, hv, _ = self._tangent_run(args, v, flat)
         return sig.piece(hv, 0)
 
