@@ -50,6 +50,7 @@ class Plan:
     segments: list
     loops: list
     statements: int   # lines of generated code for instructions (the measure of compile time)
+    owner: np.ndarray  # per slot, the index in ``loops`` of the loop holding it, or -1
 
 
 # --- finding periodic runs -----------------------------------------------------------------------
@@ -113,7 +114,7 @@ def plan(tape: Tape, max_period: int = MAX_PERIOD, min_count: int = MIN_COUNT) -
         if tape.op[k] not in (INPUT, CONST):
             statements += 1
         k += 1
-    return Plan(segments, loops, statements)
+    return Plan(segments, loops, statements, owner)
 
 
 def _resolve(tape, loop, loops, owner, input_index) -> bool:
@@ -210,11 +211,8 @@ class _Writer:
         self.tape, self.plan = tape, the_plan
         self.literal, self.expr, self.constant_partial = literal, expr, constant_partial
         self.constants = constants
-        n = len(tape)
         self.input_index = {int(s): i for i, s in enumerate(tape.inputs)}
-        self.owner = np.full(n, -1, np.int64)
-        for L, loop in enumerate(the_plan.loops):
-            self.owner[loop.start: loop.stop] = L
+        self.owner = the_plan.owner
         self.useful = _leads_to_input(tape.op.astype(np.int64), tape.a, tape.b, tape.c, DIFF_MASK, INPUT)
         self.adjoint_arrays: set = set()  # (loop, position) whose adjoints live in an array
         self.carry_seeded: set = set()    # (loop, position) whose k<L>_<i> later code adds to
