@@ -61,6 +61,23 @@ class _FirstArgument(_Transformed):
                              f"the first argument {n_block}")
         return vflat + [None] * (n_total - n_block)
 
+    def _dispatch(self, args, *extra):
+        """``self._compiled(args, flat, *extra)`` on the compiled path, or ``self._symbolic(args,
+        *extra)`` where it must record (see ``_flatten``)."""
+        flat = self._flatten(args)
+        if flat is None:
+            return self._symbolic(args, *extra)
+        return self._compiled(args, flat, *extra)
+
+    def _identity_seeds(self, shapes, n_total):
+        """np.eye(n_total, entries of the first argument): one tangent seed per entry, cached per
+        argument structure in ``self.seeds``."""
+        seeds = self.seeds.get(shapes)
+        if seeds is None:
+            n_block = 1 if shapes[0] is None else math.prod(shapes[0])
+            seeds = self.seeds[shapes] = np.eye(n_total, n_block)
+        return seeds
+
     def _flatten(self, args):
         """(shapes, flat inputs) for the compiled path, or None where it must record symbolically
         (Variable arguments, or a call inside a traced function)."""
@@ -87,24 +104,15 @@ class _FirstArgument(_Transformed):
         return sig, out, tout, structure
 
 
-class _Directional(_FirstArgument):
-    """A transform called as ``(x, v, *args)``: ``_compiled`` runs the compiled path, ``_symbolic``
-    records (Variable arguments, or a call inside a trace)."""
-
-    def __call__(self, x, v, *args):
-        args = (x, *args)
-        flat = self._flatten(args)
-        if flat is None:
-            return self._symbolic(args, v)
-        return self._compiled(args, v, flat)
-
-
-class Jvp(_Directional):
+class Jvp(_FirstArgument):
     """``jvp(fun)(x, v, *args)``: ``(fun(x, *args), directional derivative along v)``."""
 
     what = "jvp"
 
-    def _compiled(self, args, v, flat):
+    def __call__(self, x, v, *args):
+        return self._dispatch((x, *args), v)
+
+    def _compiled(self, args, flat, v):
         _, out, tout, structure = self._tangent_run(args, v, flat)
         if structure is None:
             return float(out[0]), float(tout[0])
@@ -121,7 +129,7 @@ class Jvp(_Directional):
         return _structured([vals[s] for s in tape.outputs.tolist()], structure), _structured(touts, structure)
 
 
-class Hvp(_Directional):
+class Hvp(_FirstArgument):
     """``hvp(fun)(x, v, *args)``: Hessian of scalar ``fun`` (in x) times v, by a tangent sweep over
     the compiled gradient tape (forward over reverse). Usable as SciPy's ``hessp``."""
 
@@ -130,7 +138,10 @@ class Hvp(_Directional):
     def _make_path(self, sig, tape, structure):
         return self._gradient_path(sig, tape, structure)
 
-    def _compiled(self, args, v, flat):
+    def __call__(self, x, v, *args):
+        return self._dispatch((x, *args), v)
+
+    def _compiled(self, args, flat, v):
         sig, _, hv, _ = self._tangent_run(args, v, flat)
         return sig.piece(hv, 0)
 
@@ -157,15 +168,11 @@ class Hessian(_FirstArgument):
         return self._gradient_path(sig, tape, structure)
 
     def __call__(self, x, *args):
-        args = (x, *args)
-        flat = self._flatten(args)
-        if flat is None:
-            return self._symbolic(args)
+        return self._dispatch((x, *args))
+
+    def _compiled(self, args, flat):
         shapes, xf = flat
-        seeds = self.seeds.get(shapes)
-        if seeds is None:
-            nb = 1 if shapes[0] is None else math.prod(shapes[0])
-            seeds = self.seeds[shapes] = np.eye(len(xf), nb)
+        seeds = self._identity_seeds(shapes, len(xf))
 
         def attempt(path, xf):
             p = path.program
@@ -207,10 +214,9 @@ class Jacobian(_FirstArgument):
         return self.mode == "forward" or (self.mode == "auto" and n_block < m)
 
     def __call__(self, x, *args):
-        args = (x, *args)
-        flat = self._flatten(args)
-        if flat is None:
-            return self._symbolic(args)
+        return self._dispatch((x, *args))
+
+    def _compiled(self, args, flat):
         shapes, xf = flat
         nb = 1 if shapes[0] is None else math.prod(shapes[0])
 
@@ -218,9 +224,7 @@ class Jacobian(_FirstArgument):
             p = path.program
             m = p.n_outputs
             if self._forward(nb, m):
-                seeds = self.seeds.get(shapes)
-                if seeds is None:
-                    seeds = self.seeds[shapes] = np.eye(len(xf), nb)
+                seeds = self._identity_seeds(shapes, len(xf))
                 jac = np.empty((m, nb))
                 ok = tangent_kernels.jacobian_forward(p.ins, p.lit, p.io, xf, seeds, jac, p.workspace())
             else:
