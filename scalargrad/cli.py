@@ -94,6 +94,28 @@ def compiled_ops(transformed, tape) -> int:
     return len(optimize(tape))
 
 
+def kernel_name(transformed) -> str:
+    """The kernel running a transformed function's compiled path: "codegen" once its generated code
+    is in use (backend "codegen", or "auto" after a tier-up), else "interp"."""
+    for sig in getattr(transformed, "cache", {}).values():
+        for path in getattr(sig, "paths", ()):
+            tier = getattr(path, "tier", None)
+            if tier is not None:
+                return "codegen" if tier.kernel is not None else "interp"
+    return "interp"
+
+
+def steady_seconds(transformed, x0, repeat: int | None) -> tuple[float, str]:
+    """(median seconds of ``transformed(x0)``, its kernel): timed again if backend "auto" tiered up
+    during the timing, so that the figure is one kernel's, never a mix."""
+    kernel = kernel_name(transformed)
+    seconds = median_seconds(lambda: transformed(x0), repeat)
+    if kernel_name(transformed) != kernel:
+        kernel = kernel_name(transformed)
+        seconds = median_seconds(lambda: transformed(x0), repeat)
+    return seconds, kernel
+
+
 def first_call(transformed, x0) -> tuple[object, float, float | None]:
     """(result, seconds, seconds spent compiling the traced tape) of the first call of a transformed
     function. The compile part is timed around api's ``_make_path`` (passes, program, generated code)
@@ -143,13 +165,14 @@ def measure(fun, x0, repeat: int | None = None, options: dict | None = None, eag
     compiled = compiled_ops(value_and_grad, tape)
     forward = sg.jit(fun, **options)
     forward(x0)
-    fwd_s = median_seconds(lambda: forward(x0), repeat)
-    vg_s = median_seconds(lambda: value_and_grad(x0), repeat)
+    fwd_s, fwd_kernel = steady_seconds(forward, x0, repeat)
+    vg_s, kernel = steady_seconds(value_and_grad, x0, repeat)
     if compile_s is None:  # the first call traces, compiles and runs once: compile is the rest
         compile_s = max(0.0, first_s - trace_s - vg_s)
     row = dict(ops=ops, compiled_ops=compiled, trace_ms=1e3 * trace_s, compile_ms=1e3 * compile_s, fwd_us=1e6 * fwd_s, vg_us=1e6 * vg_s,
                ratio=vg_s / fwd_s, ns_per_op=1e9 * vg_s / ops, ns_per_compiled_op=1e9 * vg_s / compiled,
-               eager_us_per_op=None, value=value, fd_err=None)
+               eager_us_per_op=None, value=value, fd_err=None,
+               kernel=kernel if fwd_kernel == kernel else f"{kernel} (fwd {fwd_kernel})")
     problems = []
     if eager and ops <= EAGER_MAX_OPS:
         eager_s, eager_grad = eager_seconds(fun, x0)
@@ -248,14 +271,17 @@ COLUMNS = (
     ("ops", "ops", "{:d}"), ("c-ops", "compiled_ops", "{:d}"), ("trace ms", "trace_ms", "{:.1f}"),
     ("compile ms", "compile_ms", "{:.1f}"), ("fwd µs", "fwd_us", "{:.1f}"), ("vg µs", "vg_us", "{:.1f}"),
     ("ratio", "ratio", "{:.2f}"), ("ns/op", "ns_per_op", "{:.1f}"), ("ns/c-op", "ns_per_compiled_op", "{:.1f}"),
-    ("eager µs/op", "eager_us_per_op", "{:.2f}"), ("fd err", "fd_err", "{:.1e}"),
+    ("eager µs/op", "eager_us_per_op", "{:.2f}"), ("fd err", "fd_err", "{:.1e}"), ("kernel", "kernel", "{}"),
 )
 # With --batch: ns per traced op per point at B points, and that over the single-point ns/op.
 BATCH_COLUMNS = (("B ns/op", "batch_ns_per_op", "{:.2f}"), ("B/single", "batch_vs_single", "{:.3f}"))
-ROW_NUMBERS = [key for _, key, _ in COLUMNS] + ["value"]  # every row has these keys (None: not measured)
+# Every row has these keys (None: not measured).
+ROW_NUMBERS = [key for _, key, _ in COLUMNS if key != "kernel"] + ["value"]
+ROW_KEYS = ROW_NUMBERS + ["kernel"]
 BATCH_NUMBERS = ["batch", "batch_us", "batch_ns_per_op", "batch_ns_per_compiled_op", "batch_vs_single"]
 LEGEND = ("ops: traced instructions; c-ops: instructions compiled after dce/cse/fold_constants; "
-          "ns/op and ns/c-op: vg time over each")
+          "ns/op and ns/c-op: vg time over each; kernel: what ran the timed calls (interp: the tape "
+          "interpreter; codegen: the tape's generated code, with backend auto once a path is hot)")
 
 
 class Table:
@@ -328,7 +354,7 @@ def bench(args) -> int:
         for name, workload_name, size in rows:
             progress.update(name)
             workload = WORKLOADS[workload_name]
-            row = dict(name=name, workload=workload_name, size=size, **dict.fromkeys(ROW_NUMBERS))
+            row = dict(name=name, workload=workload_name, size=size, **dict.fromkeys(ROW_KEYS))
             if args.batch:
                 row.update(dict.fromkeys(BATCH_NUMBERS))
             if workload.check:

@@ -51,11 +51,12 @@ def test_default_bench_reports_higher_order_ratios_in_the_documented_layout(quic
 
 def test_bench_rows_have_every_number(quick_bench):
     _, results = quick_bench
-    keys = {"name", "workload", "size", "ok", "detail", *cli.ROW_NUMBERS}
+    keys = {"name", "workload", "size", "ok", "detail", *cli.ROW_KEYS}
     for row in results["rows"]:
         assert set(row) == keys
     for row in results["rows"][1:]:
         assert row["ops"] > 0
+        assert row["kernel"].split()[0] in ("interp", "codegen")
         assert all(math.isfinite(row[key]) for key in cli.ROW_NUMBERS), row
         assert min(row["trace_ms"], row["compile_ms"], row["fwd_us"], row["vg_us"], row["eager_us_per_op"]) > 0
         assert row["fd_err"] < cli.FD_TOLERANCE

@@ -155,6 +155,65 @@ def test_a_loop_reading_an_earlier_loop_and_straight_code_reading_both():
     np.testing.assert_allclose(g, central_diff(lambda *v: f(np.array(v)), x), rtol=1e-6, atol=1e-8)
 
 
+def test_constants_that_differ_per_copy_become_a_table():
+    """``c[i] * x[i]`` with Python floats c: each copy records its own constant; the loop reads it
+    from a table (non-finite constants and -0.0 kept bit for bit)."""
+    rng = np.random.default_rng(5)
+    c = rng.uniform(-2, 2, 40)
+    c[[3, 11, 12]] = [-0.0, np.inf, -np.inf]
+    c = [float(v) for v in c]
+
+    def f(x):
+        return sum(sg.sin(c[i] * x[i]) * x[i + 1] + c[i] for i in range(len(x) - 1))
+
+    x = np.linspace(-1.0, 1.3, 41)
+    tape = rolled_tape(f, x)
+    assert any(loop.tables for loop in codegen.rolled_plan(tape).loops)
+    assert "np.uint64).view(np.float64)" in codegen.source(tape)  # the table with infinities, from its bits
+    check_against_interpreter(tape, [x, -x, np.where(np.arange(41) == 9, np.nan, x)])
+    input_first = rolled_tape(lambda x: [x[2], f(x)], x)  # the gradient of output 0, an input
+    check_against_interpreter(input_first, [x])
+    finite = [v if np.isfinite(v) else 0.5 for v in c]
+
+    def g(x):
+        return sum(sg.sin(finite[i] * x[i]) * x[i + 1] + finite[i] for i in range(len(x) - 1))
+
+    value, grad = sg.value_and_grad(g, backend="codegen")(x)
+    np.testing.assert_allclose(grad, central_diff(lambda *v: g(np.array(v)), x), rtol=1e-6, atol=1e-8)
+
+
+def dense_net(points, width):
+    """Two tanh layers on constant points, as a matrix product of object arrays records them: per
+    point and output unit, a dot product over the inputs (the MLP workload's shape, smaller)."""
+    n_in = points.shape[1]
+
+    def f(params):
+        w1 = params[: n_in * width].reshape(n_in, width)
+        w2 = params[n_in * width:].reshape(width, width)
+        h = sg.tanh(points @ w1)
+        return (sg.tanh(h @ w2) * 0.5).sum()
+    return f, n_in * width + width * width
+
+
+def test_matrix_products_become_grid_loops():
+    """Per point a block of ``width`` dot products (longer than MAX_PERIOD): a loop over points of a
+    loop over units, whose operands move one way along units and another along points."""
+    rng = np.random.default_rng(8)
+    points = rng.uniform(-1, 1, (10, 2)).astype(object)
+    f, n = dense_net(points, width=9)
+    params = rng.uniform(-1, 1, n)
+    tape = rolled_tape(f, params)
+    the_plan = codegen.rolled_plan(tape)
+    grids = [loop for loop in the_plan.loops if loop.inner]
+    assert grids and max(loop.inner * loop.period for loop in grids) > rolled.MAX_PERIOD
+    assert the_plan.statements * 10 < len(tape)
+    assert "    for ti in range(9):" in codegen.source(tape)
+    special = [np.where(rng.random(n) < 0.2, v, params) for v in SPECIAL[:5]]
+    check_against_interpreter(tape, [params, -params] + special)
+    value, grad = sg.value_and_grad(f, backend="codegen")(params)
+    np.testing.assert_allclose(grad, central_diff(lambda *v: f(np.array(v)), params), rtol=1e-6, atol=1e-8)
+
+
 def test_guards_inside_a_loop():
     def f(x):
         s = 0.0

@@ -179,6 +179,19 @@ def _literal(value: float, k: int, constants: dict) -> str:
     return name
 
 
+def _constant_line(name: str, value) -> str:
+    """A module constant: a non-finite literal from its bits, a table of literals (rolled.py's
+    per-copy literals; Numba freezes a global array into the compiled code) or source text."""
+    if isinstance(value, str):
+        return f"{name} = {value}"
+    if not isinstance(value, np.ndarray):
+        return f"{name} = struct.unpack('<d', struct.pack('<Q', {value:#x}))[0]"
+    if np.isfinite(value).all():
+        return f"{name} = np.array([{', '.join(repr(float(v)) for v in value)}])"
+    bits = ", ".join(f"{int(b):#x}" for b in value.view(np.uint64))
+    return f"{name} = np.array([{bits}], dtype=np.uint64).view(np.float64)"
+
+
 def _names(tape: Tape, k: int, constants: dict) -> dict:
     """Placeholder values for instruction k: operand and own value variables, and the literal. A
     'const' operand is written as its literal, so that a partial such as mul's is seen to be a
@@ -366,8 +379,7 @@ def source(tape: Tape, key: str | None = None) -> str:
         "",
         f"KEY = {key!r}",
     ]
-    for name, bits in constants.items():
-        lines.append(f"{name} = struct.unpack('<d', struct.pack('<Q', {bits:#x}))[0]")
+    lines += [_constant_line(name, value) for name, value in constants.items()]
     lines += ["", "", "@njit", "def evaluate(x, out):",
               '    """Writes every output into out; returns whether the guards hold."""', *ev,
               "", "", "@njit", "def value_and_grad(x, grad):",

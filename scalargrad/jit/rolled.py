@@ -22,21 +22,29 @@ from ..ops import CONST, DIFF_MASK, INPUT, OPS
 from ..tape import Tape
 from .flags import njit
 
-MAX_PERIOD = 64   # longest block searched for
+MAX_PERIOD = 64   # every block up to this long is searched for ...
+MAX_LONG_PERIOD = 2048  # ... and longer ones up to this, at the distances the tape suggests
+LONG_PERIODS = 16       # how many such distances are tried
+MAX_BODY = 128    # longest loop body written out: a longer block must itself repeat an inner block
 MIN_COUNT = 8     # fewest copies worth a loop
 
 
 @dataclass
 class Loop:
     """Instructions [start, start + period * count): copy t, position i is slot start + t*period + i.
-    ``refs[i][j]`` says where operand j of position i lives (see ``_reference``)."""
+    ``refs[i][j]`` says where operand j of position i lives (see ``_reference``). With ``inner`` > 0
+    the copies form a grid, t = to * inner + ti: a block of ``inner`` copies repeated (a
+    matrix-vector product: the copies of a dot product, per point), and an operand may move
+    differently along ti and along to."""
 
     start: int
     period: int
     count: int
+    inner: int = 0
     refs: list = field(default_factory=list)
     kept: set = field(default_factory=set)      # positions whose values are read outside their copy
     carried: set = field(default_factory=set)   # positions the next copy reads
+    tables: dict = field(default_factory=dict)  # position -> its literal per copy, where that varies
 
     @property
     def stop(self) -> int:
@@ -63,19 +71,43 @@ def _run_lengths(mask: np.ndarray) -> np.ndarray:
     return next_false - index
 
 
-def _candidates(tape: Tape, max_period: int, min_count: int):
-    """(best cover, its period) per start index: the longest periodic run starting there."""
+def _long_periods(tape: Tape, min_period: int, max_period: int, how_many: int) -> list:
+    """Periods above ``min_period`` worth searching: the commonest distances between consecutive
+    uses of one slot as the same operand of the same op. A loop body that reads a fixed slot (a
+    weight, a constant, an input) reads it once per copy, so its period is such a distance."""
+    n = len(tape)
+    distances = []
+    for j, slots in enumerate((tape.a, tape.b, tape.c)):
+        used = np.flatnonzero(slots >= 0)
+        key = (tape.op[used].astype(np.int64) * 3 + j) * (n + 1) + slots[used]
+        order = np.argsort(key, kind="stable")  # by key, then by position
+        same_key = key[order][1:] == key[order][:-1]
+        distances.append((used[order][1:] - used[order][:-1])[same_key])
+    distance = np.concatenate(distances)
+    distance = distance[(distance > min_period) & (distance <= max_period)]
+    values, counts = np.unique(distance, return_counts=True)
+    common = np.argsort(-counts, kind="stable")[:how_many]
+    return sorted(int(v) for v in values[common])
+
+
+def _periods(tape: Tape, max_period: int) -> list:
+    """The periods searched, ascending: all up to ``max_period``, then the likely longer ones."""
+    return list(range(1, max_period + 1)) + _long_periods(tape, max_period, MAX_LONG_PERIOD, LONG_PERIODS)
+
+
+def _candidates(tape: Tape, periods: list, min_count: int):
+    """(best cover, its period) per start index: the longest periodic run starting there. Copies
+    agree in ops and in how their operands move; literals may differ (a table per position)."""
     op = tape.op.astype(np.int64)
-    bits = tape.lit.view(np.int64)
     slots = np.stack([tape.a, tape.b, tape.c]).astype(np.int64)
     n = len(op)
     best_cover = np.zeros(n, np.int64)
     best_period = np.zeros(n, np.int64)
-    for p in range(1, max_period + 1):
+    for p in periods:
         K = n - p
         if K < p * (min_count - 1):
             break
-        same = (op[:K] == op[p:]) & (bits[:K] == bits[p:]) & (op[:K] != INPUT)
+        same = (op[:K] == op[p:]) & (op[:K] != INPUT)
         delta = slots[:, p:] - slots[:, :K]
         periodic = np.zeros(K, dtype=bool)
         periodic[p:] = same[p:] & same[:K - p] & (delta[:, p:] == delta[:, :K - p]).all(axis=0)
@@ -89,32 +121,81 @@ def _candidates(tape: Tape, max_period: int, min_count: int):
     return best_cover, best_period
 
 
+@njit
+def _run_cover(op, slots, k, p, min_count, input_code):
+    """Instructions covered by the periodic run of period p starting at k (as ``_candidates``
+    finds them), or 0 if it has fewer than min_count copies."""
+    n = len(op)
+    if k + 2 * p > n:
+        return 0
+    for i in range(k, k + p):
+        if op[i] != op[i + p] or op[i] == input_code:
+            return 0
+    i = k + p
+    while i + p < n and op[i] == op[i + p]:
+        if ((slots[:, i + p] - slots[:, i]) != (slots[:, i] - slots[:, i - p])).any():
+            break
+        i += 1
+    count = 2 + (i - k - p) // p
+    return p * count if count >= min_count else 0
+
+
 def plan(tape: Tape, max_period: int = MAX_PERIOD, min_count: int = MIN_COUNT) -> Plan:
-    """Loops and straight instructions covering the tape, chosen greedily from the left."""
+    """Loops and straight instructions covering the tape, chosen greedily from the left: at each
+    index the run covering most instructions whose operands resolve (``_resolve``)."""
     n = len(tape)
-    best_cover, best_period = _candidates(tape, max_period, min_count)
+    periods = _periods(tape, max_period)
+    best_cover, best_period = _candidates(tape, periods, min_count)
+    op = tape.op.astype(np.int64)
+    slots = np.stack([tape.a, tape.b, tape.c]).astype(np.int64)
     input_index = np.full(n, -1, np.int64)
     input_index[tape.inputs] = np.arange(len(tape.inputs))
     owner = np.full(n, -1, np.int64)  # index into loops of the loop holding each slot
     segments, loops = [], []
     statements = 0
+    retry_from = 0  # starts inside a run whose periods all failed try only their best period
     k = 0
     while k < n:
-        if best_cover[k]:
-            p = int(best_period[k])
-            loop = Loop(k, p, int(best_cover[k]) // p)
-            if _resolve(tape, loop, loops, owner, input_index):
-                owner[loop.start: loop.stop] = len(loops)
-                loops.append(loop)
-                segments.append(loop)
-                statements += p
-                k = loop.stop
-                continue
+        tries = [(int(best_cover[k]), int(best_period[k]))] if best_cover[k] else []
+        loop = None
+        while tries and loop is None:
+            cover, p = tries.pop(0)
+            shapes = [_grid(op, slots, k, p, cover // p, periods)]
+            shapes.append(Loop(k, p, cover // p) if p <= MAX_BODY else None)
+            loop = next((shape for shape in shapes if shape is not None
+                         and _resolve(tape, shape, loops, owner, input_index)), None)
+            if loop is None and k >= retry_from:  # the other periods, most instructions covered first
+                retry_from = k + cover
+                covers = [(_run_cover(op, slots, k, q, min_count, INPUT), q) for q in periods if q != p]
+                tries = sorted(((c, q) for c, q in covers if c), key=lambda cq: (-cq[0], cq[1]))
+        if loop is not None:
+            owner[loop.start: loop.stop] = len(loops)
+            loops.append(loop)
+            segments.append(loop)
+            statements += loop.period
+            k = loop.stop
+            continue
         segments.append(k)
         if tape.op[k] not in (INPUT, CONST):
             statements += 1
         k += 1
     return Plan(segments, loops, statements, owner)
+
+
+def _grid(op, slots, k, period, count, periods):
+    """The run of ``count`` blocks of ``period`` at k as a grid loop, if each block is ``inner``
+    copies of a shorter block (the same ones in every block, moving the same way): else None."""
+    if count < 2:
+        return None
+    outer = slots[:, k + period: k + 2 * period] - slots[:, k: k + period]
+    for q in periods:
+        if q >= period or q > MAX_BODY or period % q:
+            continue
+        inner = period // q
+        if (_run_cover(op, slots, k, q, 2, INPUT) == period
+                and (outer.reshape(3, inner, q) == outer[:, None, :q]).all()):
+            return Loop(k, q, count * inner, inner=inner)
+    return None
 
 
 def _resolve(tape, loop, loops, owner, input_index) -> bool:
@@ -125,11 +206,17 @@ def _resolve(tape, loop, loops, owner, input_index) -> bool:
         refs = []
         for slots in (tape.a, tape.b, tape.c)[: OPS[tape.op[k]].arity]:
             first, delta = int(slots[k]), int(slots[k + p]) - int(slots[k])
-            ref = _reference(tape, loop, first, delta, loops, owner, input_index)
+            outer = int(slots[k + p * loop.inner]) - int(slots[k]) if loop.inner else None
+            ref = _reference(tape, loop, first, delta, outer, loops, owner, input_index)
             if ref is None:
                 return False
             refs.append(ref)
         loop.refs.append(refs)
+    for i in range(p):
+        if OPS[tape.op[s + i]].literal:
+            literals = tape.lit[s + i: loop.stop: p]
+            if (literals.view(np.int64) != literals[:1].view(np.int64)).any():
+                loop.tables[i] = literals.copy()
     for refs in loop.refs:  # what the chosen loop reads from outside its copies must be kept
         for ref in refs:
             if ref[0] == "carried":
@@ -140,39 +227,51 @@ def _resolve(tape, loop, loops, owner, input_index) -> bool:
     return True
 
 
-def _reference(tape, loop, first, delta, loops, owner, input_index):
-    """Where an operand at slot ``first + t * delta`` (copy t) lives:
+def _reference(tape, loop, first, delta, outer, loops, owner, input_index):
+    """Where an operand at slot ``first + t * delta`` (copy t) lives; in a grid loop at
+    ``first + ti * delta + to * outer`` (``outer`` None where that is the same):
     ("same", i)                 position i of the same copy
     ("carried", i, initial)     position i of the copy before; ``initial`` (a fixed reference) in copy 0
     ("const", slot)             a constant
     ("straight", slot)          a slot outside every loop
-    ("input", index, step)      x[index + t * step]
-    ("kept", loop, i, t0, step) position i of copy t0 + t * step of an earlier loop
+    ("input", index, step, outer_step)      x[index + t * step], or x[index + ti * step + to * outer_step]
+    ("kept", loop, i, t0, step, outer_step) position i of copy t0 + t * step (or + ti * step + to *
+                                outer_step) of an earlier loop
     None where it is none of these."""
     s, p, m = loop.start, loop.period, loop.count
+    if outer is not None and outer == loop.inner * delta:
+        outer = None  # moves with t
     if first >= s:
-        return ("same", first - s) if delta == p else None
-    if delta == p and first + p >= s:
-        initial = _reference(tape, loop, first, 0, loops, owner, input_index)
+        return ("same", first - s) if delta == p and outer is None else None
+    if delta == p and outer is None and first + p >= s:
+        initial = _reference(tape, loop, first, 0, None, loops, owner, input_index)
         return None if initial is None else ("carried", first + p - s, initial)
-    last = first + (m - 1) * delta
-    if last >= s or last < 0:
+    where = first + _moves(loop, delta, outer)
+    if where.max() >= s or where.min() < 0:
         return None
-    if delta == 0 and tape.op[first] == CONST:
+    if delta == 0 and outer is None and tape.op[first] == CONST:
         return ("const", first)
     if owner[first] < 0 and tape.op[first] != INPUT:
-        return ("straight", first) if delta == 0 else None
+        return ("straight", first) if delta == 0 and outer is None else None
     if tape.op[first] == INPUT:
-        where = first + delta * np.arange(m)
         index = input_index[where]
         step = int(index[1] - index[0]) if m > 1 else 0
-        ok = (tape.op[where] == INPUT).all() and (index == index[0] + step * np.arange(m)).all()
-        return ("input", int(index[0]), step) if ok else None
-    other = loops[owner[first]]
-    if owner[last] != owner[first] or delta % other.period:
+        outer_step = None if outer is None else int(index[loop.inner] - index[0])
+        ok = (tape.op[where] == INPUT).all() and (index == index[0] + _moves(loop, step, outer_step)).all()
+        return ("input", int(index[0]), step, outer_step) if ok else None
+    L = owner[first]
+    other = loops[L]
+    if not (owner[where.min()] == owner[where.max()] == L) or delta % other.period or (outer or 0) % other.period:
         return None
     i, t0 = (first - other.start) % other.period, (first - other.start) // other.period
-    return ("kept", int(owner[first]), i, t0, delta // other.period)
+    return ("kept", int(L), i, t0, delta // other.period, None if outer is None else outer // other.period)
+
+
+def _moves(loop, step, outer_step) -> np.ndarray:
+    """Per copy, how far an index moving ``step`` per copy (or per ti, and ``outer_step`` per to) goes."""
+    if outer_step is None:
+        return step * np.arange(loop.count)
+    return (outer_step * np.arange(loop.count // loop.inner)[:, None] + step * np.arange(loop.inner)).ravel()
 
 
 # --- writing the functions ---------------------------------------------------------------------------
@@ -191,21 +290,40 @@ def _leads_to_input(op, a, b, c, diff_mask, input_code):
     return useful
 
 
-def _step(base, step) -> str:
-    """Source of the index ``base + t * step``."""
-    if step == 0:
-        return str(base)
-    term = "t" if step == 1 else f"t * {step}"
-    return term if base == 0 else f"{base} + {term}"
+def _step(base, step, outer_step=None) -> str:
+    """Source of the index ``base + t * step``, or ``base + ti * step + to * outer_step``."""
+    moves = [("t", step)] if outer_step is None else [("ti", step), ("to", outer_step)]
+    terms = [name if by == 1 else f"{name} * {by}" for name, by in moves if by != 0]
+    if base != 0 or not terms:
+        terms.insert(0, str(base))
+    return " + ".join(terms)
+
+
+def _indent(loop) -> str:
+    return "        " if loop.inner else "    "
+
+
+def _header(loop, reverse: bool) -> list:
+    """The ``for`` lines of a loop over its copies (backwards for the reverse sweep), with ``t`` the
+    copy; the body goes under them, indented by ``_indent(loop)``."""
+    def over(count):
+        return f"range({count - 1}, -1, -1)" if reverse else f"range({count})"
+    if not loop.inner:
+        return [f"for t in {over(loop.count)}:"]
+    return [f"for to in {over(loop.count // loop.inner)}:", f"    for ti in {over(loop.inner)}:",
+            f"        t = to * {loop.inner} + ti"]
 
 
 class _Writer:
     """Writes the bodies of ``evaluate(x, out)`` and ``value_and_grad(x, grad)`` for a plan.
 
-    Names: ``v<k>`` / ``g<k>`` value and adjoint of straight slot k; in loop L, ``u<i>`` / ``a<i>``
-    position i of the current copy, ``c<L>_<i>`` the value of a carried position (the last copy's
-    after the loop), ``k<L>_<i>`` its adjoint so far, ``r<i>`` its value in the copy before during
-    the reverse sweep, ``V<L>_<i>`` / ``A<L>_<i>`` arrays over the copies where needed."""
+    Names: ``v<k>`` / ``g<k>_<n>`` value and adjoint (after n steps) of straight slot k; in loop
+    L's forward sweep ``u<L>_<i>`` the value of position i of the current copy, in its reverse sweep
+    ``u<L>b_<i>`` that value recomputed, ``a<L>b_<i>_<n>`` its adjoint and ``r<L>b_<i>`` its value in
+    the copy before; ``c<L>_<i>`` the value of a carried position (the last copy's after the loop),
+    ``k<L>_<i>`` its adjoint so far; ``V[V<L>_<i> + t]`` / ``A[A<L>_<i> + t]`` the value / adjoint of
+    position i in copy t where needed (``_at``); ``K<L>_<i>[t]`` its literal where that differs
+    between copies (a module constant)."""
 
     def __init__(self, tape: Tape, the_plan: Plan, literal, expr, constant_partial, constants: dict):
         self.tape, self.plan = tape, the_plan
@@ -216,6 +334,9 @@ class _Writer:
         self.useful = _leads_to_input(tape.op.astype(np.int64), tape.a, tape.b, tape.c, DIFF_MASK, INPUT)
         self.adjoint_arrays: set = set()  # (loop, position) whose adjoints live in an array
         self.carry_seeded: set = set()    # (loop, position) whose k<L>_<i> later code adds to
+        self.versions: dict = {}          # variable -> version of its current value (_step_line)
+        self.sizes = {"V": 0, "A": 0}     # lengths of the value and adjoint buffers (_at)
+        self.tag = ""                      # names the loop being written (_local)
         # Carried positions another loop reads through an array: all their copies' adjoints must
         # then live in that array (summing some in k<L>_<i> would change the order of the sums).
         self.read_by_loops = set()
@@ -255,6 +376,21 @@ class _Writer:
     def _operands(self, k):
         return [int(s) for s in (self.tape.a[k], self.tape.b[k], self.tape.c[k])[: OPS[self.tape.op[k]].arity]]
 
+    def _local(self, letter: str, i) -> str:
+        """A name local to the loop being written (``tag``): each is assigned in one place only,
+        since Numba's compile time grows with reassigned variables times blocks."""
+        return f"{letter}{self.tag}_{i}"
+
+    def _at(self, array: str, L: int, i: int, index) -> str:
+        """Element ``index`` of position i's values (``array`` "V") or adjoints ("A") over loop L's
+        copies. All such arrays are parts of one buffer per function (one allocation, not one per
+        array), at offsets named by module constants."""
+        name = f"{array}{L}_{i}"
+        if name not in self.constants:
+            self.constants[name] = str(self.sizes[array])
+            self.sizes[array] += self.plan.loops[L].count
+        return f"{array}[{name} + {index}]"
+
     def value(self, slot) -> str:
         """A fixed slot's value, outside loops."""
         op = self.tape.op[slot]
@@ -264,7 +400,7 @@ class _Writer:
             return self.literal(self.tape.lit[slot], slot, self.constants)
         if self.owner[slot] >= 0:
             L, i, t = self._position(slot)
-            return f"c{L}_{i}" if self._last_carried(slot) else f"V{L}_{i}[{t}]"
+            return f"c{L}_{i}" if self._last_carried(slot) else self._at("V", L, i, t)
         return f"v{slot}"
 
     def adjoint(self, slot):
@@ -279,35 +415,35 @@ class _Writer:
                 self.carry_seeded.add((L, i))
                 return f"k{L}_{i}"
             self.adjoint_arrays.add((L, i))
-            return f"A{L}_{i}[{t}]"
+            return self._at("A", L, i, t)
         return f"g{slot}"
 
     def ref_value(self, ref, carried_prefix) -> str:
         kind = ref[0]
         if kind == "same":
-            return f"u{ref[1]}"
+            return self._local("u", ref[1])
         if kind == "carried":
             return f"{carried_prefix}{ref[1]}"
         if kind in ("const", "straight"):
             return self.value(ref[1])
         if kind == "input":
-            return f"x[{_step(ref[1], ref[2])}]"
-        return f"V{ref[1]}_{ref[2]}[{_step(ref[3], ref[4])}]"
+            return f"x[{_step(*ref[1:])}]"
+        return self._at("V", ref[1], ref[2], _step(*ref[3:]))
 
     def ref_adjoint(self, loop, ref):
         kind = ref[0]
         if kind == "same":
-            return f"a{ref[1]}" if self._position_useful(loop, ref[1]) else None
+            return self._local("a", ref[1]) if self._position_useful(loop, ref[1]) else None
         if kind in ("const", "straight"):
             return self.adjoint(ref[1])
         if kind == "input":
-            return f"grad[{_step(ref[1], ref[2])}]"
+            return f"grad[{_step(*ref[1:])}]"
         if kind == "kept":
             other = self.plan.loops[ref[1]]
             if not self._position_useful(other, ref[2]):
                 return None
             self.adjoint_arrays.add((ref[1], ref[2]))
-            return f"A{ref[1]}_{ref[2]}[{_step(ref[3], ref[4])}]"
+            return self._at("A", ref[1], ref[2], _step(*ref[3:]))
         raise AssertionError(kind)
 
     def _position_useful(self, loop, i) -> bool:
@@ -347,20 +483,41 @@ class _Writer:
 
     # code
     def _names(self, op, k, operand_values, own) -> dict:
-        names = dict(y=own, lit=self.literal(self.tape.lit[k], k, self.constants))
+        L = int(self.owner[k])
+        loop = self.plan.loops[L] if L >= 0 else None
+        i = -1 if loop is None else (k - loop.start) % loop.period
+        if loop is not None and i in loop.tables:  # a literal that differs per copy
+            self.constants[f"K{L}_{i}"] = loop.tables[i]
+            lit = f"K{L}_{i}[t]"
+        else:
+            lit = self.literal(self.tape.lit[k], k, self.constants)
+        names = dict(y=own, lit=lit)
         names.update(zip("abc", operand_values))
         return names
 
-    def _step_line(self, target, partial, g) -> str:
-        """``target`` plus partial times adjoint g, as the interpreter adds it (see codegen.py)."""
+    def _name(self, variable) -> str:
+        """The current name of a variable written in SSA form (see ``_step_line``)."""
+        version = self.versions.get(variable)
+        return variable if version is None else f"{variable}_{version}"
+
+    def _step_line(self, target, partial, g, fresh=False) -> str:
+        """``target`` plus partial times adjoint g, as the interpreter adds it (see codegen.py).
+        Variables in ``versions`` (straight adjoints, a loop copy's adjoints) get a new name per step
+        where ``fresh`` (straight code within one block): Numba's compile time grows with the number
+        of reassigned variables times blocks. In a loop over copies a straight adjoint is updated in
+        place."""
+        old = self._name(target)
+        if fresh and target in self.versions:
+            self.versions[target] += 1
+        new = self._name(target)
         if self.constant_partial(partial):
             c = float(partial.strip("()"))
             if c == 1.0:
-                return f"{target} = {target} + {g}"
+                return f"{new} = {old} + {g}"
             if c == -1.0:
-                return f"{target} = {target} - {g}"
-            return f"{target} = muladd({target}, {partial}, {g})"
-        return f"{target} = acc({target}, {partial}, {g})"
+                return f"{new} = {old} - {g}"
+            return f"{new} = muladd({old}, {partial}, {g})"
+        return f"{new} = acc({old}, {partial}, {g})"
 
     def forward(self, for_reverse: bool) -> list:
         lines = []
@@ -379,7 +536,8 @@ class _Writer:
             k = loop.start + i
             op = OPS[self.tape.op[k]]
             values = [self.ref_value(ref, carried_prefix) for ref in loop.refs[i]]
-            lines.append(f"u{i} = {self.expr(op, None, self._names(op, k, values, f'u{i}'))}")
+            own = self._local("u", i)
+            lines.append(f"{own} = {self.expr(op, None, self._names(op, k, values, own))}")
         return lines
 
     def _carried_initial(self, loop) -> dict:
@@ -392,18 +550,22 @@ class _Writer:
 
     def _loop_forward(self, loop, for_reverse) -> list:
         L = self.plan.loops.index(loop)
+        self.tag = str(L)
         kept = sorted(loop.kept | (self.recompute[L][1] if for_reverse else set()))
-        lines = [f"V{L}_{i} = np.empty({loop.count})" for i in kept]
+        lines = []
         lines += [f"c{L}_{i} = {self.ref_value(ref, 'c')}" for i, ref in sorted(self._carried_initial(loop).items())]
-        lines.append(f"for t in range({loop.count}):")
+        lines += _header(loop, reverse=False)
         body = self._body(loop, f"c{L}_", range(loop.period))
-        body += [f"V{L}_{i}[t] = u{i}" for i in kept]
-        body += [f"c{L}_{i} = u{i}" for i in sorted(loop.carried)]
-        return lines + ["    " + line for line in body]
+        body += [f"{self._at('V', L, i, 't')} = {self._local('u', i)}" for i in kept]
+        body += [f"c{L}_{i} = {self._local('u', i)}" for i in sorted(loop.carried)]
+        return lines + [_indent(loop) + line for line in body]
 
     def reverse(self, out: int) -> list:
         """The reverse sweep after the forward lines, seeded at slot ``out``."""
         seed = self.adjoint(out)  # first: it may put the output's adjoint in an array
+        straight = [k for k in range(len(self.tape)) if self.owner[k] < 0 and self.useful[k]
+                    and self.tape.op[k] not in (INPUT, CONST)]
+        self.versions.update((f"g{k}", 0) for k in straight)
         lines = []
         for seg in reversed(self.plan.segments):
             if isinstance(seg, Loop):
@@ -415,18 +577,21 @@ class _Writer:
                 for j, slot in enumerate(operands):
                     target = self.adjoint(slot) if DIFF_MASK[self.tape.op[seg], j] else None
                     if target is not None:
-                        lines.append(self._step_line(target, self.expr(op, j, names), f"g{seg}"))
+                        lines.append(self._step_line(target, self.expr(op, j, names), self._name(f"g{seg}"), fresh=True))
         start = ["for i in range(grad.shape[0]):", "    grad[i] = 0.0"]
-        start += [f"A{L}_{i} = np.zeros({self.plan.loops[L].count})" for L, i in sorted(self.adjoint_arrays)]
+        for L, i in sorted(self.adjoint_arrays):
+            self._at("A", L, i, 0)
+        if self.sizes["A"]:
+            start.append(f"A = np.zeros({self.sizes['A']})")
         start += [f"k{L}_{i} = 0.0" for L, i in sorted(self.carry_seeded)]
-        start += [f"g{k} = 0.0" for k in range(len(self.tape)) if self.owner[k] < 0 and self.useful[k]
-                  and self.tape.op[k] not in (INPUT, CONST)]
-        if seed is not None:
+        start += [f"g{k}_0 = " + ("1.0" if seed == f"g{k}" else "0.0") for k in straight]
+        if seed is not None and seed not in {f"g{k}" for k in straight}:
             start.append(f"{seed} = 1.0")
         return start + lines
 
     def _loop_reverse(self, loop) -> list:
         L = self.plan.loops.index(loop)
+        self.tag = f"{L}b"
         m, p = loop.count, loop.period
         initial = self._carried_initial(loop)
         need, carried_need = self.recompute[L]
@@ -434,24 +599,26 @@ class _Writer:
         useful = [self._position_useful(loop, i) for i in range(p)]
         # k<L>_<i>: the adjoint so far of carried position i in the copy the next step processes;
         # later code may have added to it already (the last copy's value is read as c<L>_<i>).
-        lines = [f"k{L}_{i} = " + (f"A{L}_{i}[{m - 1}]" if i in arrays else "0.0")
+        lines = [f"k{L}_{i} = " + (self._at("A", L, i, m - 1) if i in arrays else "0.0")
                  for i in sorted(loop.carried) if (L, i) not in self.carry_seeded]
-        lines.append(f"for t in range({m - 1}, -1, -1):")
-        body = [f"r{i} = V{L}_{i}[t - 1] if t > 0 else {self.ref_value(initial[i], 'c')}"
+        lines += _header(loop, reverse=True)
+        body = [f"{self._local('r', i)} = {self._at('V', L, i, 't - 1')} if t > 0 else {self.ref_value(initial[i], 'c')}"
                 for i in sorted(carried_need)]
-        body += self._body(loop, "r", sorted(need))
+        body += self._body(loop, self._local("r", ""), sorted(need))
         for i in range(p):
             if useful[i]:
-                body.append(f"a{i} = " + (f"k{L}_{i}" if i in loop.carried else (f"A{L}_{i}[t]" if i in arrays else "0.0")))
+                self.versions[self._local("a", i)] = 0
+                body.append(f"{self._name(self._local('a', i))} = " + (f"k{L}_{i}" if i in loop.carried else (self._at("A", L, i, "t") if i in arrays else "0.0")))
         for i in sorted(loop.carried):
-            body.append(f"k{L}_{i} = " + (f"A{L}_{i}[t - 1] if t > 0 else 0.0" if i in arrays else "0.0"))
+            body.append(f"k{L}_{i} = " + (f"{self._at('A', L, i, 't - 1')} if t > 0 else 0.0" if i in arrays else "0.0"))
         for i in range(p - 1, -1, -1):
             if not useful[i]:
                 continue
             k = loop.start + i
             op = OPS[self.tape.op[k]]
-            values = [self.ref_value(ref, "r") for ref in loop.refs[i]]
-            names = self._names(op, k, values, f"u{i}")
+            values = [self.ref_value(ref, self._local("r", "")) for ref in loop.refs[i]]
+            names = self._names(op, k, values, self._local("u", i))
+            g = self._name(self._local("a", i))
             for j, ref in enumerate(loop.refs[i]):
                 if not DIFF_MASK[self.tape.op[k], j]:
                     continue
@@ -459,14 +626,18 @@ class _Writer:
                 if ref[0] == "carried":
                     outside = self.ref_adjoint(loop, ref[2]) if ref[2][0] != "const" else None
                     body.append("if t > 0:")
-                    body.append("    " + self._step_line(f"k{L}_{ref[1]}", partial, f"a{i}"))
+                    body.append("    " + self._step_line(f"k{L}_{ref[1]}", partial, g))
                     if outside is not None:
-                        body += ["else:", "    " + self._step_line(outside, partial, f"a{i}")]
+                        body += ["else:", "    " + self._step_line(outside, partial, g)]
                     continue
                 target = self.ref_adjoint(loop, ref)
                 if target is not None:
-                    body.append(self._step_line(target, partial, f"a{i}"))
-        return lines + ["    " + line for line in body]
+                    body.append(self._step_line(target, partial, g, fresh=ref[0] == "same"))
+        return lines + [_indent(loop) + line for line in body]
+
+    def value_buffer(self) -> list:
+        """The allocation of the value buffer, as large as the lines written so far need."""
+        return [f"V = np.empty({self.sizes['V']})"] if self.sizes["V"] else []
 
     def guard_test(self) -> list:
         """Lines setting ``ok`` to whether every guard has its traced value."""
@@ -481,9 +652,9 @@ class _Writer:
                 lines.append(f"ok = ok & ((({self.value(slot)}) != 0.0) == {want})")
         for (L, i, want), copies in grouped.items():
             if sorted(copies) == list(range(self.plan.loops[L].count)):
-                lines += [f"for t in range({len(copies)}):", f"    ok = ok & ((V{L}_{i}[t] != 0.0) == {want})"]
+                lines += [f"for t in range({len(copies)}):", f"    ok = ok & (({self._at('V', L, i, 't')} != 0.0) == {want})"]
             else:
-                lines += [f"ok = ok & ((V{L}_{i}[{t}] != 0.0) == {want})" for t in copies]
+                lines += [f"ok = ok & (({self._at('V', L, i, t)} != 0.0) == {want})" for t in copies]
         return lines
 
 
@@ -495,11 +666,12 @@ def function_bodies(tape: Tape, the_plan: Plan, literal, expr, constant_partial,
     guards = writer.guard_test()
     outputs = [int(s) for s in tape.outputs]
     ev = writer.forward(False) + guards + [f"out[{i}] = {writer.value(s)}" for i, s in enumerate(outputs)]
-    ev.append("return ok")
+    ev = writer.value_buffer() + ev + ["return ok"]
     if outputs:
         value = writer.value(outputs[0])
         vg = writer.forward(True) + guards + ["if not ok:", f"    return {value}, False"]
         vg += writer.reverse(outputs[0]) + [f"return {value}, True"]
+        vg = writer.value_buffer() + vg
     else:
         vg = ["return 0.0, False"]
     return ["    " + line for line in ev], ["    " + line for line in vg]
