@@ -66,7 +66,8 @@ class VMap:
                 raise ValueError(f"argument {i} has in_axes={ax} but is a scalar (no axis to map over)")
             if not -x.ndim <= ax < x.ndim:
                 raise ValueError(f"argument {i} has in_axes={ax} but only {x.ndim} dimensions")
-            x = np.moveaxis(x, int(ax), 0)
+            if ax != 0 and ax != -x.ndim:
+                x = np.moveaxis(x, int(ax), 0)
             sizes.add(x.shape[0])
             moved.append(x)
         if len(sizes) != 1:

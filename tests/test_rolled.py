@@ -214,6 +214,24 @@ def test_matrix_products_become_grid_loops():
     np.testing.assert_allclose(grad, central_diff(lambda *v: f(np.array(v)), params), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("reads_start", [False, True])
+def test_a_running_sum_from_a_straight_value(reads_start):
+    """Copy 0's step into the sum's start (a straight value) leaves the loop unless the loop also
+    reads that value (then it stays in the loop, in the interpreter's order): bit-identical both ways."""
+    def f(x):
+        c = sg.sin(x[0]) * 0.5
+        s = c
+        for i in range(1, len(x)):
+            s = s + x[i] * (c if reads_start else x[i - 1])
+        return s * c
+
+    x = np.linspace(-1.0, 1.3, 30)
+    tape = rolled_tape(f, x)
+    text = codegen.source(tape)
+    assert ("if t > 0:" in text) == reads_start
+    check_against_interpreter(tape, [x, -x, np.where(np.arange(30) == 0, 0.0, x), np.where(np.arange(30) == 4, np.inf, x)])
+
+
 def test_guards_inside_a_loop():
     def f(x):
         s = 0.0
