@@ -9,7 +9,7 @@ import pytest
 
 import scalargrad as sg
 from scalargrad.jit import codegen, rolled, tier
-from scalargrad.ops import USER_OPS
+from scalargrad.ops import OPCODE, USER_OPS
 from scalargrad.passes import optimize
 from scalargrad.trace import FUNCTIONS_BY_NAME
 
@@ -212,6 +212,21 @@ def test_matrix_products_become_grid_loops():
     check_against_interpreter(tape, [params, -params] + special)
     value, grad = sg.value_and_grad(f, backend="codegen")(params)
     np.testing.assert_allclose(grad, central_diff(lambda *v: f(np.array(v)), params), rtol=1e-6, atol=1e-8)
+
+
+def test_a_run_over_two_loops_copies_is_rolled_up_to_the_border():
+    """tanh over the values of two loops (as ``relu`` over the MLP's margins, which it computes in
+    two halves): one periodic run whose operand passes from one loop to the other; rolled as two."""
+    def f(x):
+        y = [sg.sin(x[i]) * x[i] for i in range(20)] + [sg.cos(x[i]) * x[i] for i in range(20)]
+        return sum(sg.tanh(v) for v in y)
+
+    x = np.linspace(-1.0, 1.3, 20)
+    tape = rolled_tape(f, x)
+    the_plan = codegen.rolled_plan(tape)
+    tanh = np.flatnonzero(tape.op == OPCODE["tanh"])
+    assert len(tanh) == 40 and (the_plan.owner[tanh] < 0).sum() <= 1  # sum's first term is apart
+    check_against_interpreter(tape, [x, -x, np.where(np.arange(20) == 3, np.nan, x)])
 
 
 @pytest.mark.parametrize("reads_start", [False, True])

@@ -160,10 +160,8 @@ def plan(tape: Tape, max_period: int = MAX_PERIOD, min_count: int = MIN_COUNT) -
         loop = None
         while tries and loop is None:
             cover, p = tries.pop(0)
-            shapes = [_grid(op, slots, k, p, cover // p, periods)]
-            shapes.append(Loop(k, p, cover // p) if p <= MAX_BODY else None)
-            loop = next((shape for shape in shapes if shape is not None
-                         and _resolve(tape, shape, loops, owner, input_index)), None)
+            shapes = _shapes(op, slots, owner, k, p, cover // p, periods, min_count)
+            loop = next((shape for shape in shapes if _resolve(tape, shape, loops, owner, input_index)), None)
             if loop is None and k >= retry_from:  # the other periods, most instructions covered first
                 retry_from = k + cover
                 covers = [(_run_cover(op, slots, k, q, min_count, INPUT), q) for q in periods if q != p]
@@ -180,6 +178,30 @@ def plan(tape: Tape, max_period: int = MAX_PERIOD, min_count: int = MIN_COUNT) -
             statements += 1
         k += 1
     return Plan(segments, loops, statements, owner)
+
+
+def _shapes(op, slots, owner, k, period, count, periods, min_count):
+    """The loops to try for a run of ``count`` copies of ``period`` at k, best first: a grid, the
+    run, the run up to where an operand passes from one earlier loop's copies to another's."""
+    grid = _grid(op, slots, k, period, count, periods)
+    if grid is not None:
+        yield grid
+    if period <= MAX_BODY:
+        yield Loop(k, period, count)
+        shorter = _copies_reading_one_loop(slots, owner, k, period, count)
+        if min_count <= shorter < count:
+            yield Loop(k, period, shorter)
+
+
+def _copies_reading_one_loop(slots, owner, k, period, count) -> int:
+    """How many of the run's first copies read each operand from the loop (or straight code) the
+    first copy reads it from: a run over the copies of two loops can be rolled up to the border."""
+    block = slots[:, k: k + period]
+    copies = block[:, :, None] + (slots[:, k + period: k + 2 * period] - block)[:, :, None] * np.arange(count)
+    outside = (block >= 0) & (block < k)
+    where = np.where(outside[:, :, None], copies, -1).clip(-1, len(owner) - 1)
+    same = np.where(where >= 0, owner[where] == owner[where[:, :, :1]], True).all(axis=(0, 1))
+    return int(count if same.all() else np.argmin(same))
 
 
 def _grid(op, slots, k, period, count, periods):
