@@ -29,6 +29,7 @@ AUTO_HOT_CALLS = 1000
 # Larger tapes tier up when their generated code, written with loops (rolled.py), has at most
 # AUTO_MAX_OPS instruction lines; whether it does is worked out in the background thread, for
 # tapes of at most AUTO_MAX_ROLLED_TAPE instructions (finding the loops is linear in the tape).
+# Lines in loops compile slower than straight ones: the MLP workload's 162 take about 10 s.
 AUTO_MAX_ROLLED_TAPE = 2_000_000
 # backend="codegen" compiles code of at most this many instruction lines (about 5 s; compile time
 # grows faster than linearly: 4.6 s at 832 ops, 21 s at 2000) and runs larger tapes on the
