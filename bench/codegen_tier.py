@@ -26,12 +26,10 @@ else:  # a fresh directory, so that compile times are cold; removed at exit
     atexit.register(shutil.rmtree, os.environ["SCALARGRAD_CACHE_DIR"], ignore_errors=True)
 
 import scalargrad as sg  # noqa: E402
+from scalargrad.handwritten import rosen_value_and_grad  # noqa: E402
 from scalargrad.jit import codegen, kernels, tier as tiering  # noqa: E402
 from scalargrad.passes import optimize  # noqa: E402
 from scalargrad.workloads import make_random, make_rosenbrock  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(__file__))
-from handwritten import rosen_value_and_grad  # noqa: E402
 
 
 def rosen_tape(n):

@@ -1,10 +1,11 @@
-"""Hand-written Numba value-and-gradient of Rosenbrock and of the MLP workload: the physical limit
-scalargrad chases.
+"""scalargrad against hand-written Numba value-and-gradient (scalargrad/handwritten.py, also the
+``numba`` peer of ``scalargrad bench --compare``) of Rosenbrock and of the MLP workload.
 
 Run: python bench/handwritten.py [n] [B]. Compares, in one run, single-point value-and-gradient
 (scalargrad vs hand-written) of Rosenbrock (with the interpreter and with generated code, which
-rolls the tape's repeated block into a loop) and of the MLP (both backends), and a batch of B Rosenbrock points
-(sg.vmap with the interpreter and with generated code vs a hand-written prange loop).
+rolls the tape's repeated block into a loop) and of the MLP (both backends), and a batch of B
+Rosenbrock points (sg.vmap with the interpreter and with generated code vs a hand-written prange
+loop).
 """
 import sys
 import time
@@ -13,74 +14,8 @@ import numba
 import numpy as np
 
 import scalargrad as sg
+from scalargrad.handwritten import mlp_value_and_grad, rosen_batch, rosen_value_and_grad
 from scalargrad.workloads import MLP_LAYERS, WORKLOADS, two_moons
-
-
-@numba.njit(cache=True)
-def rosen_value_and_grad(x, g):
-    value = 0.0
-    g[:] = 0.0
-    for i in range(len(x) - 1):
-        t = x[i + 1] - x[i] * x[i]
-        u = 1.0 - x[i]
-        value += 100.0 * t * t + u * u
-        g[i] += -400.0 * t * x[i] - 2.0 * u
-        g[i + 1] += 200.0 * t
-    return value
-
-
-@numba.njit(parallel=True, cache=True)
-def rosen_batch(X, values, G):
-    for p in numba.prange(X.shape[0]):
-        values[p] = rosen_value_and_grad(X[p], G[p])
-
-
-@numba.njit(cache=True)
-def mlp_value_and_grad(params, points, labels, sizes, g):
-    """The MLP workload's loss (tanh hidden layers, linear output, mean hinge loss plus 1e-4 times
-    the squared parameters) and its gradient, forward and backward written out per point."""
-    n_layers = len(sizes) - 1
-    width = 0
-    for s in sizes:
-        width = max(width, s)
-    offsets = np.zeros(n_layers + 1, np.int64)
-    for layer in range(n_layers):
-        offsets[layer + 1] = offsets[layer] + (sizes[layer] + 1) * sizes[layer + 1]
-    acts = np.zeros((n_layers + 1, width))   # activations: input, hidden layers, output
-    delta = np.zeros((n_layers + 1, width))  # d loss / d pre-activation, per layer
-    for i in range(len(params)):
-        g[i] = 2e-4 * params[i]
-    value = 0.0
-    inv_n = 1.0 / points.shape[0]
-    for p in range(points.shape[0]):
-        for i in range(sizes[0]):
-            acts[0, i] = points[p, i]
-        for layer in range(n_layers):
-            w, n_in, n_out = offsets[layer], sizes[layer], sizes[layer + 1]
-            for j in range(n_out):
-                z = params[w + n_in * n_out + j]
-                for i in range(n_in):
-                    z += acts[layer, i] * params[w + i * n_out + j]
-                acts[layer + 1, j] = np.tanh(z) if layer < n_layers - 1 else z
-        margin = 1.0 - labels[p] * acts[n_layers, 0]
-        if margin <= 0.0:
-            continue
-        value += margin * inv_n
-        delta[n_layers, 0] = -labels[p] * inv_n
-        for layer in range(n_layers - 1, -1, -1):
-            w, n_in, n_out = offsets[layer], sizes[layer], sizes[layer + 1]
-            for j in range(n_out):
-                g[w + n_in * n_out + j] += delta[layer + 1, j]
-            for i in range(n_in):
-                back = 0.0
-                for j in range(n_out):
-                    g[w + i * n_out + j] += acts[layer, i] * delta[layer + 1, j]
-                    back += params[w + i * n_out + j] * delta[layer + 1, j]
-                delta[layer, i] = back * (1.0 - acts[layer, i] * acts[layer, i])
-    reg = 0.0
-    for i in range(len(params)):
-        reg += params[i] * params[i]
-    return value + 1e-4 * reg
 
 
 def best_of(fn, repeat=7):

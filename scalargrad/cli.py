@@ -395,7 +395,7 @@ COMPARE_COLUMNS = (
     ("record ms", "record_ms", "{:.1f}"), ("compile ms", "compile_ms", "{:.1f}"),
     ("warm ms", "compile_warm_ms", "{:.1f}"), ("fwd µs", "fwd_us", "{:.1f}"),
     ("vg µs", "vg_us", "{:.1f}"), ("ratio", "ratio", "{:.2f}"), ("ns/op", "ns_per_op", "{:.1f}"),
-    ("ns/c-op", "ns_per_compiled_op", "{:.1f}"), ("× sg", "vs_scalargrad", "{:.3g}"),
+    ("ns/c-op", "ns_per_compiled_op", "{:.1f}"), ("× sg", "vs_scalargrad", "{:.3g}"), ("kernel", "kernel", "{}"),
 )
 COMPARE_KEYS = [key for _, key, _ in COMPARE_COLUMNS] + ["calls", "over_budget"]
 
@@ -413,7 +413,7 @@ def compare_lines(row: dict, widths: list[int]) -> list[str]:
 
 
 def compare(args, rows, options) -> int:
-    from . import peers
+    from . import handwritten, peers
     wanted = [p for item in args.compare for p in item.split(",") if p]
     unknown = [p for p in wanted if p not in peers.PEERS and ":" not in p]
     if unknown:
@@ -433,6 +433,9 @@ def compare(args, rows, options) -> int:
         else:
             available.append(peer)
             header["peers"][peer] = peers.version(peer)
+    if "numba" in available:
+        print("numba: hand-written Numba code (scalargrad/handwritten.py) for the "
+              f"{' and '.join(handwritten.WORKLOADS)} workloads, the physical limit; not run on the others")
     if available:
         print("peers: " + ", ".join(f"{p} {header['peers'][p]}" for p in available) +
               f"; each checked against scalargrad (rtol {peers.RTOL:g}) before it is timed; "
@@ -444,7 +447,7 @@ def compare(args, rows, options) -> int:
     print("  ".join(t.ljust(w) if i < 2 else t.rjust(w) for i, (t, w) in enumerate(zip(titles, widths))) + "  check",
           flush=True)
     results, status = [], 0
-    progress = Progress(len(rows) * (1 + len(available)))
+    progress = Progress(sum(1 + sum(peers.applies(peer, row[1]) for peer in available) for row in rows))
     try:
         for name, workload_name, size in rows:
             fun, x0 = WORKLOADS[workload_name].make(size)
@@ -455,13 +458,13 @@ def compare(args, rows, options) -> int:
                         compiled_ops=own["compiled_ops"])
             row = dict(base, library="scalargrad", record_ms=own["trace_ms"], compile_ms=own["compile_ms"],
                        compile_warm_ms=None, fwd_us=own["fwd_us"], vg_us=own["vg_us"], ratio=own["ratio"], ns_per_op=own["ns_per_op"],
-                       ns_per_compiled_op=own["ns_per_compiled_op"], vs_scalargrad=1.0, calls=None,
+                       ns_per_compiled_op=own["ns_per_compiled_op"], vs_scalargrad=1.0, kernel=own["kernel"], calls=None,
                        over_budget=False, ok=own["ok"], detail=own["detail"])
             status |= not row["ok"]
             results.append(row)
             progress.advance()
             progress.print("\n".join(compare_lines(row, widths)))
-            for peer in available:
+            for peer in filter(lambda peer: peers.applies(peer, workload_name), available):
                 progress.update(f"{name}: {peer}")
                 got = peers.run_peer(peer, workload_name, size, x0, value, grad, budget=args.budget)
                 prow = dict(base, library=peer, **{k: None for k in COMPARE_KEYS if k not in base})
@@ -645,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench_parser.add_argument("--compare", action="append", metavar="PEERS",
                               help="also run the workloads on other AD libraries that are installed: a "
-                              "comma-separated list of micrograd, autograd, torch, jax, casadi")
+                              "comma-separated list of micrograd, autograd, torch, jax, casadi; numba is "
+                              "hand-written Numba code (rosenbrock and mlp), the physical limit")
     bench_parser.add_argument("--budget", type=float, default=10.0, metavar="SECONDS",
                               help="with --compare: seconds per peer and workload before it is reported "
                               "over budget (default 10)")

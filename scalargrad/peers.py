@@ -3,7 +3,8 @@
 Each peer computes the same scalar-level program as the workload (one peer op per scalargrad op), in
 its own idiom: micrograd Values and PyTorch 0-d tensors build an eager graph; autograd and JAX
 differentiate a NumPy-style function that indexes its array argument elementwise (JAX jitted);
-CasADi builds SX expressions and evaluates a gradient ``casadi.Function`` in its SX virtual machine.
+CasADi builds SX expressions and evaluates a gradient ``casadi.Function`` in its SX virtual machine;
+``numba`` is hand-written Numba code for the workload (handwritten.py), the physical limit.
 Peers are imported lazily, and each (peer, workload) runs in a child process so that a peer over its
 time budget (or one that crashes, e.g. on deep recursion) can be stopped and reported. A peer name
 ``module:function`` names an adapter outside this table (the tests use one).
@@ -24,9 +25,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-PEERS = ("micrograd", "autograd", "torch", "jax", "casadi")
+from .handwritten import numba_peer
+
+PEERS = ("micrograd", "autograd", "torch", "jax", "casadi", "numba")
 MODULES = {"micrograd": "micrograd.engine", "autograd": "autograd", "torch": "torch", "jax": "jax",
-           "casadi": "casadi"}
+           "casadi": "casadi", "numba": "numba"}
 RTOL = 1e-8                 # peer value and gradient must match scalargrad's to this relative tolerance
 BUDGET_S = 10.0             # per (peer, workload): record + compile + checks + timing
 MIN_SECONDS = 0.2           # as the bench: time each measurement for at least this long ...
@@ -36,7 +39,14 @@ MIN_REPEATS = 3             # ... and at least this many calls, unless that woul
 # --- the workloads at scalar level, over any scalar type with an op namespace -------------------
 
 def make_scalar_program(workload: str, size):
-    """``program(xs, ops)`` computing workload ``workload`` (at ``size``) from a list of scalars."""
+    """``program(xs, ops)`` computing workload ``workload`` (at ``size``) from a list of scalars;
+    ``program.workload`` and ``program.size`` name it (for peers that do not run it: numba)."""
+    program = _scalar_program(workload, size)
+    program.workload, program.size = workload, size
+    return program
+
+
+def _scalar_program(workload: str, size):
     from .workloads import MLP_LAYERS, random_program, two_moons
     if workload == "rosenbrock":
         def program(x, ops):
@@ -260,7 +270,14 @@ def casadi_peer(program, n):
 
 
 ADAPTERS = dict(micrograd=micrograd_peer, autograd=autograd_peer, torch=torch_peer, jax=jax_peer,
-                casadi=casadi_peer)
+                casadi=casadi_peer, numba=numba_peer)
+
+
+def applies(peer: str, workload: str) -> bool:
+    """Whether ``peer`` runs ``workload``: every peer does, except numba (hand-written code for
+    some workloads only)."""
+    from . import handwritten
+    return peer != "numba" or workload in handwritten.WORKLOADS
 
 
 def module_of(peer: str) -> str:

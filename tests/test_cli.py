@@ -253,6 +253,16 @@ def test_compare_json_matches_documented_schema(tmp_path, capsys):
     assert slow["over_budget"] and not slow["ok"] and slow["vg_us"] is None
 
 
+def test_compare_with_hand_written_numba_runs_where_there_is_a_reference(tmp_path, capsys):
+    path = tmp_path / "compare.json"
+    argv = ["bench", "--compare", "numba", "--workload", "rosenbrock-20,random-300", "--repeat", "2",
+            "--json", str(path)]
+    assert main(argv) == 0
+    assert "numba: hand-written Numba code" in capsys.readouterr().out
+    rows = [(row["name"], row["library"]) for row in json.loads(path.read_text())["rows"]]
+    assert rows == [("rosenbrock-20", "scalargrad"), ("rosenbrock-20", "numba"), ("random-300", "scalargrad")]
+
+
 def test_compare_exits_1_when_a_peer_disagrees(capsys):
     assert main(["bench", "--compare", "fake_peer:wrong", "--workload", "rosenbrock-20", "--repeat", "1"]) == 1
     assert "differs from scalargrad" in capsys.readouterr().out
