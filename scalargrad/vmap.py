@@ -98,7 +98,7 @@ class VMap:
         module = path.tier.generated_module() if self.device == "cpu" and path.tier is not None else None
         program = path.program
         if isinstance(transformed, ValueAndGrad):
-            if module is not None:  # backend="codegen": the tape's own code, in parallel over the points
+            if module is not None:  # the tape's own code (codegen, or auto after tier-up), in parallel
                 values, G, ok = codegen.value_and_grad_batch(module, X, program.n_inputs)
             else:
                 values, G, ok = backend.value_and_grad(program, X)

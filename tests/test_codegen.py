@@ -406,6 +406,33 @@ def test_a_second_process_loads_the_compiled_code_from_disk(tmp_path, cache_dir)
     assert [float.fromhex(v) for v in numbers] == [value, *grad]
 
 
+@pytest.mark.parametrize("transform", [sg.value_and_grad, sg.jit])
+def test_vmap_switches_to_generated_batch_code_after_an_auto_tier_up(transform, monkeypatch):
+    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 3)
+    f = lambda x: sg.sin(x[0]) * x[1] + x[2] / x[0]  # noqa: E731
+    fn = transform(f)
+    for _ in range(4):
+        fn(np.array([0.5, 2.0, 3.0]))
+    path_tier = next(iter(fn.cache.values())).paths[0].tier
+    wait_for_kernel(path_tier)
+    X = np.random.default_rng(2).uniform(0.5, 2.0, (50, 3))
+    want = sg.vmap(transform(f, backend="interp"))(X)
+    first = sg.vmap(fn)(X)  # the batch interpreter, while the first request compiles the batch function
+    deadline = time.monotonic() + 120.0
+    while path_tier.module is None and path_tier.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path_tier.error is None and path_tier.generated_module() is not None
+    batch = []
+    for name in ("value_and_grad_batch", "evaluate_batch"):
+        real = getattr(codegen, name)
+        monkeypatch.setattr(codegen, name, lambda *args, real=real: batch.append(1) or real(*args))
+    got = sg.vmap(fn)(X)
+    assert batch == [1]  # one call of the generated batch function, same bits as the interpreter's
+    for result in (first, got):
+        for a, b in zip(result if isinstance(result, tuple) else [result], want if isinstance(want, tuple) else [want]):
+            assert_identical(a, b)
+
+
 def test_vmap_with_codegen_runs_the_generated_batch_kernel_with_the_interpreters_results():
     def branchy(x):
         if x[0] > 0.0:  # points with x[0] <= 0 fail the traced path's guard and go through retracing

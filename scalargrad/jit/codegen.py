@@ -544,6 +544,17 @@ def evaluate_batch(module, X, n_outputs: int):
     return out, ok
 
 
+_BATCH_ARGS = {  # the one signature of each batch function, as value_and_grad_batch and evaluate_batch call them
+    "value_and_grad": (types.float64[:, ::1], types.float64[::1], types.float64[:, ::1], types.boolean[::1]),
+    "evaluate": (types.float64[:, ::1], types.float64[:, ::1], types.boolean[::1]),
+}
+
+
+def compile_batch(module, kind: str) -> None:
+    """Compile (or load from Numba's disk cache) the batch function of ``kind`` in ``module``."""
+    getattr(module, f"{kind}_batch").compile(_BATCH_ARGS[kind])
+
+
 def compile_kernel(tape: Tape, kind: str):
     """The compiled generated function ``kind`` ("value_and_grad" or "evaluate") for ``tape``:
     loaded from Numba's disk cache when a process compiled it before, else compiled now."""

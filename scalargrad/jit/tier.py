@@ -61,13 +61,15 @@ class Tier:
     that gets hot, compiles in a background thread and switches when it is ready (no call waits;
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
-    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "error", "compile_times")
+    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "batch_started", "error",
+                 "compile_times")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
         self.kernel = None
-        self.module = None  # the generated module, once compiled (its batch functions: vmap)
+        self.module = None  # the generated module for vmap (generated_module)
         self.started = False
+        self.batch_started = False  # auto: the background compile of the batch function (vmap)
         self.error = None
         self.calls = 0
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
@@ -104,7 +106,6 @@ class Tier:
                 return  # a large tape without loops that would make its code short
             kernel = codegen.compile_kernel(self.tape, self.kind)
             self.compile_times = (time.perf_counter() - wall, time.thread_time() - cpu)
-            self.module = codegen.load_module(self.tape)
             self.kernel = kernel
         except Exception as exc:  # stay on the interpreter, which gives the same results
             self.error = exc
@@ -135,5 +136,24 @@ class Tier:
         return self.kernel if self.backend == "codegen" else None
 
     def generated_module(self):
-        """The generated module under backend "codegen" (as ``generated``), else None."""
-        return self.module if self.backend == "codegen" else None
+        """The generated module whose batch functions vmap runs, else None: under "codegen" always
+        (its first batch call compiles them); under "auto" once the path has tiered up and a
+        background thread, started by the first such request, has compiled the batch function
+        (bit-identical to the batch interpreter, so the switch is invisible)."""
+        if (self.module is None and self.backend == "auto" and self.kernel is not None
+                and not self.batch_started and _COMPILING.acquire(blocking=False)):
+            self.batch_started = True
+            threading.Thread(target=self._compile_batch, name="scalargrad-codegen").start()
+        return self.module
+
+    def _compile_batch(self) -> None:
+        try:
+            module = codegen.load_module(self.tape)
+            codegen.compile_batch(module, self.kind)
+            self.module = module
+        except Exception as exc:  # vmap stays on the batch interpreter, which gives the same results
+            self.error = exc
+            warnings.warn(f"scalargrad: the generated batch function for a {len(self.tape)}-instruction tape "
+                          f"failed to compile ({exc!r}); vmap stays on the interpreter", RuntimeWarning)
+        finally:
+            _COMPILING.release()
