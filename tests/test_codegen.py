@@ -8,13 +8,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import scalargrad as sg
 from scalargrad import reference
-from scalargrad.jit import codegen, kernels, tier
+from scalargrad.jit import codegen, kernels, rolled, tier
 from scalargrad.passes import optimize
 from scalargrad.tape import Tape
 from scalargrad.ops import OPCODE
@@ -93,6 +94,13 @@ def test_key_follows_the_tape_contents():
     f = lambda x: x * 2.0 + 1.0  # noqa: E731
     assert codegen.tape_key(sg.trace(f, 1.0)) == codegen.tape_key(sg.trace(f, 5.0))
     assert codegen.tape_key(sg.trace(f, 1.0)) != codegen.tape_key(sg.trace(lambda x: x * 2.0 + 1.5, 1.0))
+
+
+def test_key_follows_both_generators_sources():
+    """Editing codegen.py or rolled.py gives new file names, never a stale cached file."""
+    text = codegen._generator_text()
+    for module in (codegen, rolled):
+        assert Path(module.__file__).read_text("utf-8") in text
 
 
 # --- agreement with the interpreter, the reference and finite differences ----------------------------

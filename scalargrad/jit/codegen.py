@@ -56,8 +56,10 @@ def cache_dir() -> Path:
 
 def _generator_text() -> str:
     """Everything the generated text depends on besides the tape: the op table, the Numba flags and
-    this generator's own source (so editing it can never reuse a stale cache file)."""
-    return repr(OPS) + repr(sorted(FLAGS.items())) + repr(sorted(FUNCTIONS)) + Path(__file__).read_text("utf-8")
+    the generators' own sources, this module's and rolled.py's (so editing either can never reuse a
+    stale cache file)."""
+    sources = "".join(Path(module.__file__).read_text("utf-8") for module in (sys.modules[__name__], rolled))
+    return repr(OPS) + repr(sorted(FLAGS.items())) + repr(sorted(FUNCTIONS)) + sources
 
 
 _GENERATOR_HASH = hashlib.sha256(_generator_text().encode()).hexdigest()
