@@ -83,26 +83,26 @@ def load_kernels(options: dict) -> float:
                           sg.jit(lambda x: x * x, **options)(1.0)))[1]
 
 
+def _first_path(transformed):
+    """The first compiled path of a transformed function (api.py's), or None for other callables."""
+    for sig in getattr(transformed, "cache", {}).values():
+        for path in getattr(sig, "paths", ()):
+            return path
+    return None
+
+
 def compiled_ops(transformed, tape) -> int:
     """Instructions the compiled kernel runs: the compiled path's tape when the transformed function
     exposes it, otherwise the traced tape after ``passes.optimize`` (what api.py compiles)."""
-    for sig in getattr(transformed, "cache", {}).values():
-        for path in getattr(sig, "paths", ()):
-            program_tape = getattr(getattr(path, "program", None), "tape", None)
-            if program_tape is not None:
-                return len(program_tape)
-    return len(optimize(tape))
+    program = getattr(_first_path(transformed), "program", None)
+    return len(optimize(tape) if program is None else program.tape)
 
 
 def kernel_name(transformed) -> str:
     """The kernel running a transformed function's compiled path: "codegen" once its generated code
     is in use (backend "codegen", or "auto" after a tier-up), else "interp"."""
-    for sig in getattr(transformed, "cache", {}).values():
-        for path in getattr(sig, "paths", ()):
-            tier = getattr(path, "tier", None)
-            if tier is not None:
-                return "codegen" if tier.kernel is not None else "interp"
-    return "interp"
+    tier = getattr(_first_path(transformed), "tier", None)
+    return "codegen" if tier is not None and tier.kernel is not None else "interp"
 
 
 def steady_seconds(transformed, x0, repeat: int | None) -> tuple[float, str]:

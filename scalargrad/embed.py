@@ -33,6 +33,14 @@ def _njit(fn):
     return numba.njit(**{**FLAGS, "cache": False})(fn)
 
 
+@numba.njit(**FLAGS)
+def _scratch(work, size):
+    """The caller's buffer, or (``work`` None: not passed) a new one of ``size`` floats."""
+    if work is None:
+        return np.empty(size)
+    return work
+
+
 def _workspace_size(program: kernels.Program) -> int:
     return 4 * program.ins.shape[1] + 2
 
@@ -47,10 +55,7 @@ def value_and_grad_kernel(program: kernels.Program):
     def k(x, g, work=None):
         if x.shape[0] != n_in or g.shape[0] != n_in:
             raise ValueError(VG_LENGTH)
-        if work is None:
-            w = np.empty(size)
-        else:
-            w = work
+        w = _scratch(work, size)
         if w.shape[0] < size:
             raise ValueError(VG_WORK)
         value, ok = vg(ins, lit, io, x, g, w)
@@ -73,10 +78,7 @@ def evaluate_kernel(program: kernels.Program):
     def k(x, work=None):
         if x.shape[0] != n_in:
             raise ValueError(JIT_LENGTH)
-        if work is None:
-            w = np.empty(size)
-        else:
-            w = work
+        w = _scratch(work, size)
         if w.shape[0] < size:
             raise ValueError(JIT_WORK)
         out = w[base:size]
@@ -108,10 +110,7 @@ def generated_evaluate_kernel(generated, n_in: int, n_out: int):
     def k(x, work=None):
         if x.shape[0] != n_in:
             raise ValueError(JIT_LENGTH)
-        if work is None:
-            out = np.empty(n_out)
-        else:
-            out = work
+        out = _scratch(work, n_out)
         if out.shape[0] < n_out:
             raise ValueError(JIT_WORK)
         if not generated(x, out[:n_out]):

@@ -100,11 +100,9 @@ def _periods(tape: Tape, max_period: int) -> list:
     return list(range(1, max_period + 1)) + _long_periods(tape, max_period, MAX_LONG_PERIOD, LONG_PERIODS)
 
 
-def _candidates(tape: Tape, periods: list, min_count: int):
+def _candidates(op, slots, periods: list, min_count: int):
     """(best cover, its period) per start index: the longest periodic run starting there. Copies
     agree in ops and in how their operands move; literals may differ (a table per position)."""
-    op = tape.op.astype(np.int64)
-    slots = np.stack([tape.a, tape.b, tape.c]).astype(np.int64)
     n = len(op)
     best_cover = np.zeros(n, np.int64)
     best_period = np.zeros(n, np.int64)
@@ -150,9 +148,9 @@ def plan(tape: Tape, max_period: int = MAX_PERIOD, min_count: int = MIN_COUNT) -
     index the run covering most instructions whose operands resolve (``_resolve``)."""
     n = len(tape)
     periods = _periods(tape, max_period)
-    best_cover, best_period = _candidates(tape, periods, min_count)
     op = tape.op.astype(np.int64)
     slots = np.stack([tape.a, tape.b, tape.c]).astype(np.int64)
+    best_cover, best_period = _candidates(op, slots, periods, min_count)
     input_index = np.full(n, -1, np.int64)
     input_index[tape.inputs] = np.arange(len(tape.inputs))
     owner = np.full(n, -1, np.int64)  # index into loops of the loop holding each slot
