@@ -24,7 +24,7 @@ import numpy as np
 
 import scalargrad as sg
 
-from . import bench_higher, ops as op_table
+from . import bench_higher, handwritten, ops as op_table
 from .bench_output import Progress, plot
 from .passes import optimize
 from .workloads import WORKLOADS, finite_difference_check
@@ -35,10 +35,11 @@ EAGER_MAX_OPS = 200_000    # larger rows skip the (slow, memory-hungry) eager me
 MIN_SECONDS = 0.2          # time each per-call measurement for at least this long ...
 MIN_REPEATS = 5            # ... and at least this many calls
 BATCH_TOLERANCE = 1e-12    # relative; batch and single-point sweeps run the same program
+HANDWRITTEN_TOLERANCE = 1e-9  # relative; hand-written code rounds differently (other operation order)
 SCHEMA = 1                 # version of the --json layout documented in docs/bench-json.md
 BACKENDS = ("auto", "interp", "codegen")
-TARGETS = ("targets: ≤15 ns/op vg on random-100000; ratio ≤ 3; "
-           "with --batch 1024, B/single ≤ 0.25 on random-100000")
+TARGETS = ("targets: ≤15 ns/op vg on random-100000; ratio ≤ 3; with --batch 1024, B/single ≤ 0.25 on "
+           "random-100000 and B/hand ≤ 2 on rosenbrock-100")
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -105,15 +106,30 @@ def kernel_name(transformed) -> str:
     return "codegen" if tier is not None and tier.kernel is not None else "interp"
 
 
-def steady_seconds(transformed, x0, repeat: int | None) -> tuple[float, str]:
-    """(median seconds of ``transformed(x0)``, its kernel): timed again if backend "auto" tiered up
-    during the timing, so that the figure is one kernel's, never a mix."""
-    kernel = kernel_name(transformed)
-    seconds = median_seconds(lambda: transformed(x0), repeat)
-    if kernel_name(transformed) != kernel:
-        kernel = kernel_name(transformed)
-        seconds = median_seconds(lambda: transformed(x0), repeat)
-    return seconds, kernel
+def batch_kernel_name(transformed) -> str:
+    """The kernel running ``sg.vmap(transformed)``: "codegen" once the path's generated batch
+    function is in use (backend "codegen", or "auto" after a tier-up), else "interp"."""
+    tier = getattr(_first_path(transformed), "tier", None)
+    return "codegen" if tier is not None and tier.module is not None else "interp"
+
+
+def settle(call, transformed) -> None:
+    """Backend auto: calls ``call`` until ``transformed``'s compiled path has no background compile
+    in flight (a batch's points count as calls, so a large batch starts a tier-up at once), so that
+    batch rows time the kernel a program running for a while would use."""
+    tier = getattr(_first_path(transformed), "tier", None)
+    while tier is not None and tier.settle():
+        call()
+
+
+def steady_seconds(call, kernel, repeat: int | None) -> tuple[float, str]:
+    """(median seconds of ``call()``, ``kernel()``: the kernel that ran it): timed again if backend
+    "auto" switched kernels during the timing, so that the figure is one kernel's, never a mix."""
+    before = kernel()
+    seconds = median_seconds(call, repeat)
+    if kernel() != before:
+        seconds = median_seconds(call, repeat)
+    return seconds, kernel()
 
 
 def first_call(transformed, x0) -> tuple[object, float, float | None]:
@@ -165,8 +181,8 @@ def measure(fun, x0, repeat: int | None = None, options: dict | None = None, eag
     compiled = compiled_ops(value_and_grad, tape)
     forward = sg.jit(fun, **options)
     forward(x0)
-    fwd_s, fwd_kernel = steady_seconds(forward, x0, repeat)
-    vg_s, kernel = steady_seconds(value_and_grad, x0, repeat)
+    fwd_s, fwd_kernel = steady_seconds(lambda: forward(x0), lambda: kernel_name(forward), repeat)
+    vg_s, kernel = steady_seconds(lambda: value_and_grad(x0), lambda: kernel_name(value_and_grad), repeat)
     if compile_s is None:  # the first call traces, compiles and runs once: compile is the rest
         compile_s = max(0.0, first_s - trace_s - vg_s)
     row = dict(ops=ops, compiled_ops=compiled, trace_ms=1e3 * trace_s, compile_ms=1e3 * compile_s, fwd_us=1e6 * fwd_s, vg_us=1e6 * vg_s,
@@ -199,14 +215,19 @@ def batch_points(x0: np.ndarray, points: int, seed: int = 0) -> np.ndarray:
     return x0 * scale
 
 
-def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None, options: dict | None = None) -> dict:
+def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None, options: dict | None = None,
+                  handwritten=None) -> dict:
     """Batch numbers of one row: ``sg.vmap(sg.value_and_grad(fun))`` over ``points`` points, checked
-    against single-point value_and_grad at three of them; ``single`` is ``measure``'s row."""
+    against single-point value_and_grad at three of them; ``single`` is ``measure``'s row. With
+    ``handwritten`` (``handwritten.batch_reference``'s function), also that on the same points,
+    timed right after, and checked against ours at every point."""
     X = batch_points(x0, points)
     single_vg = sg.value_and_grad(fun, **(options or {}))
-    batched = sg.vmap(sg.value_and_grad(fun, **(options or {})))
+    vg = sg.value_and_grad(fun, **(options or {}))
+    batched = sg.vmap(vg)
     (values, grads), _ = timed(lambda: batched(X))
-    batch_s = median_seconds(lambda: batched(X), repeat)
+    settle(lambda: batched(X), vg)
+    batch_s, kernel = steady_seconds(lambda: batched(X), lambda: batch_kernel_name(vg), repeat)
     problems = []
     for i in sorted({0, points // 2, points - 1}):
         value, grad = single_vg(X[i])
@@ -214,10 +235,21 @@ def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None,
                   float(np.max(np.abs(grads[i] - grad) / np.maximum(1.0, np.abs(grad)), initial=0.0)))
         if not err <= BATCH_TOLERANCE:
             problems.append(f"batch point {i} differs from value_and_grad by {err:.1e}")
+    vs_handwritten = None
+    if handwritten is not None:
+        X2 = X.reshape(points, -1)
+        hand_values, hand_grads = np.empty(points), np.empty(X2.shape)
+        handwritten(X2, hand_values, hand_grads)  # compiles, or loads from Numba's cache
+        vs_handwritten = batch_s / median_seconds(lambda: handwritten(X2, hand_values, hand_grads), repeat)
+        err = max(float(np.max(np.abs(values - hand_values) / np.maximum(1.0, np.abs(hand_values)))),
+                  float(np.max(np.abs(grads.reshape(X2.shape) - hand_grads) / np.maximum(1.0, np.abs(hand_grads)))))
+        if not err <= HANDWRITTEN_TOLERANCE:
+            problems.append(f"the hand-written batch differs from sg.vmap by {err:.1e}")
     per_point = batch_s / points
     return dict(batch=points, batch_us=1e6 * batch_s, batch_ns_per_op=1e9 * per_point / single["ops"],
                 batch_ns_per_compiled_op=1e9 * per_point / single["compiled_ops"],
-                batch_vs_single=per_point / (1e-6 * single["vg_us"]), batch_detail="; ".join(problems))
+                batch_vs_single=per_point / (1e-6 * single["vg_us"]), batch_kernel=kernel,
+                batch_vs_handwritten=vs_handwritten, batch_detail="; ".join(problems))
 
 
 def run_check(workload) -> dict:
@@ -273,12 +305,16 @@ COLUMNS = (
     ("ratio", "ratio", "{:.2f}"), ("ns/op", "ns_per_op", "{:.1f}"), ("ns/c-op", "ns_per_compiled_op", "{:.1f}"),
     ("eager µs/op", "eager_us_per_op", "{:.2f}"), ("fd err", "fd_err", "{:.1e}"), ("kernel", "kernel", "{}"),
 )
-# With --batch: ns per traced op per point at B points, and that over the single-point ns/op.
-BATCH_COLUMNS = (("B ns/op", "batch_ns_per_op", "{:.2f}"), ("B/single", "batch_vs_single", "{:.3f}"))
+# With --batch: ns per traced op per point at B points, that over the single-point ns/op, the
+# kernel that ran the batch, and its time over hand-written Numba's (workloads that have one).
+BATCH_COLUMNS = (("B ns/op", "batch_ns_per_op", "{:.2f}"), ("B/single", "batch_vs_single", "{:.3f}"),
+                 ("B kernel", "batch_kernel", "{}"), ("B/hand", "batch_vs_handwritten", "{:.2f}"))
 # Every row has these keys (None: not measured).
 ROW_NUMBERS = [key for _, key, _ in COLUMNS if key != "kernel"] + ["value"]
 ROW_KEYS = ROW_NUMBERS + ["kernel"]
-BATCH_NUMBERS = ["batch", "batch_us", "batch_ns_per_op", "batch_ns_per_compiled_op", "batch_vs_single"]
+BATCH_NUMBERS = ["batch", "batch_us", "batch_ns_per_op", "batch_ns_per_compiled_op", "batch_vs_single",
+                 "batch_vs_handwritten"]
+BATCH_KEYS = BATCH_NUMBERS + ["batch_kernel"]
 LEGEND = ("ops: traced instructions; c-ops: instructions compiled after dce/cse/fold_constants; "
           "ns/op and ns/c-op: vg time over each; kernel: what ran the timed calls (interp: the tape "
           "interpreter; codegen: the tape's generated code, with backend auto once a path is hot)")
@@ -344,8 +380,9 @@ def bench(args) -> int:
     calls = f"{args.repeat} calls" if args.repeat else f"at least {MIN_REPEATS} calls and {MIN_SECONDS} s"
     print(f"kernels loaded in {header['kernel_load_ms']:.0f} ms (first compiled calls); "
           f"fwd and vg are medians of {calls}")
-    print(LEGEND + (f"; B ns/op: per point with --batch {args.batch} (sg.vmap), B/single: that over ns/op"
-                    if args.batch else ""))
+    print(LEGEND + (f"; B ns/op: per point with --batch {args.batch} (sg.vmap), B/single: that over ns/op, "
+                    "B kernel: what ran the batch, B/hand: its time over hand-written Numba's (prange over the "
+                    "points; rosenbrock and mlp)" if args.batch else ""))
     table = Table([name for name, _, _ in rows], COLUMNS + (BATCH_COLUMNS if args.batch else ()))
     print(table.lines[0], flush=True)
     results = []
@@ -356,7 +393,7 @@ def bench(args) -> int:
             workload = WORKLOADS[workload_name]
             row = dict(name=name, workload=workload_name, size=size, **dict.fromkeys(ROW_KEYS))
             if args.batch:
-                row.update(dict.fromkeys(BATCH_NUMBERS))
+                row.update(dict.fromkeys(BATCH_KEYS))
             if workload.check:
                 row.update(run_check(workload))
             else:
@@ -364,7 +401,9 @@ def bench(args) -> int:
                 row.update(measure(fun, x0, repeat=args.repeat, options=options))
                 if args.batch:
                     progress.update(f"{name} --batch {args.batch}")
-                    got = measure_batch(fun, x0, args.batch, row, args.repeat, options)
+                    hand = (handwritten.batch_reference(workload_name, size)
+                            if workload_name in handwritten.WORKLOADS else None)
+                    got = measure_batch(fun, x0, args.batch, row, args.repeat, options, hand)
                     problem = got.pop("batch_detail")
                     if problem:
                         row.update(ok=False, detail="; ".join(filter(None, [row["detail"], problem])))

@@ -123,7 +123,24 @@ def mlp_value_and_grad(params, points, labels, sizes, g):
     return value + 1e-4 * _squares(params)
 
 
+@numba.njit(parallel=True, cache=True)
+def mlp_batch(P, points, labels, sizes, values, G):
+    """mlp_value_and_grad at every row of P (parameter vectors), in parallel over the rows."""
+    for p in numba.prange(P.shape[0]):
+        values[p] = mlp_value_and_grad(P[p], points, labels, sizes, G[p])
+
+
 WORKLOADS = ("rosenbrock", "mlp")  # the workloads written by hand
+
+
+def _mlp_data(size):
+    """(points, labels, layer sizes) of the MLP workload on ``size`` points."""
+    points, labels = two_moons(size or 100)
+    return points, labels, np.array(MLP_LAYERS, dtype=np.int64)
+
+
+def _unknown(workload: str) -> ValueError:
+    return ValueError(f"no hand-written Numba reference for the {workload} workload (rosenbrock and mlp have one)")
 
 
 def reference(workload: str, size=None):
@@ -132,11 +149,22 @@ def reference(workload: str, size=None):
     if workload == "rosenbrock":
         return rosen_value, rosen_value_and_grad
     if workload == "mlp":
-        points, labels = two_moons(size or 100)
-        sizes = np.array(MLP_LAYERS, dtype=np.int64)
+        points, labels, sizes = _mlp_data(size)
         return (lambda x: mlp_value(x, points, labels, sizes),
                 lambda x, g: mlp_value_and_grad(x, points, labels, sizes, g))
-    raise ValueError(f"no hand-written Numba reference for the {workload} workload (rosenbrock and mlp have one)")
+    raise _unknown(workload)
+
+
+def batch_reference(workload: str, size=None):
+    """``value_and_grad_batch(X, values, G)`` written by hand for ``workload`` at ``size``: the
+    single-point reference at every row of X, in parallel over the rows (``prange``), what
+    ``scalargrad bench --batch`` holds sg.vmap against; ValueError for a workload without one."""
+    if workload == "rosenbrock":
+        return rosen_batch
+    if workload == "mlp":
+        points, labels, sizes = _mlp_data(size)
+        return lambda X, values, G: mlp_batch(X, points, labels, sizes, values, G)
+    raise _unknown(workload)
 
 
 def numba_peer(program, n):

@@ -95,7 +95,10 @@ class VMap:
         """Every point (row of X) through ``path``: (values, G) for value_and_grad, else the
         (points, outputs) matrix. Points whose guards fail go through the single-point path."""
         backend = cuda if self.device == "cuda" else batch
-        module = path.tier.generated_module() if self.device == "cpu" and path.tier is not None else None
+        module = None
+        if self.device == "cpu" and path.tier is not None:
+            path.tier.count(len(X))  # B points are B evaluations: a large batch makes a path hot at once
+            module = path.tier.generated_module()
         program = path.program
         if isinstance(transformed, ValueAndGrad):
             if module is not None:  # the tape's own code (codegen, or auto after tier-up), in parallel

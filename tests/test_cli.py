@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import cli
+from scalargrad import cli, handwritten
 from scalargrad.cli import main
 from scalargrad.ops import USER_OPS
 from scalargrad.workloads import WORKLOADS, check_textbook_examples, finite_difference_check, make_random
@@ -65,7 +65,8 @@ def test_bench_rows_have_every_number(quick_bench):
 def test_bench_prints_table_and_targets(capsys):
     assert main(["bench", "--quick", "--repeat", "1", "--workload", "seed,random-300"]) == 0
     out = capsys.readouterr().out
-    assert "ns/op" in out and "random-300" in out and "rosenbrock" not in out
+    assert "ns/op" in out and "random-300" in out
+    assert not any(line.startswith("rosenbrock") for line in out.splitlines())  # only the rows asked for
     assert out.rstrip().endswith(cli.TARGETS)
 
 
@@ -291,11 +292,36 @@ def test_batch_rows_report_ratio_and_check_points(monkeypatch, capsys):
     assert got["batch_detail"] == "" and got["batch"] == 16
     assert got["batch_ns_per_op"] == pytest.approx(got["batch_us"] * 1e3 / 16 / single["ops"])
     assert got["batch_vs_single"] == pytest.approx(got["batch_ns_per_op"] / single["ns_per_op"])
+    assert got["batch_kernel"] == "interp" and got["batch_vs_handwritten"] is None
     X = cli.batch_points(x0, 16)
     assert np.array_equal(X[0], x0) and np.all(np.abs(X / x0 - 1.0) <= 0.01)
     monkeypatch.setattr(cli, "BATCH_TOLERANCE", -1.0)  # every comparison now fails
     assert main(["bench", "--workload", "rosenbrock-20", "--batch", "4", "--repeat", "1"]) == 1
     assert "batch point 0 differs" in capsys.readouterr().out
+
+
+def test_batch_rows_hold_vmap_against_hand_written_numba(monkeypatch, capsys):
+    fun, x0 = WORKLOADS["rosenbrock"].make(20)
+    single = cli.measure(fun, x0, repeat=1)
+    got = cli.measure_batch(fun, x0, 16, single, repeat=1, options={"backend": "codegen"},
+                            handwritten=handwritten.batch_reference("rosenbrock"))
+    assert got["batch_detail"] == "" and got["batch_kernel"] == "codegen" and got["batch_vs_handwritten"] > 0
+    params_fun, params = WORKLOADS["mlp"].make(10)
+    got = cli.measure_batch(params_fun, params, 4, cli.measure(params_fun, params, repeat=1), repeat=1,
+                            handwritten=handwritten.batch_reference("mlp", 10))
+    assert got["batch_detail"] == "" and got["batch_vs_handwritten"] > 0
+    with pytest.raises(ValueError, match="no hand-written Numba reference for the random workload"):
+        handwritten.batch_reference("random")
+
+    def wrong(X, values, G):  # a reference that disagrees is reported, not trusted
+        handwritten.rosen_batch(X, values, G)
+        G[0, 0] += 1.0
+
+    got = cli.measure_batch(fun, x0, 16, single, repeat=1, handwritten=wrong)
+    assert "the hand-written batch differs from sg.vmap by" in got["batch_detail"]
+    assert main(["bench", "--workload", "rosenbrock-20,random-300", "--batch", "8", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "B/hand" in out and "B/hand ≤ 2 on rosenbrock-100" in out
 
 
 def test_batch_and_compare_together_is_a_usage_error(capsys):

@@ -441,6 +441,31 @@ def test_vmap_switches_to_generated_batch_code_after_an_auto_tier_up(transform, 
             assert_identical(a, b)
 
 
+def test_a_large_batch_makes_a_path_hot_at_once(monkeypatch):
+    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 40)
+    f = lambda x: sg.sin(x[0]) * x[1] + x[2] / x[0]  # noqa: E731
+    X = np.random.default_rng(3).uniform(0.5, 2.0, (50, 3))
+    want = sg.vmap(sg.value_and_grad(f, backend="interp"))(X)
+    small = sg.value_and_grad(f)
+    sg.vmap(small)(X[:30])  # 30 points and one traced point: under the threshold
+    assert next(iter(small.cache.values())).paths[0].tier.threads == []
+    fn = sg.value_and_grad(f)
+    batched = sg.vmap(fn)
+    first = batched(X)  # 50 points: hot, so the generated code compiles in the background
+    path_tier = next(iter(fn.cache.values())).paths[0].tier
+    assert path_tier.settle() and path_tier.kernel is not None and path_tier.error is None
+    for _ in range(20):  # a later call compiles the batch function
+        if path_tier.module is not None:
+            break
+        batched(X)
+        path_tier.settle()
+    assert path_tier.module is not None and path_tier.error is None
+    got = batched(X)
+    for result in (first, got):
+        for a, b in zip(result, want):
+            assert_identical(a, b)
+
+
 def test_vmap_with_codegen_runs_the_generated_batch_kernel_with_the_interpreters_results():
     def branchy(x):
         if x[0] > 0.0:  # points with x[0] <= 0 fail the traced path's guard and go through retracing

@@ -1,8 +1,8 @@
 """Which kernel runs a traced path: the tape interpreter or the tape's generated code (codegen.py).
 
 ``backend="codegen"`` compiles on the path's first call (tapes up to a size cap); ``"auto"`` starts on
-the interpreter and tiers up small tapes that get hot, compiling in a background thread; ``"interp"``
-never compiles.
+the interpreter and tiers up small tapes that get hot (a vmap batch's points count as calls),
+compiling in a background thread; ``"interp"`` never compiles.
 The kernels give bit-identical results, so switching is invisible except in speed.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Tier:
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
     __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "batch_started", "error",
-                 "compile_times")
+                 "compile_times", "threads")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
@@ -73,6 +73,7 @@ class Tier:
         self.error = None
         self.calls = 0
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
+        self.threads = []  # background compiles started and not yet waited for (settle)
         if backend == "codegen":
             cap, size = codegen_max_ops(), codegen.generated_size(tape)
             if size <= cap:
@@ -88,16 +89,30 @@ class Tier:
               or AUTO_MAX_OPS < len(tape) < codegen.ROLL_MIN_OPS or len(tape) > AUTO_MAX_ROLLED_TAPE):
             self.started = True  # never tiers up (generated code cannot call custom ops)
 
-    def count(self) -> None:
-        """One interpreter call; starts the background compile when the path is hot."""
-        self.calls += 1
+    def count(self, calls: int = 1) -> None:
+        """``calls`` interpreter evaluations (one call, or a batch's points); starts the background
+        compile when the path is hot."""
+        self.calls += calls
         if self.calls >= AUTO_HOT_CALLS and not self.started and _COMPILING.acquire(blocking=False):
             if self.started:  # another thread calling this path got here first
                 _COMPILING.release()
                 return
             self.started = True
-            # Not a daemon: interpreter exit waits for a compile in flight rather than killing it.
-            threading.Thread(target=self._compile, name="scalargrad-codegen").start()
+            self._start(self._compile)
+
+    def _start(self, compile_) -> None:
+        # Not a daemon: interpreter exit waits for a compile in flight rather than killing it.
+        thread = threading.Thread(target=compile_, name="scalargrad-codegen")
+        self.threads.append(thread)
+        thread.start()
+
+    def settle(self) -> bool:
+        """Wait for the background compiles started so far; whether there were any (the bench
+        calls until there are none, then times the steady state)."""
+        threads, self.threads = self.threads, []
+        for thread in threads:
+            thread.join()
+        return bool(threads)
 
     def _compile(self) -> None:
         wall, cpu = time.perf_counter(), time.thread_time()
@@ -143,7 +158,7 @@ class Tier:
         if (self.module is None and self.backend == "auto" and self.kernel is not None
                 and not self.batch_started and _COMPILING.acquire(blocking=False)):
             self.batch_started = True
-            threading.Thread(target=self._compile_batch, name="scalargrad-codegen").start()
+            self._start(self._compile_batch)
         return self.module
 
     def _compile_batch(self) -> None:
