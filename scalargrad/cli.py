@@ -99,18 +99,20 @@ def compiled_ops(transformed, tape) -> int:
     return len(optimize(tape) if program is None else program.tape)
 
 
-def kernel_name(transformed) -> str:
-    """The kernel running a transformed function's compiled path: "codegen" once its generated code
-    is in use (backend "codegen", or "auto" after a tier-up), else "interp"."""
+def kernel_name(transformed, batch: bool = False) -> str:
+    """The kernel running a transformed function's compiled path (``batch``: running
+    ``sg.vmap(transformed)``): "codegen" once its generated code (batch function) is in use
+    (backend "codegen", or "auto" after a tier-up), else "interp"."""
     tier = getattr(_first_path(transformed), "tier", None)
-    return "codegen" if tier is not None and tier.kernel is not None else "interp"
+    generated = None if tier is None else tier.module if batch else tier.kernel
+    return "interp" if generated is None else "codegen"
 
 
-def batch_kernel_name(transformed) -> str:
-    """The kernel running ``sg.vmap(transformed)``: "codegen" once the path's generated batch
-    function is in use (backend "codegen", or "auto" after a tier-up), else "interp"."""
-    tier = getattr(_first_path(transformed), "tier", None)
-    return "codegen" if tier is not None and tier.module is not None else "interp"
+def relative_error(got, want) -> float:
+    """The largest ``|got - want| / max(1, |want|)`` over the elements (0 when empty; NaN when any
+    element is NaN, so that a check ``err <= tolerance`` fails on it)."""
+    want = np.asarray(want, dtype=float)
+    return float(np.max(np.abs(got - want) / np.maximum(1.0, np.abs(want)), initial=0.0))
 
 
 def settle(call, transformed) -> None:
@@ -193,7 +195,7 @@ def measure(fun, x0, repeat: int | None = None, options: dict | None = None, eag
     if eager and ops <= EAGER_MAX_OPS:
         eager_s, eager_grad = eager_seconds(fun, x0)
         row["eager_us_per_op"] = 1e6 * eager_s / ops
-        mismatch = float(np.max(np.abs(eager_grad - grad) / np.maximum(1.0, np.abs(grad)), initial=0.0))
+        mismatch = relative_error(eager_grad, grad)
         if not mismatch <= EAGER_TOLERANCE:
             problems.append(f"eager gradient differs from value_and_grad by {mismatch:.1e}")
     if not (math.isfinite(value) and np.isfinite(grad).all()):
@@ -227,12 +229,11 @@ def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None,
     batched = sg.vmap(vg)
     (values, grads), _ = timed(lambda: batched(X))
     settle(lambda: batched(X), vg)
-    batch_s, kernel = steady_seconds(lambda: batched(X), lambda: batch_kernel_name(vg), repeat)
+    batch_s, kernel = steady_seconds(lambda: batched(X), lambda: kernel_name(vg, batch=True), repeat)
     problems = []
     for i in sorted({0, points // 2, points - 1}):
         value, grad = single_vg(X[i])
-        err = max(abs(values[i] - value) / max(1.0, abs(value)),
-                  float(np.max(np.abs(grads[i] - grad) / np.maximum(1.0, np.abs(grad)), initial=0.0)))
+        err = relative_error(np.append(values[i], grads[i]), np.append(value, grad))
         if not err <= BATCH_TOLERANCE:
             problems.append(f"batch point {i} differs from value_and_grad by {err:.1e}")
     vs_handwritten = None
@@ -241,8 +242,8 @@ def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None,
         hand_values, hand_grads = np.empty(points), np.empty(X2.shape)
         handwritten(X2, hand_values, hand_grads)  # compiles, or loads from Numba's cache
         vs_handwritten = batch_s / median_seconds(lambda: handwritten(X2, hand_values, hand_grads), repeat)
-        err = max(float(np.max(np.abs(values - hand_values) / np.maximum(1.0, np.abs(hand_values)))),
-                  float(np.max(np.abs(grads.reshape(X2.shape) - hand_grads) / np.maximum(1.0, np.abs(hand_grads)))))
+        err = relative_error(np.column_stack((values, grads.reshape(X2.shape))),
+                             np.column_stack((hand_values, hand_grads)))
         if not err <= HANDWRITTEN_TOLERANCE:
             problems.append(f"the hand-written batch differs from sg.vmap by {err:.1e}")
     per_point = batch_s / points

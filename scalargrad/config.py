@@ -16,4 +16,14 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _ON
 
 
+def env_number(name: str, default, convert=int, kind: str = "an integer"):
+    """``convert`` of environment variable ``name``, or ``default`` when it is unset or empty; a
+    ValueError naming the variable when it does not convert."""
+    value = os.environ.get(name, "")
+    try:
+        return convert(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name} must be {kind}, got {value!r}") from None
+
+
 debug_nans: bool = env_flag("SCALARGRAD_DEBUG_NANS")

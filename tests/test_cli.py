@@ -300,6 +300,13 @@ def test_batch_rows_report_ratio_and_check_points(monkeypatch, capsys):
     assert "batch point 0 differs" in capsys.readouterr().out
 
 
+def test_relative_error_scales_by_the_expected_magnitude_and_keeps_nans():
+    assert cli.relative_error(np.array([1.5, 102.0]), [1.0, 100.0]) == pytest.approx(0.5)
+    assert cli.relative_error(np.array([]), []) == 0.0
+    err = cli.relative_error(np.array([1.0, np.nan]), [1.0, 2.0])  # a NaN anywhere fails a check
+    assert math.isnan(err) and not err <= cli.BATCH_TOLERANCE
+
+
 def test_batch_rows_hold_vmap_against_hand_written_numba(monkeypatch, capsys):
     fun, x0 = WORKLOADS["rosenbrock"].make(20)
     single = cli.measure(fun, x0, repeat=1)

@@ -25,6 +25,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
+from ..config import env_number
 from ..custom import ops_in, uses_custom_ops
 from ..ops import CONST, FROM_MATH, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
 from ..tape import Tape
@@ -446,11 +447,7 @@ CACHE_MAX_BYTES = 256 << 20
 
 
 def cache_max_bytes() -> int:
-    value = os.environ.get("SCALARGRAD_CACHE_MAX_MB", "")
-    try:
-        return int(float(value) * (1 << 20)) if value else CACHE_MAX_BYTES
-    except ValueError:
-        raise ValueError(f"SCALARGRAD_CACHE_MAX_MB must be a number, got {value!r}") from None
+    return env_number("SCALARGRAD_CACHE_MAX_MB", CACHE_MAX_BYTES, lambda mb: int(float(mb) * (1 << 20)), "a number")
 
 
 def prune_cache(directory: Path, max_bytes: int, keep=frozenset()) -> list[Path]:

@@ -7,13 +7,13 @@ The kernels give bit-identical results, so switching is invisible except in spee
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
 
 import numpy as np
 
+from ..config import env_number
 from ..custom import uses_custom_ops
 from ..tape import Tape
 from . import codegen, kernels
@@ -41,11 +41,7 @@ _COMPILING = threading.Lock()  # one background compile at a time: it competes w
 
 def codegen_max_ops() -> int:
     """The size cap of backend="codegen": ``$SCALARGRAD_CODEGEN_MAX_OPS`` or CODEGEN_MAX_OPS."""
-    value = os.environ.get("SCALARGRAD_CODEGEN_MAX_OPS", "")
-    try:
-        return int(value) if value else CODEGEN_MAX_OPS
-    except ValueError:
-        raise ValueError(f"SCALARGRAD_CODEGEN_MAX_OPS must be an integer, got {value!r}") from None
+    return env_number("SCALARGRAD_CODEGEN_MAX_OPS", CODEGEN_MAX_OPS)
 
 
 def check_backend(backend) -> str:
