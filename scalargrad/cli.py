@@ -26,6 +26,7 @@ import scalargrad as sg
 
 from . import bench_higher, handwritten, ops as op_table
 from .bench_output import Progress, plot
+from .jit import vector_math
 from .passes import optimize
 from .workloads import WORKLOADS, finite_difference_check
 
@@ -36,7 +37,8 @@ MIN_SECONDS = 0.2          # time each per-call measurement for at least this lo
 MIN_REPEATS = 5            # ... and at least this many calls
 BATCH_TOLERANCE = 1e-12    # relative; batch and single-point sweeps run the same program
 HANDWRITTEN_TOLERANCE = 1e-9  # relative; hand-written code rounds differently (other operation order)
-SCHEMA = 1                 # version of the --json layout documented in docs/bench-json.md
+VECTOR_MATH_TOLERANCE = 1e-9  # relative; --vector-math: libmvec rounds differently from libm (≤ 4 ulp a call)
+SCHEMA = 2                 # version of the --json layout documented in docs/bench-json.md
 BACKENDS = ("auto", "interp", "codegen")
 TARGETS = ("targets: ≤15 ns/op vg on random-100000; ratio ≤ 3; with --batch 1024, B/single ≤ 0.25 on "
            "random-100000 and B/hand ≤ 2 on rosenbrock-100")
@@ -218,23 +220,26 @@ def batch_points(x0: np.ndarray, points: int, seed: int = 0) -> np.ndarray:
 
 
 def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None, options: dict | None = None,
-                  handwritten=None) -> dict:
-    """Batch numbers of one row: ``sg.vmap(sg.value_and_grad(fun))`` over ``points`` points, checked
-    against single-point value_and_grad at three of them; ``single`` is ``measure``'s row. With
-    ``handwritten`` (``handwritten.batch_reference``'s function), also that on the same points,
-    timed right after, and checked against ours at every point."""
+                  handwritten=None, vector_math: bool = False) -> dict:
+    """Batch numbers of one row: ``sg.vmap(sg.value_and_grad(fun), vector_math=vector_math)`` over
+    ``points`` points, checked against single-point value_and_grad at three of them; ``single`` is
+    ``measure``'s row. With ``handwritten`` (``handwritten.batch_reference``'s function), also that
+    on the same points, timed right after, and checked against ours at every point."""
     X = batch_points(x0, points)
     single_vg = sg.value_and_grad(fun, **(options or {}))
     vg = sg.value_and_grad(fun, **(options or {}))
-    batched = sg.vmap(vg)
+    batched = sg.vmap(vg, vector_math=vector_math)
     (values, grads), _ = timed(lambda: batched(X))
     settle(lambda: batched(X), vg)
     batch_s, kernel = steady_seconds(lambda: batched(X), lambda: kernel_name(vg, batch=True), repeat)
+    if vector_math and kernel == "interp":
+        kernel = "interp vm"  # generated code calls libm either way
     problems = []
+    tolerance = VECTOR_MATH_TOLERANCE if vector_math else BATCH_TOLERANCE
     for i in sorted({0, points // 2, points - 1}):
         value, grad = single_vg(X[i])
         err = relative_error(np.append(values[i], grads[i]), np.append(value, grad))
-        if not err <= BATCH_TOLERANCE:
+        if not err <= tolerance:
             problems.append(f"batch point {i} differs from value_and_grad by {err:.1e}")
     vs_handwritten = None
     if handwritten is not None:
@@ -365,6 +370,10 @@ def bench(args) -> int:
         options = backend_options(args.backend)
         if args.batch and args.compare:
             raise ValueError("--batch applies to the scalargrad table; leave --compare out")
+        if args.vector_math and not args.batch:
+            raise ValueError("--vector-math applies to the batch rows: give --batch B")
+        if args.vector_math and not vector_math.AVAILABLE:
+            raise ValueError(f"--vector-math: {vector_math.UNAVAILABLE_REASON}")
         growth = bool(args.plot) and not sizes
         names = [n for item in args.workload or () for n in item.split(",") if n]
         rows = select_rows(names, args.quick, sizes, growth) if names else default_rows(args.quick, sizes, growth)
@@ -373,7 +382,8 @@ def bench(args) -> int:
         return 2
     if args.compare:
         return compare(args, rows, options)
-    header = dict(versions(), backend=args.backend or "default", batch=args.batch, repeat=args.repeat)
+    header = dict(versions(), backend=args.backend or "default", batch=args.batch, vector_math=args.vector_math,
+                  repeat=args.repeat)
     header["kernel_load_ms"] = 1e3 * load_kernels(options)
     print(f"scalargrad {header['scalargrad']} bench: Python {header['python']}, NumPy {header['numpy']}, "
           f"Numba {header['numba']}, {header['cpu_count']} CPUs, {header['machine']}"
@@ -382,8 +392,8 @@ def bench(args) -> int:
     print(f"kernels loaded in {header['kernel_load_ms']:.0f} ms (first compiled calls); "
           f"fwd and vg are medians of {calls}")
     print(LEGEND + (f"; B ns/op: per point with --batch {args.batch} (sg.vmap), B/single: that over ns/op, "
-                    "B kernel: what ran the batch, B/hand: its time over hand-written Numba's (prange over the "
-                    "points; rosenbrock and mlp)" if args.batch else ""))
+                    "B kernel: what ran the batch (vm: libm calls 4 points at a time, --vector-math), B/hand: its "
+                    "time over hand-written Numba's (prange over the points; rosenbrock and mlp)" if args.batch else ""))
     table = Table([name for name, _, _ in rows], COLUMNS + (BATCH_COLUMNS if args.batch else ()))
     print(table.lines[0], flush=True)
     results = []
@@ -404,7 +414,7 @@ def bench(args) -> int:
                     progress.update(f"{name} --batch {args.batch}")
                     hand = (handwritten.batch_reference(workload_name, size)
                             if workload_name in handwritten.WORKLOADS else None)
-                    got = measure_batch(fun, x0, args.batch, row, args.repeat, options, hand)
+                    got = measure_batch(fun, x0, args.batch, row, args.repeat, options, hand, args.vector_math)
                     problem = got.pop("batch_detail")
                     if problem:
                         row.update(ok=False, detail="; ".join(filter(None, [row["detail"], problem])))
@@ -678,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time tracing, compiling, the forward sweep, value_and_grad and eager backward on the "
                     "shipped workloads, and check every gradient against finite differences. "
                     "Exit status 1 if a check fails (or, with --compare, a peer disagrees with scalargrad). "
-                    "--json writes the layout documented in docs/bench-json.md (schema 1).")
+                    "--json writes the layout documented in docs/bench-json.md (schema 2).")
     bench_parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI")
     bench_parser.add_argument("--workload", action="append", metavar="NAME",
                               help="rows to run: a workload (" + ", ".join(WORKLOADS) + "), a row name "
@@ -699,6 +709,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--batch", type=positive_int, metavar="B",
                               help="also time sg.vmap(sg.value_and_grad(f)) on B points per row: ns per op per "
                               "point and its ratio to the single-point ns/op")
+    bench_parser.add_argument("--vector-math", action="store_true",
+                              help="with --batch: sg.vmap(..., vector_math=True), whose batch interpreter calls "
+                              "libm functions 4 points at a time through glibc's libmvec (Linux, AVX2; results "
+                              "within a few ulp of the single-point ones instead of identical)")
     bench_parser.add_argument("--backend", choices=BACKENDS,
                               help="the compiled backend passed to value_and_grad and jit (default: theirs)")
     bench_parser.add_argument("--plot", metavar="PATH",

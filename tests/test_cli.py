@@ -14,6 +14,7 @@ import pytest
 import scalargrad as sg
 from scalargrad import cli, handwritten
 from scalargrad.cli import main
+from scalargrad.jit import vector_math
 from scalargrad.ops import USER_OPS
 from scalargrad.workloads import WORKLOADS, check_textbook_examples, finite_difference_check, make_random
 
@@ -220,7 +221,7 @@ def test_bench_json_matches_documented_schema(tmp_path):
     path = tmp_path / "bench.json"
     assert main(["bench", "--workload", "seed,random-300", "--batch", "8", "--repeat", "1", "--json", str(path)]) == 0
     results, doc = json.loads(path.read_text()), documented_keys()
-    assert set(results) == set(doc["Top level"]) and results["schema"] == cli.SCHEMA == 1
+    assert set(results) == set(doc["Top level"]) and results["schema"] == cli.SCHEMA == 2
     assert results["command"] == "bench"
     assert set(results["header"]) == set(doc["header: bench"])
     for row in results["rows"]:
@@ -241,7 +242,7 @@ def test_compare_json_matches_documented_schema(tmp_path, capsys):
     assert "note: not_installed_module_xyz:peer skipped: not_installed_module_xyz:peer is not installed" in out
     assert "over budget (> 1 s) while recording; stopped" in out
     results, doc = json.loads(path.read_text()), documented_keys()
-    assert results["schema"] == 1 and results["command"] == "compare"
+    assert results["schema"] == 2 and results["command"] == "compare"
     assert set(results["header"]) == set(doc["header: compare"])
     assert set(results["header"]["peers"]) == {"fake_peer:exact", "fake_peer:slow"}
     rows = {row["library"]: row for row in results["rows"]}
@@ -329,6 +330,23 @@ def test_batch_rows_hold_vmap_against_hand_written_numba(monkeypatch, capsys):
     assert main(["bench", "--workload", "rosenbrock-20,random-300", "--batch", "8", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "B/hand" in out and "B/hand ≤ 2 on rosenbrock-100" in out
+
+
+def test_vector_math_batch_rows(monkeypatch, tmp_path, capsys):
+    assert main(["bench", "--vector-math"]) == 2
+    assert "--vector-math applies to the batch rows: give --batch B" in capsys.readouterr().err
+    if vector_math.AVAILABLE:
+        path = tmp_path / "vm.json"
+        assert main(["bench", "--workload", "random-300", "--batch", "9", "--vector-math", "--repeat", "1",
+                     "--backend", "interp", "--json", str(path)]) == 0
+        results = json.loads(path.read_text())
+        assert results["header"]["vector_math"] is True
+        assert results["rows"][0]["batch_kernel"] == "interp vm" and results["rows"][0]["ok"]
+        capsys.readouterr()
+    monkeypatch.setattr(vector_math, "AVAILABLE", False)
+    monkeypatch.setattr(vector_math, "UNAVAILABLE_REASON", "this CPU has no AVX2")
+    assert main(["bench", "--workload", "random-300", "--batch", "9", "--vector-math"]) == 2
+    assert "--vector-math: this CPU has no AVX2" in capsys.readouterr().err
 
 
 def test_batch_and_compare_together_is_a_usage_error(capsys):

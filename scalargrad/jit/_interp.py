@@ -10,8 +10,26 @@ from numba.extending import overload
 
 from .custom_call import custom
 from .flags import FLAGS, njit
+from .vector_math import VECTOR
 
-# Inlined sources (custom_call.py, flags.py) as of: 62a20ef2b1425a97
+# Four lanes at a time (vector_math.py); the _vector sweeps call them, only where vector_math.AVAILABLE.
+v_exp = VECTOR["exp"]
+v_log = VECTOR["log"]
+v_log1p = VECTOR["log1p"]
+v_expm1 = VECTOR["expm1"]
+v_sin = VECTOR["sin"]
+v_cos = VECTOR["cos"]
+v_tan = VECTOR["tan"]
+v_tanh = VECTOR["tanh"]
+v_sinh = VECTOR["sinh"]
+v_cosh = VECTOR["cosh"]
+v_asin = VECTOR["asin"]
+v_acos = VECTOR["acos"]
+v_atan = VECTOR["atan"]
+v_atan2 = VECTOR["atan2"]
+v_pow = VECTOR["pow"]
+
+# Inlined sources (custom_call.py, flags.py, vector_math.py) as of: d72636e36dafce36
 
 
 @njit
@@ -1837,6 +1855,2035 @@ def forward_partials_batch(op, a, b, c, lit, vals, pa, pb, n, m):
 @overload(forward_partials_batch, jit_options=FLAGS)
 def _forward_partials_batch_typed(op, a, b, c, lit, vals, pa, pb, n, m):
     sweep = _forward_partials_batch_table if lit.mutable else _forward_partials_batch_custom
+    return lambda op, a, b, c, lit, vals, pa, pb, n, m: sweep(op, a, b, c, lit, vals, pa, pb, n, m)
+
+
+@njit
+def _forward_vector_table(op, a, b, c, lit, vals, n, m):
+    """Values of instructions 0..n-1. Table ops only."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            for j in range(m):
+                vl = lit[k]
+                y = vl
+                vals[k, j] = y
+        elif o == 2:  # add
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va + vb
+                vals[k, j] = y
+        elif o == 3:  # mul
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va * vb
+                vals[k, j] = y
+        elif o == 4:  # sub
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va - vb
+                vals[k, j] = y
+        elif o == 5:  # div
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va / vb
+                vals[k, j] = y
+        elif o == 6:  # square
+            for j in range(m):
+                va = vals[a[k], j]
+                y = va * va
+                vals[k, j] = y
+        elif o == 7:  # neg
+            for j in range(m):
+                va = vals[a[k], j]
+                y = -va
+                vals[k, j] = y
+        elif o == 8:  # powc
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vl = lit[k]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(va_0, va_1, va_2, va_3, vl, vl, vl, vl)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 9:  # cpow
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vl = lit[k]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(vl, vl, vl, vl, va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 10:  # pow
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vb_0 = vals[b[k], j]
+                vb_1 = vals[b[k], j + 1]
+                vb_2 = vals[b[k], j + 2]
+                vb_3 = vals[b[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(va_0, va_1, va_2, va_3, vb_0, vb_1, vb_2, vb_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 11:  # reciprocal
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / va
+                vals[k, j] = y
+        elif o == 12:  # exp
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_exp(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 13:  # log
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_log(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 14:  # tanh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_tanh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 15:  # sigmoid
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_exp(-va_0, -va_1, -va_2, -va_3)
+                y_0 = 1.0 / (1.0 + h0_0)
+                vals[k, j] = y_0
+                y_1 = 1.0 / (1.0 + h0_1)
+                vals[k, j + 1] = y_1
+                y_2 = 1.0 / (1.0 + h0_2)
+                vals[k, j + 2] = y_2
+                y_3 = 1.0 / (1.0 + h0_3)
+                vals[k, j + 3] = y_3
+        elif o == 16:  # sqrt
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sqrt(va)
+                vals[k, j] = y
+        elif o == 17:  # sin
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_sin(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 18:  # cos
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_cos(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 19:  # tan
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_tan(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 20:  # sinh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_sinh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 21:  # cosh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_cosh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 22:  # log1p
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_log1p(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 23:  # expm1
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_expm1(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 24:  # arcsin
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_asin(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 25:  # arccos
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_acos(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 26:  # arctan
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_atan(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 27:  # arctan2
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vb_0 = vals[b[k], j]
+                vb_1 = vals[b[k], j + 1]
+                vb_2 = vals[b[k], j + 2]
+                vb_3 = vals[b[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_atan2(va_0, va_1, va_2, va_3, vb_0, vb_1, vb_2, vb_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 28:  # abs
+            for j in range(m):
+                va = vals[a[k], j]
+                y = fabs(va)
+                vals[k, j] = y
+        elif o == 29:  # relu
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 0.0 if va <= 0.0 else va
+                vals[k, j] = y
+        elif o == 30:  # maximum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va >= vb or isnan(va)) else vb
+                vals[k, j] = y
+        elif o == 31:  # minimum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va <= vb or isnan(va)) else vb
+                vals[k, j] = y
+        elif o == 32:  # where
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vc = vals[c[k], j]
+                y = vb if va != 0.0 else vc
+                vals[k, j] = y
+        elif o == 33:  # lt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va < vb else 0.0
+                vals[k, j] = y
+        elif o == 34:  # le
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va <= vb else 0.0
+                vals[k, j] = y
+        elif o == 35:  # gt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va > vb else 0.0
+                vals[k, j] = y
+        elif o == 36:  # ge
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va >= vb else 0.0
+                vals[k, j] = y
+        elif o == 37:  # eq
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va == vb else 0.0
+                vals[k, j] = y
+        elif o == 38:  # ne
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+
+
+@njit
+def _forward_vector_custom(op, a, b, c, lit, vals, n, m):
+    """Values of instructions 0..n-1. Custom ops too."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            for j in range(m):
+                vl = lit[k]
+                y = vl
+                vals[k, j] = y
+        elif o == 2:  # add
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va + vb
+                vals[k, j] = y
+        elif o == 3:  # mul
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va * vb
+                vals[k, j] = y
+        elif o == 4:  # sub
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va - vb
+                vals[k, j] = y
+        elif o == 5:  # div
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va / vb
+                vals[k, j] = y
+        elif o == 6:  # square
+            for j in range(m):
+                va = vals[a[k], j]
+                y = va * va
+                vals[k, j] = y
+        elif o == 7:  # neg
+            for j in range(m):
+                va = vals[a[k], j]
+                y = -va
+                vals[k, j] = y
+        elif o == 8:  # powc
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vl = lit[k]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(va_0, va_1, va_2, va_3, vl, vl, vl, vl)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 9:  # cpow
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vl = lit[k]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(vl, vl, vl, vl, va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 10:  # pow
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vb_0 = vals[b[k], j]
+                vb_1 = vals[b[k], j + 1]
+                vb_2 = vals[b[k], j + 2]
+                vb_3 = vals[b[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(va_0, va_1, va_2, va_3, vb_0, vb_1, vb_2, vb_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 11:  # reciprocal
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / va
+                vals[k, j] = y
+        elif o == 12:  # exp
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_exp(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 13:  # log
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_log(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 14:  # tanh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_tanh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 15:  # sigmoid
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_exp(-va_0, -va_1, -va_2, -va_3)
+                y_0 = 1.0 / (1.0 + h0_0)
+                vals[k, j] = y_0
+                y_1 = 1.0 / (1.0 + h0_1)
+                vals[k, j + 1] = y_1
+                y_2 = 1.0 / (1.0 + h0_2)
+                vals[k, j + 2] = y_2
+                y_3 = 1.0 / (1.0 + h0_3)
+                vals[k, j + 3] = y_3
+        elif o == 16:  # sqrt
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sqrt(va)
+                vals[k, j] = y
+        elif o == 17:  # sin
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_sin(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 18:  # cos
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_cos(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 19:  # tan
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_tan(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 20:  # sinh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_sinh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 21:  # cosh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_cosh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 22:  # log1p
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_log1p(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 23:  # expm1
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_expm1(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 24:  # arcsin
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_asin(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 25:  # arccos
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_acos(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 26:  # arctan
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_atan(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 27:  # arctan2
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vb_0 = vals[b[k], j]
+                vb_1 = vals[b[k], j + 1]
+                vb_2 = vals[b[k], j + 2]
+                vb_3 = vals[b[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_atan2(va_0, va_1, va_2, va_3, vb_0, vb_1, vb_2, vb_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+        elif o == 28:  # abs
+            for j in range(m):
+                va = vals[a[k], j]
+                y = fabs(va)
+                vals[k, j] = y
+        elif o == 29:  # relu
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 0.0 if va <= 0.0 else va
+                vals[k, j] = y
+        elif o == 30:  # maximum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va >= vb or isnan(va)) else vb
+                vals[k, j] = y
+        elif o == 31:  # minimum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va <= vb or isnan(va)) else vb
+                vals[k, j] = y
+        elif o == 32:  # where
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vc = vals[c[k], j]
+                y = vb if va != 0.0 else vc
+                vals[k, j] = y
+        elif o == 33:  # lt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va < vb else 0.0
+                vals[k, j] = y
+        elif o == 34:  # le
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va <= vb else 0.0
+                vals[k, j] = y
+        elif o == 35:  # gt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va > vb else 0.0
+                vals[k, j] = y
+        elif o == 36:  # ge
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va >= vb else 0.0
+                vals[k, j] = y
+        elif o == 37:  # eq
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va == vb else 0.0
+                vals[k, j] = y
+        elif o == 38:  # ne
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+        elif o == 39:  # custom1
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = custom(lit, vl, 0, va, 0.0)
+                vals[k, j] = y
+        elif o == 40:  # custom2
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vl = lit[k]
+                y = custom(lit, vl, 0, va, vb)
+                vals[k, j] = y
+
+
+def forward_vector(op, a, b, c, lit, vals, n, m):
+    """Values of instructions 0..n-1. (Called from Python: picks the loop at run time.)"""
+    (_forward_vector_table if lit.flags.writeable else _forward_vector_custom)(op, a, b, c, lit, vals, n, m)
+
+
+@overload(forward_vector, jit_options=FLAGS)
+def _forward_vector_typed(op, a, b, c, lit, vals, n, m):
+    sweep = _forward_vector_table if lit.mutable else _forward_vector_custom
+    return lambda op, a, b, c, lit, vals, n, m: sweep(op, a, b, c, lit, vals, n, m)
+
+
+@njit
+def _forward_partials_vector_table(op, a, b, c, lit, vals, pa, pb, n, m):
+    """Values and local partial derivatives of instructions 0..n-1. Table ops only."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            for j in range(m):
+                vl = lit[k]
+                y = vl
+                vals[k, j] = y
+        elif o == 2:  # add
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va + vb
+                vals[k, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = 1.0
+        elif o == 3:  # mul
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va * vb
+                vals[k, j] = y
+                pa[k, j] = vb
+                pb[k, j] = va
+        elif o == 4:  # sub
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va - vb
+                vals[k, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = -1.0
+        elif o == 5:  # div
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va / vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 / vb
+                pb[k, j] = -y / vb
+        elif o == 6:  # square
+            for j in range(m):
+                va = vals[a[k], j]
+                y = va * va
+                vals[k, j] = y
+                pa[k, j] = 2.0 * va
+        elif o == 7:  # neg
+            for j in range(m):
+                va = vals[a[k], j]
+                y = -va
+                vals[k, j] = y
+                pa[k, j] = -1.0
+        elif o == 8:  # powc
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vl = lit[k]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(va_0, va_1, va_2, va_3, vl, vl, vl, vl)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_pow(va_0, va_1, va_2, va_3, vl - 1.0, vl - 1.0, vl - 1.0, vl - 1.0)
+                pa_0 = 0.0 if vl == 0.0 else vl * h1_0
+                pa[k, j] = pa_0
+                pa_1 = 0.0 if vl == 0.0 else vl * h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 0.0 if vl == 0.0 else vl * h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 0.0 if vl == 0.0 else vl * h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 9:  # cpow
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vl = lit[k]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(vl, vl, vl, vl, va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 0.0 if vl == 0.0 else y_0 * log(vl)
+                pa[k, j] = pa_0
+                pa_1 = 0.0 if vl == 0.0 else y_1 * log(vl)
+                pa[k, j + 1] = pa_1
+                pa_2 = 0.0 if vl == 0.0 else y_2 * log(vl)
+                pa[k, j + 2] = pa_2
+                pa_3 = 0.0 if vl == 0.0 else y_3 * log(vl)
+                pa[k, j + 3] = pa_3
+        elif o == 10:  # pow
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vb_0 = vals[b[k], j]
+                vb_1 = vals[b[k], j + 1]
+                vb_2 = vals[b[k], j + 2]
+                vb_3 = vals[b[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(va_0, va_1, va_2, va_3, vb_0, vb_1, vb_2, vb_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_pow(va_0, va_1, va_2, va_3, vb_0 - 1.0, vb_1 - 1.0, vb_2 - 1.0, vb_3 - 1.0)
+                pa_0 = 0.0 if vb_0 == 0.0 else vb_0 * h1_0
+                pa[k, j] = pa_0
+                pa_1 = 0.0 if vb_1 == 0.0 else vb_1 * h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 0.0 if vb_2 == 0.0 else vb_2 * h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 0.0 if vb_3 == 0.0 else vb_3 * h1_3
+                pa[k, j + 3] = pa_3
+                h2_0, h2_1, h2_2, h2_3 = v_log(va_0, va_1, va_2, va_3)
+                pb_0 = 0.0 if va_0 == 0.0 and vb_0 >= 0.0 else y_0 * h2_0
+                pb[k, j] = pb_0
+                pb_1 = 0.0 if va_1 == 0.0 and vb_1 >= 0.0 else y_1 * h2_1
+                pb[k, j + 1] = pb_1
+                pb_2 = 0.0 if va_2 == 0.0 and vb_2 >= 0.0 else y_2 * h2_2
+                pb[k, j + 2] = pb_2
+                pb_3 = 0.0 if va_3 == 0.0 and vb_3 >= 0.0 else y_3 * h2_3
+                pb[k, j + 3] = pb_3
+        elif o == 11:  # reciprocal
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / va
+                vals[k, j] = y
+                pa[k, j] = -y * y
+        elif o == 12:  # exp
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_exp(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = y_0
+                pa[k, j] = pa_0
+                pa_1 = y_1
+                pa[k, j + 1] = pa_1
+                pa_2 = y_2
+                pa[k, j + 2] = pa_2
+                pa_3 = y_3
+                pa[k, j + 3] = pa_3
+        elif o == 13:  # log
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_log(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 / va_0
+                pa[k, j] = pa_0
+                pa_1 = 1.0 / va_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 / va_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 / va_3
+                pa[k, j + 3] = pa_3
+        elif o == 14:  # tanh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_tanh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 - y_0 * y_0
+                pa[k, j] = pa_0
+                pa_1 = 1.0 - y_1 * y_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 - y_2 * y_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 - y_3 * y_3
+                pa[k, j + 3] = pa_3
+        elif o == 15:  # sigmoid
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_exp(-va_0, -va_1, -va_2, -va_3)
+                y_0 = 1.0 / (1.0 + h0_0)
+                vals[k, j] = y_0
+                y_1 = 1.0 / (1.0 + h0_1)
+                vals[k, j + 1] = y_1
+                y_2 = 1.0 / (1.0 + h0_2)
+                vals[k, j + 2] = y_2
+                y_3 = 1.0 / (1.0 + h0_3)
+                vals[k, j + 3] = y_3
+                pa_0 = y_0 * (1.0 - y_0)
+                pa[k, j] = pa_0
+                pa_1 = y_1 * (1.0 - y_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = y_2 * (1.0 - y_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = y_3 * (1.0 - y_3)
+                pa[k, j + 3] = pa_3
+        elif o == 16:  # sqrt
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sqrt(va)
+                vals[k, j] = y
+                pa[k, j] = 0.5 / y
+        elif o == 17:  # sin
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_sin(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_cos(va_0, va_1, va_2, va_3)
+                pa_0 = h1_0
+                pa[k, j] = pa_0
+                pa_1 = h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 18:  # cos
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_cos(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_sin(va_0, va_1, va_2, va_3)
+                pa_0 = -h1_0
+                pa[k, j] = pa_0
+                pa_1 = -h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = -h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = -h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 19:  # tan
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_tan(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 + y_0 * y_0
+                pa[k, j] = pa_0
+                pa_1 = 1.0 + y_1 * y_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 + y_2 * y_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 + y_3 * y_3
+                pa[k, j + 3] = pa_3
+        elif o == 20:  # sinh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_sinh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_cosh(va_0, va_1, va_2, va_3)
+                pa_0 = h1_0
+                pa[k, j] = pa_0
+                pa_1 = h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 21:  # cosh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_cosh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_sinh(va_0, va_1, va_2, va_3)
+                pa_0 = h1_0
+                pa[k, j] = pa_0
+                pa_1 = h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 22:  # log1p
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_log1p(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 / (1.0 + va_0)
+                pa[k, j] = pa_0
+                pa_1 = 1.0 / (1.0 + va_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 / (1.0 + va_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 / (1.0 + va_3)
+                pa[k, j + 3] = pa_3
+        elif o == 23:  # expm1
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_expm1(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = y_0 + 1.0
+                pa[k, j] = pa_0
+                pa_1 = y_1 + 1.0
+                pa[k, j + 1] = pa_1
+                pa_2 = y_2 + 1.0
+                pa[k, j + 2] = pa_2
+                pa_3 = y_3 + 1.0
+                pa[k, j + 3] = pa_3
+        elif o == 24:  # arcsin
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_asin(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 / sqrt(1.0 - va_0 * va_0)
+                pa[k, j] = pa_0
+                pa_1 = 1.0 / sqrt(1.0 - va_1 * va_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 / sqrt(1.0 - va_2 * va_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 / sqrt(1.0 - va_3 * va_3)
+                pa[k, j + 3] = pa_3
+        elif o == 25:  # arccos
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_acos(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = -1.0 / sqrt(1.0 - va_0 * va_0)
+                pa[k, j] = pa_0
+                pa_1 = -1.0 / sqrt(1.0 - va_1 * va_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = -1.0 / sqrt(1.0 - va_2 * va_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = -1.0 / sqrt(1.0 - va_3 * va_3)
+                pa[k, j + 3] = pa_3
+        elif o == 26:  # arctan
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_atan(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 / (1.0 + va_0 * va_0)
+                pa[k, j] = pa_0
+                pa_1 = 1.0 / (1.0 + va_1 * va_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 / (1.0 + va_2 * va_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 / (1.0 + va_3 * va_3)
+                pa[k, j + 3] = pa_3
+        elif o == 27:  # arctan2
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vb_0 = vals[b[k], j]
+                vb_1 = vals[b[k], j + 1]
+                vb_2 = vals[b[k], j + 2]
+                vb_3 = vals[b[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_atan2(va_0, va_1, va_2, va_3, vb_0, vb_1, vb_2, vb_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = vb_0 / (va_0 * va_0 + vb_0 * vb_0)
+                pa[k, j] = pa_0
+                pa_1 = vb_1 / (va_1 * va_1 + vb_1 * vb_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = vb_2 / (va_2 * va_2 + vb_2 * vb_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = vb_3 / (va_3 * va_3 + vb_3 * vb_3)
+                pa[k, j + 3] = pa_3
+                pb_0 = -va_0 / (va_0 * va_0 + vb_0 * vb_0)
+                pb[k, j] = pb_0
+                pb_1 = -va_1 / (va_1 * va_1 + vb_1 * vb_1)
+                pb[k, j + 1] = pb_1
+                pb_2 = -va_2 / (va_2 * va_2 + vb_2 * vb_2)
+                pb[k, j + 2] = pb_2
+                pb_3 = -va_3 / (va_3 * va_3 + vb_3 * vb_3)
+                pb[k, j + 3] = pb_3
+        elif o == 28:  # abs
+            for j in range(m):
+                va = vals[a[k], j]
+                y = fabs(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else 0.0)
+        elif o == 29:  # relu
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 0.0 if va <= 0.0 else va
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > 0.0 else 0.0
+        elif o == 30:  # maximum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va >= vb or isnan(va)) else vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > vb else (0.5 if va == vb else 0.0)
+                pb[k, j] = 1.0 if vb > va else (0.5 if va == vb else 0.0)
+        elif o == 31:  # minimum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va <= vb or isnan(va)) else vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va < vb else (0.5 if va == vb else 0.0)
+                pb[k, j] = 1.0 if vb < va else (0.5 if va == vb else 0.0)
+        elif o == 32:  # where
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vc = vals[c[k], j]
+                y = vb if va != 0.0 else vc
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va != 0.0 else 0.0
+                pb[k, j] = 0.0 if va != 0.0 else 1.0
+        elif o == 33:  # lt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va < vb else 0.0
+                vals[k, j] = y
+        elif o == 34:  # le
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va <= vb else 0.0
+                vals[k, j] = y
+        elif o == 35:  # gt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va > vb else 0.0
+                vals[k, j] = y
+        elif o == 36:  # ge
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va >= vb else 0.0
+                vals[k, j] = y
+        elif o == 37:  # eq
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va == vb else 0.0
+                vals[k, j] = y
+        elif o == 38:  # ne
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+
+
+@njit
+def _forward_partials_vector_custom(op, a, b, c, lit, vals, pa, pb, n, m):
+    """Values and local partial derivatives of instructions 0..n-1. Custom ops too."""
+    for k in range(n):
+        o = op[k]
+        if o == 1:  # const
+            for j in range(m):
+                vl = lit[k]
+                y = vl
+                vals[k, j] = y
+        elif o == 2:  # add
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va + vb
+                vals[k, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = 1.0
+        elif o == 3:  # mul
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va * vb
+                vals[k, j] = y
+                pa[k, j] = vb
+                pb[k, j] = va
+        elif o == 4:  # sub
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va - vb
+                vals[k, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = -1.0
+        elif o == 5:  # div
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va / vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 / vb
+                pb[k, j] = -y / vb
+        elif o == 6:  # square
+            for j in range(m):
+                va = vals[a[k], j]
+                y = va * va
+                vals[k, j] = y
+                pa[k, j] = 2.0 * va
+        elif o == 7:  # neg
+            for j in range(m):
+                va = vals[a[k], j]
+                y = -va
+                vals[k, j] = y
+                pa[k, j] = -1.0
+        elif o == 8:  # powc
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vl = lit[k]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(va_0, va_1, va_2, va_3, vl, vl, vl, vl)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_pow(va_0, va_1, va_2, va_3, vl - 1.0, vl - 1.0, vl - 1.0, vl - 1.0)
+                pa_0 = 0.0 if vl == 0.0 else vl * h1_0
+                pa[k, j] = pa_0
+                pa_1 = 0.0 if vl == 0.0 else vl * h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 0.0 if vl == 0.0 else vl * h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 0.0 if vl == 0.0 else vl * h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 9:  # cpow
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vl = lit[k]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(vl, vl, vl, vl, va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 0.0 if vl == 0.0 else y_0 * log(vl)
+                pa[k, j] = pa_0
+                pa_1 = 0.0 if vl == 0.0 else y_1 * log(vl)
+                pa[k, j + 1] = pa_1
+                pa_2 = 0.0 if vl == 0.0 else y_2 * log(vl)
+                pa[k, j + 2] = pa_2
+                pa_3 = 0.0 if vl == 0.0 else y_3 * log(vl)
+                pa[k, j + 3] = pa_3
+        elif o == 10:  # pow
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vb_0 = vals[b[k], j]
+                vb_1 = vals[b[k], j + 1]
+                vb_2 = vals[b[k], j + 2]
+                vb_3 = vals[b[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_pow(va_0, va_1, va_2, va_3, vb_0, vb_1, vb_2, vb_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_pow(va_0, va_1, va_2, va_3, vb_0 - 1.0, vb_1 - 1.0, vb_2 - 1.0, vb_3 - 1.0)
+                pa_0 = 0.0 if vb_0 == 0.0 else vb_0 * h1_0
+                pa[k, j] = pa_0
+                pa_1 = 0.0 if vb_1 == 0.0 else vb_1 * h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 0.0 if vb_2 == 0.0 else vb_2 * h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 0.0 if vb_3 == 0.0 else vb_3 * h1_3
+                pa[k, j + 3] = pa_3
+                h2_0, h2_1, h2_2, h2_3 = v_log(va_0, va_1, va_2, va_3)
+                pb_0 = 0.0 if va_0 == 0.0 and vb_0 >= 0.0 else y_0 * h2_0
+                pb[k, j] = pb_0
+                pb_1 = 0.0 if va_1 == 0.0 and vb_1 >= 0.0 else y_1 * h2_1
+                pb[k, j + 1] = pb_1
+                pb_2 = 0.0 if va_2 == 0.0 and vb_2 >= 0.0 else y_2 * h2_2
+                pb[k, j + 2] = pb_2
+                pb_3 = 0.0 if va_3 == 0.0 and vb_3 >= 0.0 else y_3 * h2_3
+                pb[k, j + 3] = pb_3
+        elif o == 11:  # reciprocal
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 1.0 / va
+                vals[k, j] = y
+                pa[k, j] = -y * y
+        elif o == 12:  # exp
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_exp(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = y_0
+                pa[k, j] = pa_0
+                pa_1 = y_1
+                pa[k, j + 1] = pa_1
+                pa_2 = y_2
+                pa[k, j + 2] = pa_2
+                pa_3 = y_3
+                pa[k, j + 3] = pa_3
+        elif o == 13:  # log
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_log(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 / va_0
+                pa[k, j] = pa_0
+                pa_1 = 1.0 / va_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 / va_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 / va_3
+                pa[k, j + 3] = pa_3
+        elif o == 14:  # tanh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_tanh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 - y_0 * y_0
+                pa[k, j] = pa_0
+                pa_1 = 1.0 - y_1 * y_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 - y_2 * y_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 - y_3 * y_3
+                pa[k, j + 3] = pa_3
+        elif o == 15:  # sigmoid
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_exp(-va_0, -va_1, -va_2, -va_3)
+                y_0 = 1.0 / (1.0 + h0_0)
+                vals[k, j] = y_0
+                y_1 = 1.0 / (1.0 + h0_1)
+                vals[k, j + 1] = y_1
+                y_2 = 1.0 / (1.0 + h0_2)
+                vals[k, j + 2] = y_2
+                y_3 = 1.0 / (1.0 + h0_3)
+                vals[k, j + 3] = y_3
+                pa_0 = y_0 * (1.0 - y_0)
+                pa[k, j] = pa_0
+                pa_1 = y_1 * (1.0 - y_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = y_2 * (1.0 - y_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = y_3 * (1.0 - y_3)
+                pa[k, j + 3] = pa_3
+        elif o == 16:  # sqrt
+            for j in range(m):
+                va = vals[a[k], j]
+                y = sqrt(va)
+                vals[k, j] = y
+                pa[k, j] = 0.5 / y
+        elif o == 17:  # sin
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_sin(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_cos(va_0, va_1, va_2, va_3)
+                pa_0 = h1_0
+                pa[k, j] = pa_0
+                pa_1 = h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 18:  # cos
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_cos(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_sin(va_0, va_1, va_2, va_3)
+                pa_0 = -h1_0
+                pa[k, j] = pa_0
+                pa_1 = -h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = -h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = -h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 19:  # tan
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_tan(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 + y_0 * y_0
+                pa[k, j] = pa_0
+                pa_1 = 1.0 + y_1 * y_1
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 + y_2 * y_2
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 + y_3 * y_3
+                pa[k, j + 3] = pa_3
+        elif o == 20:  # sinh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_sinh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_cosh(va_0, va_1, va_2, va_3)
+                pa_0 = h1_0
+                pa[k, j] = pa_0
+                pa_1 = h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 21:  # cosh
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_cosh(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                h1_0, h1_1, h1_2, h1_3 = v_sinh(va_0, va_1, va_2, va_3)
+                pa_0 = h1_0
+                pa[k, j] = pa_0
+                pa_1 = h1_1
+                pa[k, j + 1] = pa_1
+                pa_2 = h1_2
+                pa[k, j + 2] = pa_2
+                pa_3 = h1_3
+                pa[k, j + 3] = pa_3
+        elif o == 22:  # log1p
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_log1p(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 / (1.0 + va_0)
+                pa[k, j] = pa_0
+                pa_1 = 1.0 / (1.0 + va_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 / (1.0 + va_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 / (1.0 + va_3)
+                pa[k, j + 3] = pa_3
+        elif o == 23:  # expm1
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_expm1(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = y_0 + 1.0
+                pa[k, j] = pa_0
+                pa_1 = y_1 + 1.0
+                pa[k, j + 1] = pa_1
+                pa_2 = y_2 + 1.0
+                pa[k, j + 2] = pa_2
+                pa_3 = y_3 + 1.0
+                pa[k, j + 3] = pa_3
+        elif o == 24:  # arcsin
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_asin(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 / sqrt(1.0 - va_0 * va_0)
+                pa[k, j] = pa_0
+                pa_1 = 1.0 / sqrt(1.0 - va_1 * va_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 / sqrt(1.0 - va_2 * va_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 / sqrt(1.0 - va_3 * va_3)
+                pa[k, j + 3] = pa_3
+        elif o == 25:  # arccos
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_acos(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = -1.0 / sqrt(1.0 - va_0 * va_0)
+                pa[k, j] = pa_0
+                pa_1 = -1.0 / sqrt(1.0 - va_1 * va_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = -1.0 / sqrt(1.0 - va_2 * va_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = -1.0 / sqrt(1.0 - va_3 * va_3)
+                pa[k, j + 3] = pa_3
+        elif o == 26:  # arctan
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_atan(va_0, va_1, va_2, va_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = 1.0 / (1.0 + va_0 * va_0)
+                pa[k, j] = pa_0
+                pa_1 = 1.0 / (1.0 + va_1 * va_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = 1.0 / (1.0 + va_2 * va_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = 1.0 / (1.0 + va_3 * va_3)
+                pa[k, j + 3] = pa_3
+        elif o == 27:  # arctan2
+            for j in range(0, m, 4):
+                va_0 = vals[a[k], j]
+                va_1 = vals[a[k], j + 1]
+                va_2 = vals[a[k], j + 2]
+                va_3 = vals[a[k], j + 3]
+                vb_0 = vals[b[k], j]
+                vb_1 = vals[b[k], j + 1]
+                vb_2 = vals[b[k], j + 2]
+                vb_3 = vals[b[k], j + 3]
+                h0_0, h0_1, h0_2, h0_3 = v_atan2(va_0, va_1, va_2, va_3, vb_0, vb_1, vb_2, vb_3)
+                y_0 = h0_0
+                vals[k, j] = y_0
+                y_1 = h0_1
+                vals[k, j + 1] = y_1
+                y_2 = h0_2
+                vals[k, j + 2] = y_2
+                y_3 = h0_3
+                vals[k, j + 3] = y_3
+                pa_0 = vb_0 / (va_0 * va_0 + vb_0 * vb_0)
+                pa[k, j] = pa_0
+                pa_1 = vb_1 / (va_1 * va_1 + vb_1 * vb_1)
+                pa[k, j + 1] = pa_1
+                pa_2 = vb_2 / (va_2 * va_2 + vb_2 * vb_2)
+                pa[k, j + 2] = pa_2
+                pa_3 = vb_3 / (va_3 * va_3 + vb_3 * vb_3)
+                pa[k, j + 3] = pa_3
+                pb_0 = -va_0 / (va_0 * va_0 + vb_0 * vb_0)
+                pb[k, j] = pb_0
+                pb_1 = -va_1 / (va_1 * va_1 + vb_1 * vb_1)
+                pb[k, j + 1] = pb_1
+                pb_2 = -va_2 / (va_2 * va_2 + vb_2 * vb_2)
+                pb[k, j + 2] = pb_2
+                pb_3 = -va_3 / (va_3 * va_3 + vb_3 * vb_3)
+                pb[k, j + 3] = pb_3
+        elif o == 28:  # abs
+            for j in range(m):
+                va = vals[a[k], j]
+                y = fabs(va)
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else 0.0)
+        elif o == 29:  # relu
+            for j in range(m):
+                va = vals[a[k], j]
+                y = 0.0 if va <= 0.0 else va
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > 0.0 else 0.0
+        elif o == 30:  # maximum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va >= vb or isnan(va)) else vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va > vb else (0.5 if va == vb else 0.0)
+                pb[k, j] = 1.0 if vb > va else (0.5 if va == vb else 0.0)
+        elif o == 31:  # minimum
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = va if (va <= vb or isnan(va)) else vb
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va < vb else (0.5 if va == vb else 0.0)
+                pb[k, j] = 1.0 if vb < va else (0.5 if va == vb else 0.0)
+        elif o == 32:  # where
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vc = vals[c[k], j]
+                y = vb if va != 0.0 else vc
+                vals[k, j] = y
+                pa[k, j] = 1.0 if va != 0.0 else 0.0
+                pb[k, j] = 0.0 if va != 0.0 else 1.0
+        elif o == 33:  # lt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va < vb else 0.0
+                vals[k, j] = y
+        elif o == 34:  # le
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va <= vb else 0.0
+                vals[k, j] = y
+        elif o == 35:  # gt
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va > vb else 0.0
+                vals[k, j] = y
+        elif o == 36:  # ge
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va >= vb else 0.0
+                vals[k, j] = y
+        elif o == 37:  # eq
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va == vb else 0.0
+                vals[k, j] = y
+        elif o == 38:  # ne
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                y = 1.0 if va != vb else 0.0
+                vals[k, j] = y
+        elif o == 39:  # custom1
+            for j in range(m):
+                va = vals[a[k], j]
+                vl = lit[k]
+                y = custom(lit, vl, 0, va, 0.0)
+                vals[k, j] = y
+                pa[k, j] = custom(lit, vl, 1, va, 0.0)
+        elif o == 40:  # custom2
+            for j in range(m):
+                va = vals[a[k], j]
+                vb = vals[b[k], j]
+                vl = lit[k]
+                y = custom(lit, vl, 0, va, vb)
+                vals[k, j] = y
+                pa[k, j] = custom(lit, vl, 1, va, vb)
+                pb[k, j] = custom(lit, vl, 2, va, vb)
+
+
+def forward_partials_vector(op, a, b, c, lit, vals, pa, pb, n, m):
+    """Values and local partial derivatives of instructions 0..n-1. (Called from Python: picks the loop at run time.)"""
+    (_forward_partials_vector_table if lit.flags.writeable else _forward_partials_vector_custom)(op, a, b, c, lit, vals, pa, pb, n, m)
+
+
+@overload(forward_partials_vector, jit_options=FLAGS)
+def _forward_partials_vector_typed(op, a, b, c, lit, vals, pa, pb, n, m):
+    sweep = _forward_partials_vector_table if lit.mutable else _forward_partials_vector_custom
     return lambda op, a, b, c, lit, vals, pa, pb, n, m: sweep(op, a, b, c, lit, vals, pa, pb, n, m)
 
 

@@ -6,6 +6,12 @@ is paid once per chunk rather than once per point. Each of the T ``prange`` work
 T-th chunk and reuses one buffer set, held by the Program between calls (fresh buffers per chunk
 would page-fault on every call: on 2 cores that made a batch slower than single points). ``ok[p]`` reports whether
 point p took the traced control-flow path (its guards held); other points are evaluated apart.
+
+With ``vector_math`` the sweeps are the ``_vector`` flavour (vector_math.py): ops that call libm
+run four points at a time through glibc's libmvec, within a few ulp of libm rather than bit-identical.
+The choice reaches the compiled kernels as the type of their ``vector`` argument (None or a bool),
+so each of the two compiles only its own sweeps, and the libmvec one is never compiled where it
+cannot run.
 """
 from __future__ import annotations
 
@@ -13,18 +19,50 @@ import numpy as np
 from numba import prange
 
 import numba
+from numba import types
+from numba.extending import overload
 
 from .. import resources
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 32920b90b9e3f6cc
-from ._interp import forward_batch, forward_partials_batch
-from .flags import njit
+from . import vector_math
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 26975a17e6a8263f
+from ._interp import forward_batch, forward_partials_batch, forward_partials_vector, forward_vector
+from .flags import FLAGS, njit
 
 WORKING_SET = 1 << 15  # floats per instruction-row budget: keeps a chunk's buffers near L2 size
 
 
 def chunk_size(n: int) -> int:
-    """Points per chunk for an n-instruction tape (8 to 256)."""
-    return int(min(256, max(8, WORKING_SET // max(n, 1))))
+    """Points per chunk for an n-instruction tape (8 to 256, a multiple of vector_math.LANES)."""
+    return int(min(256, max(8, WORKING_SET // max(n, 1))) // vector_math.LANES * vector_math.LANES)
+
+
+def _vector_flag(wanted: bool):
+    """The ``vector`` argument of the kernels: its type picks their sweeps."""
+    if not wanted:
+        return None
+    if not vector_math.AVAILABLE:
+        raise RuntimeError(f"vector math is unavailable here: {vector_math.UNAVAILABLE_REASON}")
+    return True
+
+
+def _forward(vector, ins, lit, vals, n, m):
+    """forward_batch, or forward_vector when ``vector`` is a bool (compiled code only)."""
+
+
+@overload(_forward, jit_options=FLAGS)
+def _forward_typed(vector, ins, lit, vals, n, m):
+    sweep = forward_batch if isinstance(vector, types.NoneType) else forward_vector
+    return lambda vector, ins, lit, vals, n, m: sweep(ins[0], ins[1], ins[2], ins[3], lit, vals, n, m)
+
+
+def _forward_partials(vector, ins, lit, vals, pa, pb, n, m):
+    """forward_partials_batch, or forward_partials_vector when ``vector`` is a bool (compiled code only)."""
+
+
+@overload(_forward_partials, jit_options=FLAGS)
+def _forward_partials_typed(vector, ins, lit, vals, pa, pb, n, m):
+    sweep = forward_partials_batch if isinstance(vector, types.NoneType) else forward_partials_vector
+    return lambda vector, ins, lit, vals, pa, pb, n, m: sweep(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n, m)
 
 
 @njit
@@ -71,21 +109,23 @@ def _workspace(program, chunk: int) -> np.ndarray:
     return work
 
 
-def value_and_grad(program, X):
+def value_and_grad(program, X, vector_math: bool = False):
     """(values, G, ok) of output 0 and its gradient at every row of X (ok: the guards held)."""
     B = len(X)
     values, G, ok = np.empty(B), np.empty((B, program.n_inputs)), np.empty(B, dtype=np.bool_)
     chunk = chunk_size(program.ins.shape[1])
-    _value_and_grad(program.ins, program.lit, program.io, X, values, G, ok, chunk, _workspace(program, chunk))
+    _value_and_grad(program.ins, program.lit, program.io, X, values, G, ok, chunk, _workspace(program, chunk),
+                    _vector_flag(vector_math))
     return values, G, ok
 
 
-def evaluate(program, X):
+def evaluate(program, X, vector_math: bool = False):
     """(out, ok): every output at every row of X (ok: the guards held)."""
     B = len(X)
     out, ok = np.empty((B, program.n_outputs)), np.empty(B, dtype=np.bool_)
     chunk = chunk_size(program.ins.shape[1])
-    _evaluate(program.ins, program.lit, program.io, X, out, ok, chunk, _workspace(program, chunk))
+    _evaluate(program.ins, program.lit, program.io, X, out, ok, chunk, _workspace(program, chunk),
+              _vector_flag(vector_math))
     return out, ok
 
 
@@ -97,7 +137,7 @@ def _buffer(work, t, i, rows, chunk):
 
 
 @njit(parallel=True)
-def _evaluate(ins, lit, io, X, out, ok, chunk, work):
+def _evaluate(ins, lit, io, X, out, ok, chunk, work, vector):
     n = ins.shape[1]
     B = X.shape[0]
     n_in, n_out = io[0], io[1]
@@ -109,7 +149,7 @@ def _evaluate(ins, lit, io, X, out, ok, chunk, work):
             p0 = c * chunk
             m = min(chunk, B - p0)
             _load(io, X, p0, m, vals)
-            forward_batch(ins[0], ins[1], ins[2], ins[3], lit, vals, n, m)
+            _forward(vector, ins, lit, vals, n, m)
             _check_guards(io, vals, p0, m, ok)
             for i in range(n_out):
                 slot = io[3 + n_in + i]
@@ -118,7 +158,7 @@ def _evaluate(ins, lit, io, X, out, ok, chunk, work):
 
 
 @njit(parallel=True)
-def _value_and_grad(ins, lit, io, X, values, G, ok, chunk, work):
+def _value_and_grad(ins, lit, io, X, values, G, ok, chunk, work, vector):
     n = ins.shape[1]
     B = X.shape[0]
     n_in = io[0]
@@ -134,7 +174,7 @@ def _value_and_grad(ins, lit, io, X, values, G, ok, chunk, work):
             p0 = c * chunk
             m = min(chunk, B - p0)
             _load(io, X, p0, m, vals)
-            forward_partials_batch(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n, m)
+            _forward_partials(vector, ins, lit, vals, pa, pb, n, m)
             _check_guards(io, vals, p0, m, ok)
             adj[:, :] = 0.0
             for j in range(m):
