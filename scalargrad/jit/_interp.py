@@ -29,7 +29,7 @@ v_atan = VECTOR["atan"]
 v_atan2 = VECTOR["atan2"]
 v_pow = VECTOR["pow"]
 
-# Inlined sources (custom_call.py, flags.py, vector_math.py) as of: d72636e36dafce36
+# Inlined sources (custom_call.py, flags.py, vector_math.py) as of: 3970ec391c9aaa4d
 
 
 @njit

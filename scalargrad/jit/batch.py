@@ -24,7 +24,7 @@ from numba.extending import overload
 
 from .. import resources
 from . import vector_math
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 26975a17e6a8263f
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 4da865c703a2fff2
 from ._interp import forward_batch, forward_partials_batch, forward_partials_vector, forward_vector
 from .flags import FLAGS, njit
 

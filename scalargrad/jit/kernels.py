@@ -16,7 +16,7 @@ import numpy as np
 from .. import custom, resources
 from ..ops import DIFF_MASK, INPUT
 from ..tape import Tape
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 72ee8a658c1fcbda
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 24b9827fdd04a7b7
 from ._interp import forward_partials
 from .flags import njit
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import INPUT
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 26975a17e6a8263f
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 4da865c703a2fff2
 from .flags import njit
 from .kernels import _split, forward_sweep, reverse
 

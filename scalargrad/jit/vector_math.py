@@ -16,7 +16,6 @@ the four doubles. Elsewhere ``UNAVAILABLE_REASON`` says why, and batches use lib
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 import llvmlite.binding
@@ -31,6 +30,8 @@ from numba.extending import intrinsic
 ARITY = {"exp": 1, "log": 1, "log1p": 1, "expm1": 1, "sin": 1, "cos": 1, "tan": 1, "tanh": 1,
          "sinh": 1, "cosh": 1, "asin": 1, "acos": 1, "atan": 1, "atan2": 2, "pow": 2}
 LANES = 4
+LIBRARY = "libmvec.so.1"  # glibc's soname for libmvec (since 2.22); loaded by name, as ctypes.util.find_library
+# would run ldconfig in a subprocess at every import of scalargrad
 _VECTOR = ir.VectorType(ir.DoubleType(), LANES)
 
 
@@ -47,16 +48,13 @@ def _find() -> str:
         return "Numba compiles for a CPU named by NUMBA_CPU_NAME / NUMBA_CPU_FEATURES, not this one"
     if not llvmlite.binding.get_host_cpu_features().get("avx2", False):
         return "this CPU has no AVX2"
-    path = ctypes.util.find_library("mvec")
-    if path is None:
-        return "glibc's libmvec was not found"
     try:
-        library = ctypes.CDLL(path)
+        library = ctypes.CDLL(LIBRARY)
     except OSError as error:
-        return f"{path} could not be loaded: {error}"
+        return f"glibc's {LIBRARY} could not be loaded: {error}"
     missing = [symbol(name) for name in ARITY if not hasattr(library, symbol(name))]
     if missing:
-        return f"{path} lacks {', '.join(missing)} (glibc 2.35 or later has them)"
+        return f"{LIBRARY} lacks {', '.join(missing)} (glibc 2.35 or later has them)"
     for name in ARITY:
         address = ctypes.cast(getattr(library, symbol(name)), ctypes.c_void_p).value
         llvmlite.binding.add_symbol(symbol(name), address)
