@@ -21,13 +21,16 @@ TARGET = Path(__file__).with_name("_interp.py")
 _LOCALS = dict(a="va", b="vb", c="vc", y="y", lit="vl")
 
 
+def _used(op) -> tuple[list[str], bool]:
+    """The operands (of "abc") an op's expressions use, and whether they use its literal."""
+    used = " ".join((op.forward, *op.partials))
+    return [s for s in "abc"[: op.arity] if "{" + s + "}" in used], "{lit}" in used
+
+
 def _loads(op, col: str) -> list[str]:
     """Statements loading the operands (and literal) an op's expressions use into locals."""
-    used = " ".join((op.forward, *op.partials))
-    lines = [f"v{s} = vals[{s}[k]{col}]" for s in "abc"[: op.arity] if "{" + s + "}" in used]
-    if "{lit}" in used:
-        lines.append("vl = lit[k]")
-    return lines
+    operands, literal = _used(op)
+    return [f"v{s} = vals[{s}[k]{col}]" for s in operands] + (["vl = lit[k]"] if literal else [])
 
 
 def _code(expr: str) -> str:
@@ -108,9 +111,9 @@ def _lanes_branch(op, with_partials: bool) -> list[str]:
     made once for all lanes through ``v_<function>``, the rest of each expression per lane."""
     lanes = range(LANES)
     per_point = set(_PER_POINT)
-    body = [f"v{s}_{lane} = vals[{s}[k], {_at(lane)}]" for s in "abc"[: op.arity] for lane in lanes]
-    if op.literal:
-        body.append("vl = lit[k]")
+    operands, literal = _used(op)
+    body = [f"v{s}_{lane} = vals[{s}[k], {_at(lane)}]" for s in operands for lane in lanes]
+    body += ["vl = lit[k]"] if literal else []
     outputs = [("y", op.forward, "vals")]
     if with_partials:
         outputs += [(buf, partial, buf) for buf, partial in zip(("pa", "pb"), _live_partials(op))]
