@@ -40,8 +40,10 @@ def test_generated_lanes_hoist_nested_calls_and_keep_lane_invariant_ones_scalar(
     lines = generate._lanes_branch(nested, with_partials=True)
     assert lines[0] == "for j in range(0, m, 4):"
     assert "    h0_0, h0_1, h0_2, h0_3 = v_sin(va_0, va_1, va_2, va_3)" in lines
+    assert "    va_2 = vals[ia, j + 2]" in lines
     assert "    h1_0, h1_1, h1_2, h1_3 = v_exp(h0_0, h0_1, h0_2, h0_3)" in lines
     assert "    pa_3 = h2_3 * y_3" in lines and "    pa[k, j + 3] = pa_3" in lines
+    assert "    vals[r, j + 3] = y_3" in lines
     cpow = generate._lanes_branch(BY_NAME["cpow"], with_partials=True)  # log(lit) is the same for every point
     assert "    pa_0 = 0.0 if vl == 0.0 else y_0 * log(vl)" in cpow
 

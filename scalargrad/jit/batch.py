@@ -1,11 +1,13 @@
 """Batched kernels: one tape evaluated at many points, in parallel across cores.
 
-Points are split into chunks of ``m``; each chunk runs with (instruction, point) buffers, so every
+Points are split into chunks of ``m``; each chunk runs with (row, point) buffers, so every
 instruction runs a short loop over the chunk's points that LLVM vectorises and the opcode dispatch
-is paid once per chunk rather than once per point. Each of the T ``prange`` workers takes every
-T-th chunk and reuses one buffer set, held by the Program between calls (fresh buffers per chunk
-would page-fault on every call: on 2 cores that made a batch slower than single points). ``ok[p]`` reports whether
-point p took the traced control-flow path (its guards held); other points are evaluated apart.
+is paid once per chunk rather than once per point. Values and adjoints are packed into rows by
+lifetime (liveness.py), so they stay in cache; the partials take one row per instruction. Each of
+the T ``prange`` workers takes every T-th chunk and reuses one buffer set, held by the Program
+between calls (fresh buffers per chunk would page-fault on every call: on 2 cores that made a
+batch slower than single points). ``ok[p]`` reports whether point p took the traced control-flow
+path (its guards held); other points are evaluated apart.
 
 With ``vector_math`` the sweeps are the ``_vector`` flavour (vector_math.py): ops that call libm
 run four points at a time through glibc's libmvec, within a few ulp of libm rather than bit-identical.
@@ -23,8 +25,8 @@ from numba import types
 from numba.extending import overload
 
 from .. import resources
-from . import vector_math
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 4da865c703a2fff2
+from . import liveness, vector_math
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 87f1deed762063c8
 from ._interp import forward_batch, forward_partials_batch, forward_partials_vector, forward_vector
 from .flags import FLAGS, njit
 
@@ -34,6 +36,13 @@ WORKING_SET = 1 << 15  # floats per instruction-row budget: keeps a chunk's buff
 def chunk_size(n: int) -> int:
     """Points per chunk for an n-instruction tape (8 to 256, a multiple of vector_math.LANES)."""
     return int(min(256, max(8, WORKING_SET // max(n, 1))) // vector_math.LANES * vector_math.LANES)
+
+
+def _layout(program):
+    """The program's packed (ins, io, rows) for the batch sweeps (liveness.py), made once."""
+    if program.batch_layout is None:
+        program.batch_layout = liveness.packed_ins(program)
+    return program.batch_layout
 
 
 def _vector_flag(wanted: bool):
@@ -52,7 +61,7 @@ def _forward(vector, ins, lit, vals, n, m):
 @overload(_forward, jit_options=FLAGS)
 def _forward_typed(vector, ins, lit, vals, n, m):
     sweep = forward_batch if isinstance(vector, types.NoneType) else forward_vector
-    return lambda vector, ins, lit, vals, n, m: sweep(ins[0], ins[1], ins[2], ins[3], lit, vals, n, m)
+    return lambda vector, ins, lit, vals, n, m: sweep(ins[0], ins[1], ins[2], ins[3], ins[6], lit, vals, n, m)
 
 
 def _forward_partials(vector, ins, lit, vals, pa, pb, n, m):
@@ -62,7 +71,8 @@ def _forward_partials(vector, ins, lit, vals, pa, pb, n, m):
 @overload(_forward_partials, jit_options=FLAGS)
 def _forward_partials_typed(vector, ins, lit, vals, pa, pb, n, m):
     sweep = forward_partials_batch if isinstance(vector, types.NoneType) else forward_partials_vector
-    return lambda vector, ins, lit, vals, pa, pb, n, m: sweep(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n, m)
+    return lambda vector, ins, lit, vals, pa, pb, n, m: sweep(ins[0], ins[1], ins[2], ins[3], ins[6], lit, vals, pa, pb,
+                                                              n, m)
 
 
 @njit
@@ -88,20 +98,23 @@ def _check_guards(io, vals, p0, m, ok):
 
 
 @njit
-def reverse_batch(ra, rb, pa, pb, adj, n, m):
-    """The reverse sweep for a chunk of points; a zero adjoint contributes nothing (see reverse)."""
+def reverse_batch(ins, pa, pb, adj, n, m):
+    """The reverse sweep for a chunk of points; a zero adjoint contributes nothing (see reverse).
+    Instruction k's adjoint row is cleared once read, for the value that held the row before it."""
+    ra, rb, dst, clear = ins[4], ins[5], ins[6], ins[7]
     for k in range(n - 1, -1, -1):
-        x, y = ra[k], rb[k]
+        x, y, r, z = ra[k], rb[k], dst[k], clear[k]
         for j in range(m):
-            g = adj[k, j]
+            g = adj[r, j]
+            adj[z, j] = 0.0
             adj[x, j] += pa[k, j] * g if g != 0.0 else 0.0
             adj[y, j] += pb[k, j] * g if g != 0.0 else 0.0
 
 
 def _workspace(program, chunk: int) -> np.ndarray:
-    """This Python thread's (workers, 4 (n + 1) chunk) buffers for ``program``, reused across calls."""
-    n, workers = program.ins.shape[1], numba.get_num_threads()
-    shape = (workers, 4 * (n + 1) * chunk)
+    """This Python thread's (workers, 2 (rows + n) chunk) buffers for ``program``, reused across calls."""
+    n, rows, workers = program.ins.shape[1], _layout(program)[2], numba.get_num_threads()
+    shape = (workers, 2 * (rows + n) * chunk)
     work = getattr(program.local, "batch_work", None)
     if work is None or work.shape != shape:
         resources.require(8 * shape[0] * shape[1], f"batch buffers for {workers} workers of {chunk} points")
@@ -114,7 +127,8 @@ def value_and_grad(program, X, vector_math: bool = False):
     B = len(X)
     values, G, ok = np.empty(B), np.empty((B, program.n_inputs)), np.empty(B, dtype=np.bool_)
     chunk = chunk_size(program.ins.shape[1])
-    _value_and_grad(program.ins, program.lit, program.io, X, values, G, ok, chunk, _workspace(program, chunk),
+    ins, io, rows = _layout(program)
+    _value_and_grad(ins, program.lit, io, rows, X, values, G, ok, chunk, _workspace(program, chunk),
                     _vector_flag(vector_math))
     return values, G, ok
 
@@ -124,27 +138,29 @@ def evaluate(program, X, vector_math: bool = False):
     B = len(X)
     out, ok = np.empty((B, program.n_outputs)), np.empty(B, dtype=np.bool_)
     chunk = chunk_size(program.ins.shape[1])
-    _evaluate(program.ins, program.lit, program.io, X, out, ok, chunk, _workspace(program, chunk),
-              _vector_flag(vector_math))
+    ins, io, rows = _layout(program)
+    _evaluate(ins, program.lit, io, rows, X, out, ok, chunk, _workspace(program, chunk), _vector_flag(vector_math))
     return out, ok
 
 
 @njit
-def _buffer(work, t, i, rows, chunk):
-    """Buffer i (of 4) of worker t: a (rows, chunk) view."""
-    start = i * rows * chunk
-    return work[t, start:start + rows * chunk].reshape((rows, chunk))
+def _buffers(work, t, rows, n, chunk):
+    """Worker t's vals and adj ((rows, chunk) each), pa and pb ((n, chunk) each): views of ``work``."""
+    w = work[t]
+    big, small = n * chunk, rows * chunk
+    return (w[:small].reshape((rows, chunk)), w[small:2 * small].reshape((rows, chunk)),
+            w[2 * small:2 * small + big].reshape((n, chunk)), w[2 * small + big:2 * (small + big)].reshape((n, chunk)))
 
 
 @njit(parallel=True)
-def _evaluate(ins, lit, io, X, out, ok, chunk, work, vector):
+def _evaluate(ins, lit, io, rows, X, out, ok, chunk, work, vector):
     n = ins.shape[1]
     B = X.shape[0]
     n_in, n_out = io[0], io[1]
     workers = work.shape[0]
     n_chunks = (B + chunk - 1) // chunk
     for t in prange(workers):
-        vals = _buffer(work, t, 0, n + 1, chunk)
+        vals = _buffers(work, t, rows, n, chunk)[0]
         for c in range(t, n_chunks, workers):
             p0 = c * chunk
             m = min(chunk, B - p0)
@@ -158,7 +174,7 @@ def _evaluate(ins, lit, io, X, out, ok, chunk, work, vector):
 
 
 @njit(parallel=True)
-def _value_and_grad(ins, lit, io, X, values, G, ok, chunk, work, vector):
+def _value_and_grad(ins, lit, io, rows, X, values, G, ok, chunk, work, vector):
     n = ins.shape[1]
     B = X.shape[0]
     n_in = io[0]
@@ -166,10 +182,7 @@ def _value_and_grad(ins, lit, io, X, values, G, ok, chunk, work, vector):
     workers = work.shape[0]
     n_chunks = (B + chunk - 1) // chunk
     for t in prange(workers):
-        vals = _buffer(work, t, 0, n + 1, chunk)
-        pa = _buffer(work, t, 1, n + 1, chunk)
-        pb = _buffer(work, t, 2, n + 1, chunk)
-        adj = _buffer(work, t, 3, n + 1, chunk)
+        vals, adj, pa, pb = _buffers(work, t, rows, n, chunk)
         for c in range(t, n_chunks, workers):
             p0 = c * chunk
             m = min(chunk, B - p0)
@@ -180,7 +193,7 @@ def _value_and_grad(ins, lit, io, X, values, G, ok, chunk, work, vector):
             for j in range(m):
                 values[p0 + j] = vals[out, j]
                 adj[out, j] = 1.0
-            reverse_batch(ins[4], ins[5], pa, pb, adj, n, m)
+            reverse_batch(ins, pa, pb, adj, n, m)
             for i in range(n_in):
                 slot = io[3 + i]
                 for j in range(m):

@@ -13,6 +13,7 @@ import hashlib
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from ..ops import CUSTOM_ROWS, FROM_MATH, OPCODE, OPS, substitute
 from .vector_math import ARITY, LANES
@@ -27,10 +28,21 @@ def _used(op) -> tuple[list[str], bool]:
     return [s for s in "abc"[: op.arity] if "{" + s + "}" in used], "{lit}" in used
 
 
-def _loads(op, col: str) -> list[str]:
-    """Statements loading the operands (and literal) an op's expressions use into locals."""
+def _loads(op, col: str, batched: bool) -> list[str]:
+    """Statements loading the operands (and literal) an op's expressions use into locals; batched
+    sweeps read the rows and the literal once per instruction, in its ``_preamble``."""
     operands, literal = _used(op)
+    if batched:
+        return [f"v{s} = vals[i{s}{col}]" for s in operands]
     return [f"v{s} = vals[{s}[k]{col}]" for s in operands] + (["vl = lit[k]"] if literal else [])
+
+
+def _preamble(op) -> list[str]:
+    """Batched sweeps: instruction k's operand rows, its own row and its literal, read before its
+    point loop (read inside it, LLVM reloads them every point: the stores to ``vals`` might change
+    them; hoisted, a micro-interpreter of add/sub/mul/neg ran 2x faster at 8 points a chunk)."""
+    operands, literal = _used(op)
+    return [f"i{s} = {s}[k]" for s in operands] + ["r = dst[k]"] + (["vl = lit[k]"] if literal else [])
 
 
 def _code(expr: str) -> str:
@@ -39,12 +51,12 @@ def _code(expr: str) -> str:
     return substitute(expr, **_LOCALS).replace("custom(", "custom(lit, ")
 
 
-def _branch(op, with_partials: bool, col: str = "") -> list[str]:
-    """Body of one dispatch branch: compute vals[k] (and the partials pa[k], pb[k]). ``col`` is the
-    index suffix of batched sweeps, whose buffers are (instruction, point) arrays."""
-    body = _loads(op, col)
+def _branch(op, with_partials: bool, col: str = "", batched: bool = False) -> list[str]:
+    """Body of one dispatch branch: compute vals[k] (batched: vals[r]) and the partials pa[k],
+    pb[k]. ``col`` is the index suffix of sweeps whose buffers are (row, point) arrays."""
+    body = _loads(op, col, batched)
     body.append("y = " + _code(op.forward))
-    body.append(f"vals[k{col}] = y")
+    body.append(f"vals[{'r' if batched else 'k'}{col}] = y")
     if with_partials:
         for buf, partial in zip(("pa", "pb"), _live_partials(op)):
             body.append(f"{buf}[k{col}] = " + _code(partial))
@@ -108,15 +120,15 @@ def _lanes_branch(op, with_partials: bool) -> list[str]:
     """Dispatch branch of the ``_vector`` flavour for an op that calls vector-math functions: a
     loop over the points LANES at a time (chunks are a multiple of LANES wide, so the last lanes
     of a short chunk compute throwaway values inside the buffers), every call to such a function
-    made once for all lanes through ``v_<function>``, the rest of each expression per lane."""
+    made once for all lanes through ``v_<function>``, the rest of each expression per lane. It
+    follows the op's ``_preamble``."""
     lanes = range(LANES)
     per_point = set(_PER_POINT)
-    operands, literal = _used(op)
-    body = [f"v{s}_{lane} = vals[{s}[k], {_at(lane)}]" for s in operands for lane in lanes]
-    body += ["vl = lit[k]"] if literal else []
-    outputs = [("y", op.forward, "vals")]
+    operands, _ = _used(op)
+    body = [f"v{s}_{lane} = vals[i{s}, {_at(lane)}]" for s in operands for lane in lanes]
+    outputs = [("y", op.forward, "vals[r")]
     if with_partials:
-        outputs += [(buf, partial, buf) for buf, partial in zip(("pa", "pb"), _live_partials(op))]
+        outputs += [(buf, partial, f"{buf}[k") for buf, partial in zip(("pa", "pb"), _live_partials(op))]
     calls: list = []
     for name, expr, buffer in outputs:
         done = len(calls)
@@ -126,32 +138,48 @@ def _lanes_branch(op, with_partials: bool) -> list[str]:
             body.append(", ".join(f"{temp}_{lane}" for lane in lanes) + f" = v_{function}({lane_args})")
         for lane in lanes:
             body.append(f"{name}_{lane} = {_lane(tree, lane, per_point)}")
-            body.append(f"{buffer}[k, {_at(lane)}] = {name}_{lane}")
+            body.append(f"{buffer}, {_at(lane)}] = {name}_{lane}")
     return [f"for j in range(0, m, {LANES}):"] + ["    " + line for line in body]
 
 
-# Sweep flavours: (parameters after the arrays, loop over points or not, index suffix, decorator).
-# "batch": buffers are (n, m) arrays; each instruction runs an inner loop over the m points, so the
-# opcode is dispatched once per instruction and the point loop can vectorise. "column": one point
-# p of (n, B) buffers, undecorated, so that it can be compiled for a GPU thread as well (without the
+class _Flavour(NamedTuple):
+    """How a sweep flavour is written: the parameters after the arrays, whether it is batched (each
+    instruction loops over points, and writes row ``dst[k]``, of liveness.py, not k), the index
+    suffix of its buffers, and its decorator."""
+    extra: str
+    batched: bool
+    col: str
+    decorator: str | None
+
+
+# "batch": buffers are (rows, m) arrays; each instruction runs an inner loop over the m points, so
+# the opcode is dispatched once per instruction and the point loop can vectorise; values are packed
+# into rows by lifetime (liveness.py), partials stay one row per instruction. "column": one point p
+# of (n, B) buffers, undecorated, so that it can be compiled for a GPU thread as well (without the
 # custom-op rows: a GPU cannot call the CPU functions, and jit/cuda.py refuses such tapes).
 # "vector": "batch" whose ops calling libm functions run LANES points at a time through
 # vector_math (opt-in: results within a few ulp of libm's, not bit-identical).
 _FLAVOURS = {
-    "": ("n", False, "", "@njit"),
-    "_batch": ("n, m", True, ", j", "@njit"),
-    "_vector": ("n, m", True, ", j", "@njit"),
-    "_column": ("n, p", False, ", p", None),
+    "": _Flavour("n", False, "", "@njit"),
+    "_batch": _Flavour("n, m", True, ", j", "@njit"),
+    "_vector": _Flavour("n, m", True, ", j", "@njit"),
+    "_column": _Flavour("n, p", False, ", p", None),
 }
 _CUSTOM = set(CUSTOM_ROWS.values())
 
 
+def _params(flavour: str, with_partials: bool) -> str:
+    form = _FLAVOURS[flavour]
+    return ("op, a, b, c" + (", dst" if form.batched else "") + ", lit, vals" + (", pa, pb" if with_partials else "")
+            + ", " + form.extra)
+
+
 def _sweep(name: str, with_partials: bool, doc: str, flavour: str, custom: bool) -> list[str]:
-    extra, point_loop, col, decorator = _FLAVOURS[flavour]
-    params = "op, a, b, c, lit, vals" + (", pa, pb" if with_partials else "") + ", " + extra
+    _, batched, col, decorator = _FLAVOURS[flavour]
+    params = _params(flavour, with_partials)
     lines = ["", ""] + ([decorator] if decorator else []) + [
         f"def {name}({params}):", f'    """{doc}"""', "    for k in range(n):", "        o = op[k]"]
-    indent = "            " + ("    " if point_loop else "")
+    indent = "            " + ("    " if batched else "")
     first = True
     for op in OPS:
         if op.name == "input":
@@ -161,12 +189,14 @@ def _sweep(name: str, with_partials: bool, doc: str, flavour: str, custom: bool)
         keyword = "if" if first else "elif"
         first = False
         lines.append(f"        {keyword} o == {OPCODE[op.name]}:  # {op.name}")
+        if batched:
+            lines.extend("            " + stmt for stmt in _preamble(op))
         if flavour == "_vector" and _vector_calls(op):
             lines.extend("            " + stmt for stmt in _lanes_branch(op, with_partials))
             continue
-        if point_loop:
+        if batched:
             lines.append("            for j in range(m):")
-        lines.extend(indent + stmt for stmt in _branch(op, with_partials, col))
+        lines.extend(indent + stmt for stmt in _branch(op, with_partials, col, batched))
     return lines
 
 
@@ -181,7 +211,7 @@ def _sweeps(name: str, with_partials: bool, doc: str, flavour: str) -> list[str]
     public = name + flavour
     if flavour == "_column":
         return _sweep(public, with_partials, doc, flavour, custom=False)
-    params = "op, a, b, c, lit, vals" + (", pa, pb" if with_partials else "") + ", " + _FLAVOURS[flavour][0]
+    params = _params(flavour, with_partials)
     table, custom = f"_{public}_table", f"_{public}_custom"
     return (_sweep(table, with_partials, doc + " Table ops only.", flavour, custom=False)
             + _sweep(custom, with_partials, doc + " Custom ops too.", flavour, custom=True)
@@ -197,7 +227,8 @@ def source() -> str:
     lines = [
         '"""Numba interpreter sweeps, GENERATED by scalargrad/jit/generate.py from the op table: do not edit.',
         "",
-        "Instruction k writes vals[k]; operands are earlier slots. 'input' slots are filled by the caller.",
+        "Instruction k writes vals[k] (batched sweeps: row dst[k], see liveness.py); operands are earlier",
+        "slots (rows). 'input' slots are filled by the caller.",
         "forward_partials also stores d(vals[k])/d(operand) for the (at most two) operands that carry a",
         'derivative, in pa[k] and pb[k], so that the reverse sweep is a branch-free multiply-accumulate.',
         '"""',

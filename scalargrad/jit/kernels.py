@@ -16,7 +16,7 @@ import numpy as np
 from .. import custom, resources
 from ..ops import DIFF_MASK, INPUT
 from ..tape import Tape
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 24b9827fdd04a7b7
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): c37d2c034687bfa8
 from ._interp import forward_partials
 from .flags import njit
 
@@ -30,7 +30,7 @@ def kernel_arrays(*arrays):
 class Program:
     """A validated tape in the kernels' layout."""
 
-    __slots__ = ("ins", "lit", "io", "n_inputs", "n_outputs", "n_guards", "tape", "local")
+    __slots__ = ("ins", "lit", "io", "n_inputs", "n_outputs", "n_guards", "tape", "local", "batch_layout")
 
     def __init__(self, tape: Tape):
         n = len(tape)
@@ -44,6 +44,7 @@ class Program:
                                   tape.guards, tape.guard_values != 0.0]).astype(np.int32)
         self.tape = tape
         self.local = threading.local()
+        self.batch_layout = None  # made by the first batch call (batch.py)
 
     def __reduce__(self):
         """Pickled as its tape (plain arrays, e.g. shipped to Dask workers) and rebuilt there: the
