@@ -2,10 +2,11 @@
 
 Value k lives from instruction k to its last use; inputs, outputs and guards live to the end.
 A row freed by a value's last use is reused by a later value (the most recently freed first), so
-a sweep's values and adjoints stay in cache however long the tape: 10^5 instructions whose
-operands come from the last few dozen values need a few dozen rows, not 10^5. The adjoint of a
-value lives over the same interval, walked backwards, so the reverse sweep uses the same rows: it
-reads row ``dst[k]`` and zeroes it (``clear[k]``) before the row's previous owner accumulates there.
+a sweep's values and adjoints stay in cache however long the tape when lifetimes are short: the
+random workload's 35,140 instructions (operands from the last 32 results) need 366 rows. The
+adjoint of a value lives over the same interval, walked backwards, so the reverse sweep uses the
+same rows: it reads row ``dst[k]`` and zeroes it (``clear[k]``) before the row's previous owner
+accumulates there.
 A value never shares a row with its own operands, so an instruction never reads the row it writes.
 """
 from __future__ import annotations
