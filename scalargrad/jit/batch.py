@@ -41,13 +41,6 @@ def chunk_size(n: int) -> int:
     return int(min(256, max(MIN_CHUNK, WORKING_SET // max(n, 1))) // vector_math.LANES * vector_math.LANES)
 
 
-def _layout(program):
-    """The program's packed (ins, io, rows) for the batch sweeps (liveness.py), made once."""
-    if program.batch_layout is None:
-        program.batch_layout = liveness.packed_ins(program)
-    return program.batch_layout
-
-
 def _vector_flag(wanted: bool):
     """The ``vector`` argument of the kernels: its type picks their sweeps."""
     if not wanted:
@@ -114,25 +107,29 @@ def reverse_batch(ins, pa, pb, adj, n, m):
             adj[y, j] += pb[k, j] * g if g != 0.0 else 0.0
 
 
-def _workspace(program, chunk: int) -> np.ndarray:
-    """This Python thread's (workers, 2 (rows + n) chunk) buffers for ``program``, reused across calls."""
-    n, rows, workers = program.ins.shape[1], _layout(program)[2], numba.get_num_threads()
+def _prepared(program):
+    """(ins, io, rows, chunk, work): the program's packed layout for the batch sweeps (liveness.py,
+    made once per program) and this Python thread's (workers, 2 (rows + n) chunk) buffers, reused
+    across calls."""
+    if program.batch_layout is None:
+        program.batch_layout = liveness.packed_ins(program)
+    ins, io, rows = program.batch_layout
+    n, workers = ins.shape[1], numba.get_num_threads()
+    chunk = chunk_size(n)
     shape = (workers, 2 * (rows + n) * chunk)
     work = getattr(program.local, "batch_work", None)
     if work is None or work.shape != shape:
         resources.require(8 * shape[0] * shape[1], f"batch buffers for {workers} workers of {chunk} points")
         work = program.local.batch_work = np.empty(shape)
-    return work
+    return ins, io, rows, chunk, work
 
 
 def value_and_grad(program, X, vector_math: bool = False):
     """(values, G, ok) of output 0 and its gradient at every row of X (ok: the guards held)."""
     B = len(X)
     values, G, ok = np.empty(B), np.empty((B, program.n_inputs)), np.empty(B, dtype=np.bool_)
-    chunk = chunk_size(program.ins.shape[1])
-    ins, io, rows = _layout(program)
-    _value_and_grad(ins, program.lit, io, rows, X, values, G, ok, chunk, _workspace(program, chunk),
-                    _vector_flag(vector_math))
+    ins, io, rows, chunk, work = _prepared(program)
+    _value_and_grad(ins, program.lit, io, rows, X, values, G, ok, chunk, work, _vector_flag(vector_math))
     return values, G, ok
 
 
@@ -140,9 +137,8 @@ def evaluate(program, X, vector_math: bool = False):
     """(out, ok): every output at every row of X (ok: the guards held)."""
     B = len(X)
     out, ok = np.empty((B, program.n_outputs)), np.empty(B, dtype=np.bool_)
-    chunk = chunk_size(program.ins.shape[1])
-    ins, io, rows = _layout(program)
-    _evaluate(ins, program.lit, io, rows, X, out, ok, chunk, _workspace(program, chunk), _vector_flag(vector_math))
+    ins, io, rows, chunk, work = _prepared(program)
+    _evaluate(ins, program.lit, io, rows, X, out, ok, chunk, work, _vector_flag(vector_math))
     return out, ok
 
 

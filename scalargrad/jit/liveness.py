@@ -59,11 +59,12 @@ def _allocate(op, a, b, c, pinned):
         else:
             row[k] = rows
             rows += 1
-        # Free after allocating, so that k never writes a row it reads; each operand once.
-        for i, x in enumerate((a[k], b[k], c[k])):
-            if x >= 0 and last_use[x] == k and not (i >= 1 and x == a[k]) and not (i == 2 and x == b[k]):
+        # Free after allocating, so that k never writes a row it reads.
+        for x in (a[k], b[k], c[k]):
+            if x >= 0 and last_use[x] == k:
                 free[n_free] = row[x]
                 n_free += 1
+                last_use[x] = -1  # freed: the same slot in another operand frees nothing
         if last_use[k] == k:
             free[n_free] = row[k]
             n_free += 1
