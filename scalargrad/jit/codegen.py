@@ -30,7 +30,7 @@ from ..custom import ops_in, uses_custom_ops
 from ..ops import CONST, FROM_MATH, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
 from ..tape import Tape
 from .flags import FLAGS
-from . import rolled
+from . import lanes, rolled
 from .rewrite import live_mask
 
 _ARGS = (types.float64[::1], types.float64[::1])  # the one signature compiled: C-contiguous x, out/grad
@@ -57,9 +57,9 @@ def cache_dir() -> Path:
 
 def _generator_text() -> str:
     """Everything the generated text depends on besides the tape: the op table, the Numba flags and
-    the generators' own sources, this module's and rolled.py's (so editing either can never reuse a
+    the generators' own sources, this module's, rolled.py's and lanes.py's (so editing either can never reuse a
     stale cache file)."""
-    sources = "".join(Path(module.__file__).read_text("utf-8") for module in (sys.modules[__name__], rolled))
+    sources = "".join(Path(module.__file__).read_text("utf-8") for module in (sys.modules[__name__], rolled, lanes))
     return repr(OPS) + repr(sorted(FLAGS.items())) + repr(sorted(FUNCTIONS)) + sources
 
 
@@ -379,6 +379,7 @@ def source(tape: Tape, key: str | None = None) -> str:
         "",
         "from scalargrad.jit.flags import njit",
         "from scalargrad.jit.codegen import acc, acc0, muladd, select",
+        "from scalargrad.jit.lanes import transpose4",
         "",
         f"KEY = {key!r}",
     ]
@@ -387,14 +388,28 @@ def source(tape: Tape, key: str | None = None) -> str:
               '    """Writes every output into out; returns whether the guards hold."""', *ev,
               "", "", "@njit", "def value_and_grad(x, grad):",
               '    """(value of output 0, guards hold); the gradient goes into grad."""', *vg,
-              "", "", "@njit(parallel=True)", "def evaluate_batch(X, out, ok):",
-              '    """evaluate at every row of X, in parallel."""',
-              "    for p in prange(X.shape[0]):", "        ok[p] = evaluate(X[p], out[p])",
-              "", "", "@njit(parallel=True)", "def value_and_grad_batch(X, values, G, ok):",
-              '    """value_and_grad at every row of X, in parallel."""',
-              "    for p in prange(X.shape[0]):", "        value, good = value_and_grad(X[p], G[p])",
-              "        values[p] = value", "        ok[p] = good"]
+              *_batch_lines(ev, vg, len(tape.inputs), len(outputs))]
     return "\n".join(lines) + "\n"
+
+
+def _batch_lines(ev: list, vg: list, n_inputs: int, n_outputs: int) -> list:
+    """The batch functions: lane code (lanes.py) when the rewrite applies (its buffer fits a core's
+    cache), else one point per iteration of a parallel loop."""
+    try:
+        ev_lanes, ev_rows = lanes.lane_function("evaluate", ev, n_inputs, n_outputs)
+        vg_lanes, vg_rows = lanes.lane_function("value_and_grad", vg, n_inputs, n_outputs)
+    except lanes.Unsupported:
+        pass
+    else:
+        return ["", "", *ev_lanes.splitlines(), "", "", *vg_lanes.splitlines(),
+                *lanes.batch_functions(n_inputs, n_outputs, ev_rows, vg_rows)]
+    return ["", "", "@njit(parallel=True)", "def evaluate_batch(X, out, ok):",
+            '    """evaluate at every row of X, in parallel."""',
+            "    for p in prange(X.shape[0]):", "        ok[p] = evaluate(X[p], out[p])",
+            "", "", "@njit(parallel=True)", "def value_and_grad_batch(X, values, G, ok):",
+            '    """value_and_grad at every row of X, in parallel."""',
+            "    for p in prange(X.shape[0]):", "        value, good = value_and_grad(X[p], G[p])",
+            "        values[p] = value", "        ok[p] = good"]
 
 
 # --- files and modules ------------------------------------------------------------------------------
