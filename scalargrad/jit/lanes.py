@@ -45,6 +45,12 @@ def _names_in(node) -> set:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
+def _walk(stmts: list):
+    """Every node of a list of statements."""
+    for stmt in stmts:
+        yield from ast.walk(stmt)
+
+
 def _index_names(body, loop_targets: set) -> set:
     """Loop variables and names computed from them alone (``t = to * 16 + ti``): the copy indices,
     the same for every lane."""
@@ -52,7 +58,7 @@ def _index_names(body, loop_targets: set) -> set:
     changed = True
     while changed:
         changed = False
-        for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+        for node in _walk(body):
             if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
                     and node.targets[0].id not in index and _is_index_expr(node.value, index)):
                 index.add(node.targets[0].id)
@@ -85,11 +91,11 @@ class _Layout:
         self.rows += 1
 
 
-def _element(row_expr) -> ast.Subscript:
-    """``buf[row_expr * LANES + lane]``."""
+def _element(row_expr, ctx) -> ast.Subscript:
+    """``buf[row_expr * LANES + lane]``, read (ctx ast.Load()) or written (ast.Store())."""
     index = ast.BinOp(ast.BinOp(row_expr, ast.Mult(), ast.Name("LANES", ast.Load())), ast.Add(),
                       ast.Name(_LANE, ast.Load()))
-    return ast.Subscript(ast.Name(_BUFFER, ast.Load()), index, ast.Load())
+    return ast.Subscript(ast.Name(_BUFFER, ast.Load()), index, ctx)
 
 
 def _lane_loop(body: list) -> ast.For:
@@ -101,29 +107,25 @@ def _lane_loop(body: list) -> ast.For:
 class _Rewrite(ast.NodeTransformer):
     """Array elements of one lane statement as buffer elements."""
 
-    def __init__(self, layout: _Layout, sizes: dict):
-        self.layout, self.sizes = layout, sizes
+    def __init__(self, layout: _Layout, arrays: dict):
+        self.layout, self.arrays = layout, arrays  # arrays: name -> its length (rows)
 
     def element(self, name: str, ctx) -> ast.Subscript:
         """Where variable ``name`` (a row variable, or ``ok``) lives for this lane."""
         if name == "ok":
             return ast.Subscript(ast.Name(_OKS, ast.Load()), ast.Name(_LANE, ast.Load()), ctx)
-        element = _element(ast.Constant(self.layout.variable[name]))
-        element.ctx = ctx
-        return element
+        return _element(ast.Constant(self.layout.variable[name]), ctx)
 
     def visit_Subscript(self, node):
         name = node.value.id if isinstance(node.value, ast.Name) else None
         if name not in self.layout.base:
             return self.generic_visit(node)
         index = self.visit(node.slice)
-        element = _element(ast.BinOp(ast.Constant(self.layout.base[name]), ast.Add(), index))
-        element.ctx = node.ctx
-        return element
+        return _element(ast.BinOp(ast.Constant(self.layout.base[name]), ast.Add(), index), node.ctx)
 
     def visit_Attribute(self, node):  # grad.shape[0] in ``for i in range(grad.shape[0])``
-        if isinstance(node.value, ast.Name) and node.value.id in self.sizes and node.attr == "shape":
-            return ast.Tuple([ast.Constant(self.sizes[node.value.id])], ast.Load())
+        if isinstance(node.value, ast.Name) and node.value.id in self.arrays and node.attr == "shape":
+            return ast.Tuple([ast.Constant(self.arrays[node.value.id])], ast.Load())
         return self.generic_visit(node)
 
 
@@ -131,7 +133,7 @@ def _strip_returns(body: list, kind: str) -> list:
     """The body with its returns turned into stores to ``values``/``oks`` (no early exit: a lane
     whose guards fail computes on and is discarded)."""
     sets_ok = any(isinstance(n, ast.Name) and n.id == "ok" and isinstance(n.ctx, ast.Store)
-                  for n in ast.walk(ast.Module(body=body, type_ignores=[])))
+                  for n in _walk(body))
 
     def ok_store(value):
         return ast.Assign([ast.Name("ok", ast.Store())], value)
@@ -223,10 +225,12 @@ def _regions(body: list, index: set, out: list) -> list:
 
 
 class _Region:
-    """A run of lane statements, written as one lane loop."""
+    """A run of lane statements, written as one lane loop; ``occurrences``: ``_occurrences`` of
+    them (read by the row assignment and by ``_promoted``)."""
 
     def __init__(self, stmts):
         self.stmts = stmts
+        self.occurrences = _occurrences(stmts)
 
 
 def _emit(body: list, rewrite: _Rewrite) -> list:
@@ -249,7 +253,7 @@ def _promoted(region: _Region, rewrite: _Rewrite) -> list:
     ("unsafe indirect dependence"); at the ends of the loop body they do not."""
     first: dict[str, bool] = {}  # name -> whether its first occurrence writes it, not under an if
     stored = set()
-    for name, store, nested in _occurrences(region.stmts):
+    for name, store, nested in region.occurrences:
         if name == "ok" or name in rewrite.layout.variable:
             first.setdefault(name, store and not nested)
             if store:
@@ -287,7 +291,7 @@ def lane_function(kind: str, body_lines: list, n_inputs: int, n_outputs: int) ->
     if layout.rows > MAX_ROWS:
         raise Unsupported(f"{layout.rows} buffer rows, more than MAX_ROWS = {MAX_ROWS}")
     body = _strip_returns(kept, kind)
-    loop_targets = {n.target.id for n in ast.walk(ast.Module(body=body, type_ignores=[]))
+    loop_targets = {n.target.id for n in _walk(body)
                     if isinstance(n, ast.For) and isinstance(n.target, ast.Name)}
     index = _index_names(body, loop_targets)
     regions: list[_Region] = []
@@ -298,21 +302,19 @@ def lane_function(kind: str, body_lines: list, n_inputs: int, n_outputs: int) ->
     regions_of: dict[str, set] = {}
     scalar: dict[str, bool] = {}
     for number, region in enumerate(regions):
-        for name, store, nested in _occurrences(region.stmts):
+        for name, store, nested in region.occurrences:
             if name in index or name in arrays or name == "ok":
                 continue
             if number not in regions_of.setdefault(name, set()):  # its first occurrence in this region
                 regions_of[name].add(number)
                 scalar[name] = len(regions_of[name]) == 1 and store and not nested
-    assigned = {n.id for region in regions for stmt in region.stmts for n in ast.walk(stmt)
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}  # not constants, builtins
+    assigned = {name for region in regions for name, store, _ in region.occurrences if store}  # not constants, builtins
     for name in sorted(regions_of):
         if not scalar[name] and name in assigned:
             layout.add_variable(name)
     if layout.rows > MAX_ROWS:
         raise Unsupported(f"{layout.rows} buffer rows, more than MAX_ROWS = {MAX_ROWS}")
-    sizes = {"x": n_inputs, second: arrays[second]}
-    new_body = _emit(body, _Rewrite(layout, sizes))
+    new_body = _emit(body, _Rewrite(layout, arrays))
     params = (_BUFFER, _COUNT, _VALUES, _OKS) if kind == "value_and_grad" else (_BUFFER, _COUNT, _OKS)
     fn = ast.FunctionDef(f"{kind}_lanes", ast.arguments([], [ast.arg(a) for a in params], None, [], [], None, []),
                          new_body or [ast.Pass()], [ast.Name("njit", ast.Load())], None)
