@@ -357,6 +357,21 @@ def test_generated_files_go_to_the_cache_dir(cache_dir):
     assert codegen.module_path(codegen.tape_key(tape)).read_text() == codegen.source(tape)
 
 
+def test_the_batch_module_is_written_only_when_a_batch_asks_for_it(cache_dir):
+    f = lambda x: x[0] * sg.exp(x[1]) - x[2] / x[1]  # noqa: E731
+    x = np.array([0.5, 1.5, 2.0])
+    fn = sg.value_and_grad(f, backend="codegen")
+    fn(x)
+    tape = next(iter(fn.cache.values())).paths[0].program.tape
+    key = codegen.tape_key(tape)
+    assert "_batch" not in codegen.source(tape) and "_lanes" not in codegen.source(tape)
+    assert codegen.module_path(key).exists() and not codegen.module_path(key, batch=True).exists()
+    values, G = sg.vmap(fn)(np.stack([x, x + 0.25]))
+    assert codegen.module_path(key, batch=True).read_text() == codegen.batch_source(tape)
+    for p, point in enumerate((x, x + 0.25)):
+        assert_identical(np.append(values[p], G[p]), np.append(*fn(point)))
+
+
 def test_concurrent_writers_leave_one_complete_file(tmp_path):
     path = tmp_path / "sg_test.py"
     text = "x = 1\n" * 50_000

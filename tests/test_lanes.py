@@ -37,13 +37,14 @@ def test_transpose4_moves_a_block_at_any_offset_and_stride():
         np.testing.assert_array_equal(dst, want)
 
 
-def _module_batches_match_points(tape, X):
-    """The generated module's batch functions against its per-point functions, at every row of X."""
-    module = codegen.load_module(tape)
-    assert hasattr(module, "value_and_grad_lanes") and hasattr(module, "evaluate_lanes")
+def _module_batches_match_points(tape, X, lane_code=True):
+    """The generated batch module's functions (lane code, or with ``lane_code`` False the
+    point-at-a-time drivers) against the per-point module's functions, at every row of X."""
+    module, batch = codegen.load_module(tape), codegen.load_module(tape, batch=True)
+    assert hasattr(batch, "value_and_grad_lanes") == hasattr(batch, "evaluate_lanes") == lane_code
     n_out = len(tape.outputs)
-    values, G, ok = codegen.value_and_grad_batch(module, X, len(tape.inputs))
-    out, ok_out = codegen.evaluate_batch(module, X, n_out)
+    values, G, ok = codegen.value_and_grad_batch(batch, X, len(tape.inputs))
+    out, ok_out = codegen.evaluate_batch(batch, X, n_out)
     for p, x in enumerate(X):
         g, y = np.empty(len(x)), np.empty(n_out)
         value, good = module.value_and_grad(x, g)
@@ -100,11 +101,14 @@ def test_vmap_of_a_rolled_tape_runs_the_lanes_with_the_interpreters_results():
 
 
 def test_a_buffer_over_max_rows_keeps_the_per_point_drivers(monkeypatch):
-    tape = optimize(sg.trace(rosen, np.linspace(-1, 1, 30)))
-    assert "def value_and_grad_lanes" in codegen.source(tape)
-    monkeypatch.setattr(lanes, "MAX_ROWS", 40)  # 30 inputs and 30 gradient rows do not fit
-    text = codegen.source(tape)
+    tape = optimize(sg.trace(rosen, np.linspace(-1, 1, 29)))
+    assert "def value_and_grad_lanes" in codegen.batch_source(tape)
+    monkeypatch.setattr(lanes, "MAX_ROWS", 40)  # 29 inputs and 29 gradient rows do not fit
+    text = codegen.batch_source(tape)
     assert "_lanes" not in text.split('"""')[-1] and "def value_and_grad_batch" in text
+    assert "def value_and_grad(" not in text  # the drivers call the per-point module's functions
+    X = np.random.default_rng(8).uniform(-2.0, 2.0, (37, 29))
+    assert _module_batches_match_points(tape, X, lane_code=False).all()
     with pytest.raises(lanes.Unsupported, match="MAX_ROWS"):
         lanes.lane_function("evaluate", ["    v1 = x[0]", "    out[0] = v1", "    return True"], 50, 1)
 

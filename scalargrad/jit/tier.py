@@ -63,7 +63,7 @@ class Tier:
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
         self.kernel = None
-        self.module = None  # the generated module for vmap (generated_module)
+        self.module = None  # the generated batch module for vmap (generated_module)
         self.started = False
         self.batch_started = False  # auto: the background compile of the batch function (vmap)
         self.error = None
@@ -74,7 +74,6 @@ class Tier:
             cap, size = codegen_max_ops(), codegen.generated_size(tape)
             if size <= cap:
                 self.kernel = codegen.compile_kernel(tape, kind)
-                self.module = codegen.load_module(tape)
             else:
                 self.started = True
                 warnings.warn(f"scalargrad: backend='codegen' compiles code of at most {cap:,} instruction lines "
@@ -147,11 +146,14 @@ class Tier:
         return self.kernel if self.backend == "codegen" else None
 
     def generated_module(self):
-        """The generated module whose batch functions vmap runs, else None: under "codegen" always
-        (its first batch call compiles them); under "auto" once the path has tiered up and a
-        background thread, started by the first such request, has compiled the batch function
-        (bit-identical to the batch interpreter, so the switch is invisible)."""
-        if (self.module is None and self.backend == "auto" and self.kernel is not None
+        """The generated batch module (``codegen.batch_source``) vmap runs, else None: under
+        "codegen" always (written by the first request, its functions compiled by their first
+        call); under "auto" once the path has tiered up and a background thread, started by the
+        first such request, has compiled the batch function (bit-identical to the batch
+        interpreter, so the switch is invisible)."""
+        if self.module is None and self.backend == "codegen" and self.kernel is not None:
+            self.module = codegen.load_module(self.tape, batch=True)
+        elif (self.module is None and self.backend == "auto" and self.kernel is not None
                 and not self.batch_started and _COMPILING.acquire(blocking=False)):
             self.batch_started = True
             self._start(self._compile_batch)
@@ -159,7 +161,7 @@ class Tier:
 
     def _compile_batch(self) -> None:
         try:
-            module = codegen.load_module(self.tape)
+            module = codegen.load_module(self.tape, batch=True)
             codegen.compile_batch(module, self.kind)
             self.module = module
         except Exception as exc:  # vmap stays on the batch interpreter, which gives the same results
