@@ -27,6 +27,7 @@ import scalargrad as sg
 from . import bench_higher, handwritten, ops as op_table
 from .bench_output import Progress, plot
 from .jit import vector_math
+from .jit.tier import compiling, wait_for_compiles
 from .passes import optimize
 from .workloads import WORKLOADS, finite_difference_check
 
@@ -119,20 +120,28 @@ def relative_error(got, want) -> float:
 
 def settle(call, transformed) -> None:
     """Backend auto: calls ``call`` until ``transformed``'s compiled path has no background compile
-    in flight (a batch's points count as calls, so a large batch starts a tier-up at once), so that
-    batch rows time the kernel a program running for a while would use."""
+    in flight and starts none (a batch's points count as calls, so a large batch starts a tier-up
+    at once), so that batch rows time the kernel a program running for a while would use. Each
+    call waits for any other path's compile first: one runs at a time, so while another path's
+    runs, this path cannot start its own."""
     tier = getattr(_first_path(transformed), "tier", None)
-    while tier is not None and tier.settle():
+    while tier is not None:
+        wait_for_compiles()
         call()
+        if not tier.settle():
+            break
 
 
 def steady_seconds(call, kernel, repeat: int | None) -> tuple[float, str]:
-    """(median seconds of ``call()``, ``kernel()``: the kernel that ran it): timed again if backend
-    "auto" switched kernels during the timing, so that the figure is one kernel's, never a mix."""
-    before = kernel()
-    seconds = median_seconds(call, repeat)
-    if kernel() != before:
+    """(median seconds of ``call()``, ``kernel()``: the kernel that ran it), timed while no
+    background compile competes for the cores; timed again (up to three timings) while backend
+    "auto" starts one or switches kernels during the timing, so that the figure is one kernel's."""
+    for _ in range(3):  # a timing can make a path hot once per kernel it tiers up to
+        wait_for_compiles()
+        before = kernel()
         seconds = median_seconds(call, repeat)
+        if kernel() == before and not compiling():
+            break
     return seconds, kernel()
 
 

@@ -6,6 +6,8 @@ import math
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 import scalargrad as sg
 from scalargrad import cli, handwritten
 from scalargrad.cli import main
-from scalargrad.jit import vector_math
+from scalargrad.jit import tier, vector_math
 from scalargrad.ops import USER_OPS
 from scalargrad.workloads import WORKLOADS, check_textbook_examples, finite_difference_check, make_random
 
@@ -299,6 +301,33 @@ def test_batch_rows_report_ratio_and_check_points(monkeypatch, capsys):
     monkeypatch.setattr(cli, "BATCH_TOLERANCE", -1.0)  # every comparison now fails
     assert main(["bench", "--workload", "rosenbrock-20", "--batch", "4", "--repeat", "1"]) == 1
     assert "batch point 0 differs" in capsys.readouterr().out
+
+
+def test_timings_wait_for_a_background_compile_in_flight():
+    tier._COMPILING.acquire()  # as a background compile of some other path holds it
+    released = []
+
+    def finish():
+        time.sleep(0.3)
+        released.append(time.perf_counter())
+        tier._COMPILING.release()
+
+    threading.Thread(target=finish).start()
+    calls = []
+    cli.steady_seconds(lambda: calls.append(time.perf_counter()), lambda: "interp", repeat=1)
+    assert released and calls and min(calls) >= released[0]
+
+
+def test_a_batch_row_runs_the_batch_code_its_path_compiles_after_another_paths_compile(monkeypatch):
+    # With backend auto one compile runs at a time: a batch row timed while another path (here the
+    # single-point row's) compiles must wait for it, then let its own path tier up.
+    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 3)
+    fun, x0 = WORKLOADS["rosenbrock"].make(12)
+    other = sg.value_and_grad(lambda x: fun(x) * 2.0)
+    for _ in range(3):
+        other(x0)  # hot: its generated code compiles in the background now
+    got = cli.measure_batch(fun, x0, 64, cli.measure(fun, x0, repeat=1, eager=False), repeat=1)
+    assert got["batch_detail"] == "" and got["batch_kernel"] == "codegen"
 
 
 def test_relative_error_scales_by_the_expected_magnitude_and_keeps_nans():

@@ -39,6 +39,18 @@ CODEGEN_MAX_OPS = 1000
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
 
 
+def compiling() -> bool:
+    """Whether a background compile (of any path) is in flight."""
+    return _COMPILING.locked()
+
+
+def wait_for_compiles() -> None:
+    """Return once no background compile is in flight (the bench times nothing while one
+    competes for the cores, and a path can start its own compile only then)."""
+    with _COMPILING:
+        pass
+
+
 def codegen_max_ops() -> int:
     """The size cap of backend="codegen": ``$SCALARGRAD_CODEGEN_MAX_OPS`` or CODEGEN_MAX_OPS."""
     return env_number("SCALARGRAD_CODEGEN_MAX_OPS", CODEGEN_MAX_OPS)
