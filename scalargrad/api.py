@@ -35,11 +35,16 @@ class VariableArguments(TypeError):
     into the caller's recorder (``transforms.call_symbolic``) instead of running a kernel."""
 
 
+_FLOAT64 = np.dtype(np.float64)
+
+
 def _flatten_args(args, names):
     """(structure key, flat float64 input vector) of a call's arguments; the key holds None for a
     scalar argument and the shape for an array argument."""
-    if len(args) == 1 and type(args[0]) is np.ndarray and args[0].dtype == np.float64:
-        return (args[0].shape,), args[0].reshape(-1)  # the common case: one float64 array
+    if len(args) == 1:  # the common case, one float64 array: checked in ~0.1 us rather than ~0.6
+        x = args[0]
+        if type(x) is np.ndarray and x.dtype is _FLOAT64:
+            return (x.shape,), (x if x.ndim == 1 else x.reshape(-1))
     shapes = []
     parts = []
     for i, x in enumerate(args):
@@ -156,7 +161,7 @@ class _Signature:
     """What is cached for one argument structure: its traced paths (most recently used first) and
     where each argument lives in the flat input vector."""
 
-    __slots__ = ("shapes", "paths", "offsets", "argnums", "lock")
+    __slots__ = ("shapes", "paths", "offsets", "argnums", "lock", "one_vector")
 
     def __init__(self, shapes, argnums=()):
         self.shapes = shapes
@@ -165,6 +170,7 @@ class _Signature:
         self.lock = threading.Lock()  # guards reordering ``paths`` (calls from several threads)
         sizes = [1 if s is None else math.prod(s) for s in shapes]
         self.offsets = [sum(sizes[:i]) for i in range(len(shapes) + 1)]
+        self.one_vector = len(shapes) == 1 and shapes[0] is not None and len(shapes[0]) == 1  # f(x), x 1-d
 
 
     def __getstate__(self):  # pickled (to Dask workers) without its lock
@@ -177,6 +183,8 @@ class _Signature:
 
     def piece(self, flat, i):
         """Argument i's part of a flat vector: a float for a scalar, else an array of its shape."""
+        if self.one_vector:
+            return flat  # the whole vector already has the argument's shape
         shape = self.shapes[i]
         start = self.offsets[i]
         return float(flat[start]) if shape is None else flat[start:self.offsets[i + 1]].reshape(shape)
