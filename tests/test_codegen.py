@@ -341,6 +341,16 @@ def test_writing_a_module_prunes_the_cache(monkeypatch, tmp_path):
     assert not stale.exists() and len(list(tmp_path.glob("sg_*.py"))) == 1
 
 
+def test_writing_a_batch_module_keeps_the_loaded_per_point_module(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCALARGRAD_CACHE_DIR", str(tmp_path))
+    tape = sg.trace(lambda x: x * 5.0 - 0.75, 1.0)
+    codegen.load_module(tape)
+    monkeypatch.setenv("SCALARGRAD_CACHE_MAX_MB", "0")  # every file is over the limit
+    codegen.load_module(tape, batch=True)  # the batch module imports the per-point one
+    key = codegen.tape_key(tape)
+    assert codegen.module_path(key).exists() and codegen.module_path(key, batch=True).exists()
+
+
 def test_cache_dir_defaults_to_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("SCALARGRAD_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
