@@ -559,13 +559,12 @@ def load_module(tape: Tape, batch: bool = False):
                          f"{ops_in(tape.op, tape.lit)[0].name!r}; use backend='auto' or 'interp'")
     key = tape_key(tape)
     with _LOCK:
-        if batch:
-            load_module(tape)
-        name = _module_name(key, batch)
-        module = _MODULES.get(name)
-        if module is None:
-            text = (batch_source if batch else source)(tape, key)
-            module = _MODULES[name] = _import(name, module_path(key, batch), text, key)
+        for is_batch in ((False, True) if batch else (False,)):
+            name = _module_name(key, is_batch)
+            module = _MODULES.get(name)
+            if module is None:
+                text = (batch_source if is_batch else source)(tape, key)
+                module = _MODULES[name] = _import(name, module_path(key, is_batch), text, key)
         return module
 
 
