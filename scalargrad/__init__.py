@@ -3,6 +3,11 @@
 Record with ``Variable`` (eager, ``backward()``) or transform functions with ``grad``,
 ``value_and_grad`` and ``jit``; both record a flat tape that compiled Numba sweeps evaluate.
 """
+from .jit import compile_notice, kernel_cache
+
+kernel_cache.install()  # before any cache=True function below is defined: kernels cache outside site-packages
+compile_notice.install()  # one line on stderr when a cold-cache compile keeps the caller waiting
+
 from .api import grad, jit, trace, value_and_grad
 from . import config  # sg.config.debug_nans: the global NaN-debugging switch
 from .dot import draw, to_dot

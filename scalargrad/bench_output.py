@@ -1,9 +1,22 @@
-"""Output helpers of ``scalargrad bench``: the progress bar on stderr and the ``--plot`` figure."""
+"""Output helpers of ``scalargrad bench``: the progress bar on stderr, the note for a row or option
+that needs a package not installed here, and the ``--plot`` figure."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 import time
+
+
+def missing_package(module: str) -> str | None:
+    """``needs scipy — pip install scipy`` when ``module`` (e.g. ``scipy.sparse``) cannot be imported
+    here, else None; only its parent packages are imported. Printed after ``skipped: ``."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package is missing (or blocked with None in sys.modules)
+        found = False
+    package = module.split(".")[0]
+    return None if found else f"needs {package} — pip install {package}"
 
 
 class Progress:

@@ -2,15 +2,17 @@
 libraries), ``scalargrad ops`` lists the op table, ``scalargrad info`` prints the environment.
 
 ``main(argv)`` returns the exit status: 0, 1 when a bench correctness check fails (or a peer
-disagrees with scalargrad), 2 for usage errors (argparse exits with 2 itself for bad options; no
-command prints help and returns 2). Op counts are reported twice, traced and compiled (after the
-passes), so that ns/op is honest about what the kernels run. ``--json`` follows docs/bench-json.md.
+disagrees with scalargrad; a missed speed target does not count), 2 for usage errors, found before
+anything runs (argparse exits with 2 itself for bad options; no command prints help and returns 2).
+Rows and options needing a package not installed are skipped with a one-line note. Op counts are
+reported twice, traced and compiled (after the passes), so that ns/op is honest about what the
+kernels run. ``--json`` follows docs/bench-json.md; ``--json -`` puts it alone on stdout.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
-import importlib.util
 import json
 import math
 import os
@@ -24,8 +26,8 @@ import numpy as np
 
 import scalargrad as sg
 
-from . import bench_higher, handwritten, ops as op_table
-from .bench_output import Progress, plot
+from . import bench_higher, handwritten, info, ops as op_table
+from .bench_output import Progress, missing_package, plot
 from .jit import vector_math
 from .jit.tier import compiling, wait_for_compiles
 from .passes import optimize
@@ -41,8 +43,10 @@ HANDWRITTEN_TOLERANCE = 1e-9  # relative; hand-written code rounds differently (
 VECTOR_MATH_TOLERANCE = 1e-9  # relative; --vector-math: libmvec rounds differently from libm (≤ 4 ulp a call)
 SCHEMA = 2                 # version of the --json layout documented in docs/bench-json.md
 BACKENDS = ("auto", "interp", "codegen")
-TARGETS = ("targets: ≤15 ns/op vg on random-100000; ratio ≤ 3; with --batch 1024, B/single ≤ 0.25 on "
-           "random-100000 and B/hand ≤ 2 on rosenbrock-100")
+# (the timed row a speed target is about, None: any; text): the targets: line names those whose row ran.
+TARGETS = (("random-100000", "≤15 ns/op vg on random-100000"), (None, "ratio ≤ 3"))
+BATCH_TARGETS = (("random-100000", "with --batch 1024, B/single ≤ 0.25 on random-100000"),
+                 ("rosenbrock-100", "B/hand ≤ 2 on rosenbrock-100"))
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -313,26 +317,52 @@ def select_rows(names: list[str], quick: bool, sizes=None, growth: bool = False)
 
 # --- output ---------------------------------------------------------------------------------------
 
-# (title, row key, format); the check row leaves the numbers out.
+KERNEL = "what ran the timed calls: interp (the tape interpreter) or codegen (the tape's generated code)"
+# (title, row key, format, meaning for the legend); the check row leaves the numbers out.
 COLUMNS = (
-    ("ops", "ops", "{:d}"), ("c-ops", "compiled_ops", "{:d}"), ("trace ms", "trace_ms", "{:.1f}"),
-    ("compile ms", "compile_ms", "{:.1f}"), ("fwd µs", "fwd_us", "{:.1f}"), ("vg µs", "vg_us", "{:.1f}"),
-    ("ratio", "ratio", "{:.2f}"), ("ns/op", "ns_per_op", "{:.1f}"), ("ns/c-op", "ns_per_compiled_op", "{:.1f}"),
-    ("eager µs/op", "eager_us_per_op", "{:.2f}"), ("fd err", "fd_err", "{:.1e}"), ("kernel", "kernel", "{}"),
+    ("ops", "ops", "{:d}", "traced instructions"),
+    ("c-ops", "compiled_ops", "{:d}", "instructions after dce/cse/fold_constants, what the kernels run"),
+    ("trace ms", "trace_ms", "{:.1f}", "sg.trace, best of two"),
+    ("compile ms", "compile_ms", "{:.1f}", "first value_and_grad call less trace and one run"),
+    ("fwd µs", "fwd_us", "{:.1f}", "sg.jit(f)(x)"),
+    ("vg µs", "vg_us", "{:.1f}", "sg.value_and_grad(f)(x)"),
+    ("ratio", "ratio", "{:.2f}", "vg µs / fwd µs"),
+    ("ns/op", "ns_per_op", "{:.1f}", "vg time per op"),
+    ("ns/c-op", "ns_per_compiled_op", "{:.1f}", "vg time per c-op"),
+    ("eager µs/op", "eager_us_per_op", "{:.2f}", f"Variable record + backward() per op (- above {EAGER_MAX_OPS} ops)"),
+    ("fd err", "fd_err", "{:.1e}", "gradient's relative error against finite differences"),
+    ("kernel", "kernel", "{}", KERNEL + ", which backend auto switches to once a path is hot"),
 )
-# With --batch: ns per traced op per point at B points, that over the single-point ns/op, the
-# kernel that ran the batch, and its time over hand-written Numba's (workloads that have one).
-BATCH_COLUMNS = (("B ns/op", "batch_ns_per_op", "{:.2f}"), ("B/single", "batch_vs_single", "{:.3f}"),
-                 ("B kernel", "batch_kernel", "{}"), ("B/hand", "batch_vs_handwritten", "{:.2f}"))
+BATCH_COLUMNS = (
+    ("B ns/op", "batch_ns_per_op", "{:.2f}", "sg.vmap(sg.value_and_grad(f)) over the --batch points, per point per op"),
+    ("B/single", "batch_vs_single", "{:.3f}", "B ns/op / ns/op"),
+    ("B kernel", "batch_kernel", "{}", "what ran the batch (vm: libm calls 4 points at a time, --vector-math)"),
+    ("B/hand", "batch_vs_handwritten", "{:.2f}", "batch time over hand-written Numba's prange loop (rosenbrock, mlp)"),
+)
+CHECK = "ok, or FAIL with the reason on the line below"
 # Every row has these keys (None: not measured).
-ROW_NUMBERS = [key for _, key, _ in COLUMNS if key != "kernel"] + ["value"]
+ROW_NUMBERS = [key for _, key, _, _ in COLUMNS if key != "kernel"] + ["value"]
 ROW_KEYS = ROW_NUMBERS + ["kernel"]
 BATCH_NUMBERS = ["batch", "batch_us", "batch_ns_per_op", "batch_ns_per_compiled_op", "batch_vs_single",
                  "batch_vs_handwritten"]
 BATCH_KEYS = BATCH_NUMBERS + ["batch_kernel"]
-LEGEND = ("ops: traced instructions; c-ops: instructions compiled after dce/cse/fold_constants; "
-          "ns/op and ns/c-op: vg time over each; kernel: what ran the timed calls (interp: the tape "
-          "interpreter; codegen: the tape's generated code, with backend auto once a path is hot)")
+
+
+def legend(columns, check: str = CHECK, width: int = 110) -> list[str]:
+    """'title: meaning' of every column and of the check column, joined by '; ' into lines of about
+    ``width`` characters (never breaking one entry across lines)."""
+    lines = [""]
+    for entry in [f"{title}: {meaning}" for title, _, _, meaning in columns] + [f"check: {check}"]:
+        if lines[-1] and len(lines[-1]) + len(entry) + 2 > width:
+            lines.append("")
+        lines[-1] += ("; " if lines[-1] else "") + entry
+    return lines
+
+
+def targets_line(ran: list[str], batch: bool) -> str | None:
+    """The ``targets:`` line for the timed rows named in ``ran`` (None when no target applies)."""
+    texts = [text for row, text in TARGETS + (BATCH_TARGETS if batch else ()) if (row in ran if row else ran)]
+    return "targets: " + "; ".join(texts) if texts else None
 
 
 class Table:
@@ -340,7 +370,7 @@ class Table:
 
     def __init__(self, names: list[str], columns=COLUMNS):
         self.columns = columns
-        titles = ["workload"] + [title for title, _, _ in columns] + ["check"]
+        titles = ["workload"] + [title for title, _, _, _ in columns] + ["check"]
         self.widths = [max(len(titles[0]), *map(len, names))] + [max(len(t), 8) for t in titles[1:-1]] + [0]
         self.lines = [self._line(titles)]
 
@@ -352,7 +382,7 @@ class Table:
     def add(self, row: dict) -> list[str]:
         """The new lines for ``row`` (its detail, if any, on an indented line below)."""
         cells = [row["name"]] + ["-" if row.get(key) is None else fmt.format(row[key])
-                                 for _, key, fmt in self.columns]
+                                 for _, key, fmt, _ in self.columns]
         new = [self._line(cells + ["ok" if row["ok"] else "FAIL"])]
         if row["detail"]:
             new.append(f"    {row['detail']}")
@@ -366,15 +396,44 @@ def versions() -> dict:
                 platform=platform.platform())
 
 
-def write_json(path: str, command: str, header: dict, rows: list[dict], higher_order=None) -> None:
-    """The results in the documented schema (docs/bench-json.md)."""
-    with open(path, "w") as f:
-        json.dump(dict(schema=SCHEMA, command=command, header=header, rows=rows, higher_order=higher_order), f,
-                  indent=1)
+def write_json(target, command: str, header: dict, rows: list[dict], higher_order=None) -> None:
+    """The results in the documented schema (docs/bench-json.md), to a path or an open stream."""
+    document = dict(schema=SCHEMA, command=command, header=header, rows=rows, higher_order=higher_order)
+    if hasattr(target, "write"):
+        json.dump(document, target, indent=1)
+        target.write("\n")
+        target.flush()
+        return
+    with open(target, "w") as f:
+        json.dump(document, f, indent=1)
+
+
+def check_writable(option: str, path: str | None) -> None:
+    """ValueError naming ``option`` and ``path`` when the file could not be written after the run
+    (missing or read-only directory, a directory); the file itself is not touched."""
+    if not path:
+        return
+    parent = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        why = "is a directory"
+    elif not os.path.isdir(parent):
+        why = f"directory {parent} does not exist" if not os.path.exists(parent) else f"{parent} is not a directory"
+    elif os.path.exists(path) and not os.access(path, os.W_OK):
+        why = "the file is read-only"
+    elif not os.path.exists(path) and not os.access(parent, os.W_OK):
+        why = f"directory {parent} is not writable"
+    else:
+        return
+    raise ValueError(f"{option} {path}: {why}")
 
 
 def bench(args) -> int:
+    """Usage checks (status 2, before anything runs), then the --compare or the scalargrad table. With
+    ``--json -`` the JSON alone goes to stdout, everything else to stderr."""
+    plot_skipped = args.plot and missing_package("matplotlib")
     try:
+        check_writable("--json", None if args.json == "-" else args.json)
+        check_writable("--plot", args.plot)
         sizes = parse_sizes(args.size)
         options = backend_options(args.backend)
         if args.batch and args.compare:
@@ -383,14 +442,25 @@ def bench(args) -> int:
             raise ValueError("--vector-math applies to the batch rows: give --batch B")
         if args.vector_math and not vector_math.AVAILABLE:
             raise ValueError(f"--vector-math: {vector_math.UNAVAILABLE_REASON}")
-        growth = bool(args.plot) and not sizes
+        growth = bool(args.plot) and not plot_skipped and not sizes
         names = [n for item in args.workload or () for n in item.split(",") if n]
         rows = select_rows(names, args.quick, sizes, growth) if names else default_rows(args.quick, sizes, growth)
     except ValueError as error:
         print(f"scalargrad bench: {error}", file=sys.stderr)
         return 2
-    if args.compare:
-        return compare(args, rows, options)
+    stdout = sys.stdout
+    args = argparse.Namespace(**dict(vars(args), json=stdout if args.json == "-" else args.json,
+                                     plot=None if plot_skipped else args.plot))
+    with contextlib.redirect_stdout(sys.stderr if args.json is stdout else stdout):
+        if plot_skipped:
+            print(f"--plot: skipped: {plot_skipped}")
+        if args.compare:
+            return compare(args, rows, options)
+        return bench_table(args, rows, options, higher_order=not names and not sizes)
+
+
+def bench_table(args, rows, options, higher_order: bool) -> int:
+    """The scalargrad table (and with ``higher_order`` the higher-order rows); the exit status."""
     header = dict(versions(), backend=args.backend or "default", batch=args.batch, vector_math=args.vector_math,
                   repeat=args.repeat)
     header["kernel_load_ms"] = 1e3 * load_kernels(options)
@@ -400,10 +470,9 @@ def bench(args) -> int:
     calls = f"{args.repeat} calls" if args.repeat else f"at least {MIN_REPEATS} calls and {MIN_SECONDS} s"
     print(f"kernels loaded in {header['kernel_load_ms']:.0f} ms (first compiled calls); "
           f"fwd and vg are medians of {calls}")
-    print(LEGEND + (f"; B ns/op: per point with --batch {args.batch} (sg.vmap), B/single: that over ns/op, "
-                    "B kernel: what ran the batch (vm: libm calls 4 points at a time, --vector-math), B/hand: its "
-                    "time over hand-written Numba's (prange over the points; rosenbrock and mlp)" if args.batch else ""))
-    table = Table([name for name, _, _ in rows], COLUMNS + (BATCH_COLUMNS if args.batch else ()))
+    columns = COLUMNS + (BATCH_COLUMNS if args.batch else ())
+    print("\n".join(legend(columns)))
+    table = Table([name for name, _, _ in rows], columns)
     print(table.lines[0], flush=True)
     results = []
     progress = Progress(len(rows))
@@ -433,9 +502,11 @@ def bench(args) -> int:
             progress.print("\n".join(table.add(row)))
     finally:
         progress.close()
-    print(TARGETS)
+    targets = targets_line([r["name"] for r in results if not WORKLOADS[r["workload"]].check], bool(args.batch))
+    if targets:
+        print(targets)
     higher = None
-    if not names and not sizes:  # the default run also reports the higher-order targets
+    if higher_order:
         print()
         higher = bench_higher.rows(args.quick)
         print("\n".join(bench_higher.lines(higher)), flush=True)
@@ -448,21 +519,29 @@ def bench(args) -> int:
 
 # --- compare against other libraries ------------------------------------------------------------
 
-# (title, row key, format) of the --compare table; "× sg" is the peer's vg time over scalargrad's.
+# (title, row key, format, meaning) of the --compare table, as COLUMNS.
 COMPARE_COLUMNS = (
-    ("ops", "ops", "{:d}"), ("c-ops", "compiled_ops", "{:d}"),
-    ("record ms", "record_ms", "{:.1f}"), ("compile ms", "compile_ms", "{:.1f}"),
-    ("warm ms", "compile_warm_ms", "{:.1f}"), ("fwd µs", "fwd_us", "{:.1f}"),
-    ("vg µs", "vg_us", "{:.1f}"), ("ratio", "ratio", "{:.2f}"), ("ns/op", "ns_per_op", "{:.1f}"),
-    ("ns/c-op", "ns_per_compiled_op", "{:.1f}"), ("× sg", "vs_scalargrad", "{:.3g}"), ("kernel", "kernel", "{}"),
+    ("ops", "ops", "{:d}", "scalargrad's traced instructions (the count for every library)"),
+    ("c-ops", "compiled_ops", "{:d}", "scalargrad's instructions after dce/cse/fold_constants"),
+    ("record ms", "record_ms", "{:.1f}", "building the graph once (tracing for scalargrad, jax, casadi)"),
+    ("compile ms", "compile_ms", "{:.1f}", "one-time work after recording"),
+    ("warm ms", "compile_warm_ms", "{:.1f}", "compiling again from the library's compilation cache"),
+    ("fwd µs", "fwd_us", "{:.1f}", "value only"),
+    ("vg µs", "vg_us", "{:.1f}", "value and gradient (eager libraries rebuild the graph each call)"),
+    ("ratio", "ratio", "{:.2f}", "vg µs / fwd µs"),
+    ("ns/op", "ns_per_op", "{:.1f}", "vg time per op"),
+    ("ns/c-op", "ns_per_compiled_op", "{:.1f}", "vg time per c-op"),
+    ("× sg", "vs_scalargrad", "{:.3g}", "vg time over scalargrad's"),
+    ("kernel", "kernel", "{}", "scalargrad's row only: " + KERNEL),
 )
-COMPARE_KEYS = [key for _, key, _ in COMPARE_COLUMNS] + ["calls", "over_budget"]
+COMPARE_CHECK = "ok (value and gradient match scalargrad's), over budget, or FAIL with the reason below"
+COMPARE_KEYS = [key for _, key, _, _ in COMPARE_COLUMNS] + ["calls", "over_budget"]
 
 
 def compare_lines(row: dict, widths: list[int]) -> list[str]:
     cells = [row["name"], row["library"]] + [
         "" if row["library"] != "scalargrad" and key in ("ops", "compiled_ops") else
-        "-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in COMPARE_COLUMNS]
+        "-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt, _ in COMPARE_COLUMNS]
     check = "ok" if row["ok"] else ("over budget" if row.get("over_budget") else "FAIL")
     line = "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     lines = [f"{line}  {check}"]
@@ -486,9 +565,9 @@ def compare(args, rows, options) -> int:
           f"Numba {header['numba']}, {header['cpu_count']} CPUs, {header['machine']}")
     available = []
     for peer in dict.fromkeys(wanted):
-        why = peers.missing(peer)
+        why = missing_package(peers.module_of(peer))
         if why:
-            print(f"note: {peer} skipped: {why}")
+            print(f"{peer}: skipped: {why}")
         else:
             available.append(peer)
             header["peers"][peer] = peers.version(peer)
@@ -499,8 +578,8 @@ def compare(args, rows, options) -> int:
         print("peers: " + ", ".join(f"{p} {header['peers'][p]}" for p in available) +
               f"; each checked against scalargrad (rtol {peers.RTOL:g}) before it is timed; "
               f"budget {args.budget:g} s per workload (child process; imports not counted)")
-    print(LEGEND + " (scalargrad's counts for every library); × sg: vg time over scalargrad's")
-    titles = ["workload", "library"] + [t for t, _, _ in COMPARE_COLUMNS]
+    print("\n".join(legend(COMPARE_COLUMNS, COMPARE_CHECK)))
+    titles = ["workload", "library"] + [t for t, _, _, _ in COMPARE_COLUMNS]
     widths = [max(len("workload"), *(len(r[0]) for r in rows)), max(len("scalargrad"), *map(len, available or [""]))] \
         + [max(len(t), 8) for t in titles[2:]]
     print("  ".join(t.ljust(w) if i < 2 else t.rjust(w) for i, (t, w) in enumerate(zip(titles, widths))) + "  check",
@@ -576,97 +655,6 @@ def list_ops(args) -> int:
     return 0
 
 
-# --- info -----------------------------------------------------------------------------------------
-
-THREADING_LAYERS = (("tbb", "tbbpool"), ("omp", "omppool"), ("workqueue", "workqueue"))
-
-
-def threading_layer() -> str:
-    """The Numba threading layer in use, or (before any parallel kernel ran) the configured choice and
-    the layers that load here; never raises."""
-    try:
-        return numba.threading_layer()
-    except Exception:  # ValueError until a parallel kernel has run
-        pass
-    available = []
-    for name, module in THREADING_LAYERS:
-        try:
-            __import__(f"numba.np.ufunc.{module}")
-            available.append(name)
-        except Exception:  # a missing shared library (libtbb, libgomp) raises ImportError or OSError
-            pass
-    return (f"not started yet (NUMBA_THREADING_LAYER={numba.config.THREADING_LAYER}; "
-            f"available: {', '.join(available) or 'none'})")
-
-
-def kernel_cache_dir() -> str:
-    """Where Numba caches scalargrad's compiled kernels: NUMBA_CACHE_DIR if set, else the
-    ``__pycache__`` next to ``scalargrad/jit/_interp.py``."""
-    if numba.config.CACHE_DIR:
-        return numba.config.CACHE_DIR
-    interp = importlib.util.find_spec("scalargrad.jit._interp").origin
-    return os.path.join(os.path.dirname(os.path.abspath(interp)), "__pycache__")
-
-
-def cache_size(path: str) -> tuple[int, int]:
-    """(bytes, files) of Numba cache files (.nbi index, .nbc code) under ``path``."""
-    total = files = 0
-    for root, _, names in os.walk(path):
-        for name in names:
-            if name.endswith((".nbi", ".nbc")):
-                try:
-                    total += os.path.getsize(os.path.join(root, name))
-                    files += 1
-                except OSError:
-                    pass
-    return total, files
-
-
-def cuda_status() -> str:
-    """Whether Numba can use a CUDA GPU here; never raises."""
-    try:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from numba import cuda
-            if not cuda.is_available():
-                return "no (numba.cuda.is_available() is False)"
-            name = cuda.get_current_device().name
-            return f"yes ({name.decode() if isinstance(name, bytes) else name})"
-    except Exception as error:  # no driver, no numba-cuda, broken install: report, never crash
-        return f"no ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-
-
-def info_lines() -> list[str]:
-    try:
-        import llvmlite
-        llvmlite_version = llvmlite.__version__
-    except Exception:
-        llvmlite_version = "not importable"
-    cache = kernel_cache_dir()
-    size, files = cache_size(cache)
-    exists = "" if os.path.isdir(cache) else " (does not exist yet)"
-    rows = [
-        ("scalargrad", f"{sg.__version__} ({os.path.dirname(os.path.abspath(sg.__file__))})"),
-        ("python", f"{platform.python_version()} ({sys.executable})"),
-        ("numpy", np.__version__),
-        ("numba", numba.__version__),
-        ("llvmlite", llvmlite_version),
-        ("platform", f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs"),
-        ("threading layer", threading_layer()),
-        ("kernel cache", cache + exists),
-        ("cache size", f"{size} bytes ({size / 2**20:.1f} MiB) in {files} files"),
-        ("cuda gpu", cuda_status()),
-    ]
-    width = max(len(name) for name, _ in rows)
-    return [f"{name + ':':<{width + 1}} {value}" for name, value in rows]
-
-
-def info(args) -> int:
-    print("\n".join(info_lines()))
-    return 0
-
-
 # --- main -----------------------------------------------------------------------------------------
 
 def positive_int(text: str) -> int:
@@ -696,7 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time and check the shipped workloads",
         description="Time tracing, compiling, the forward sweep, value_and_grad and eager backward on the "
                     "shipped workloads, and check every gradient against finite differences. "
-                    "Exit status 1 if a check fails (or, with --compare, a peer disagrees with scalargrad). "
+                    "Exit status 1 only if a correctness check fails (or, with --compare, a peer disagrees with "
+                    "scalargrad). A speed target printed MISSED is reported but leaves the exit status 0: timings "
+                    "on a shared machine are noisy. Rows and options needing a package that is not installed "
+                    "(the sparse Hessian: SciPy; --plot: matplotlib; --compare peers) are skipped with a note. "
                     "--json writes the layout documented in docs/bench-json.md (schema 2).")
     bench_parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI")
     bench_parser.add_argument("--workload", action="append", metavar="NAME",
@@ -704,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "such as rosenbrock-1000, or name-SIZE; repeatable or comma-separated")
     bench_parser.add_argument("--repeat", type=positive_int, metavar="N",
                               help=f"calls per timing (default: >= {MIN_REPEATS} and >= {MIN_SECONDS} s)")
-    bench_parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    bench_parser.add_argument("--json", metavar="PATH", help="also write the results as JSON (- for stdout; the table then goes to stderr)")
     bench_parser.add_argument("--compare", action="append", metavar="PEERS",
                               help="also run the workloads on other AD libraries that are installed: a "
                               "comma-separated list of micrograd, autograd, torch, jax, casadi; numba is "
@@ -732,11 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
     ops_parser = commands.add_parser("ops", help="list the op table", description="List every op: arity, "
                                      "forward expression, partial derivatives and notes.")
     ops_parser.set_defaults(run=list_ops)
-    info_parser = commands.add_parser("info", help="print versions, threading layer, kernel cache and GPU",
+    info_parser = commands.add_parser("info", help="print versions, threading layer, caches and GPU",
                                       description="Print the versions of Python, NumPy, Numba and llvmlite, "
-                                      "the Numba threading layer, where scalargrad's compiled kernels are "
-                                      "cached and how much space they take, and whether a CUDA GPU is usable.")
-    info_parser.set_defaults(run=info)
+                                      "the Numba threading layer, where scalargrad caches its compiled kernels "
+                                      "and generated per-tape code and how much space each takes, and whether a "
+                                      "CUDA GPU is usable.")
+    info_parser.set_defaults(run=info.run)
     return parser
 
 
@@ -746,4 +738,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # the reader went away (scalargrad bench --json - | head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 1

@@ -7,6 +7,8 @@ or ``on`` turn it on), read once when scalargrad is imported.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 _ON = ("1", "true", "yes", "on")
 
@@ -24,6 +26,17 @@ def env_number(name: str, default, convert=int, kind: str = "an integer"):
         return convert(value) if value else default
     except ValueError:
         raise ValueError(f"{name} must be {kind}, got {value!r}") from None
+
+
+def user_cache_dir() -> Path:
+    """``scalargrad`` in the user's cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``;
+    ``%LOCALAPPDATA%`` on Windows): the root of the kernel and generated-code caches, which live
+    outside the installed package so that ``pip uninstall`` removes every file of it."""
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        base = Path(os.environ["LOCALAPPDATA"])
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "scalargrad"
 
 
 debug_nans: bool = env_flag("SCALARGRAD_DEBUG_NANS")

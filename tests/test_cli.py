@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import cli, handwritten
+from scalargrad import bench_higher, cli, handwritten, info
 from scalargrad.cli import main
-from scalargrad.jit import tier, vector_math
+from scalargrad.jit import kernel_cache, tier, vector_math
 from scalargrad.ops import USER_OPS
 from scalargrad.workloads import WORKLOADS, check_textbook_examples, finite_difference_check, make_random
 
@@ -65,12 +65,65 @@ def test_bench_rows_have_every_number(quick_bench):
         assert row["fd_err"] < cli.FD_TOLERANCE
 
 
+def legend_titles(out: str) -> list[str]:
+    """The column titles the legend printed above a table explains (its 'title: meaning' entries)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("kernels loaded")) + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("workload "))
+    return [entry.split(": ")[0] for line in lines[start:end] for entry in line.split("; ")]
+
+
 def test_bench_prints_table_and_targets(capsys):
     assert main(["bench", "--quick", "--repeat", "1", "--workload", "seed,random-300"]) == 0
     out = capsys.readouterr().out
     assert "ns/op" in out and "random-300" in out
     assert not any(line.startswith("rosenbrock") for line in out.splitlines())  # only the rows asked for
-    assert out.rstrip().endswith(cli.TARGETS)
+    assert out.rstrip().endswith("\ntargets: ratio ≤ 3")  # random-100000 did not run: its target is left out
+    assert legend_titles(out) == [title for title, *_ in cli.COLUMNS] + ["check"]
+
+
+def test_bench_without_timed_rows_prints_no_targets(capsys):
+    assert main(["bench", "--workload", "seed"]) == 0
+    assert "targets:" not in capsys.readouterr().out
+
+
+def test_targets_name_only_the_rows_that_ran():
+    assert cli.targets_line([], batch=True) is None
+    assert cli.targets_line(["random-100000"], batch=False) == "targets: ≤15 ns/op vg on random-100000; ratio ≤ 3"
+    assert cli.targets_line(["random-100000", "rosenbrock-100"], batch=True) == (
+        "targets: ≤15 ns/op vg on random-100000; ratio ≤ 3; with --batch 1024, B/single ≤ 0.25 on random-100000; "
+        "B/hand ≤ 2 on rosenbrock-100")
+    assert cli.targets_line(["rosenbrock-100"], batch=True) == "targets: ratio ≤ 3; B/hand ≤ 2 on rosenbrock-100"
+
+
+def test_legends_explain_every_column():
+    for columns, check in ((cli.COLUMNS + cli.BATCH_COLUMNS, cli.CHECK), (cli.COMPARE_COLUMNS, cli.COMPARE_CHECK)):
+        entries = [entry.split(": ", 1) for line in cli.legend(columns, check) for entry in line.split("; ")]
+        assert [title for title, _ in entries] == [title for title, *_ in columns] + ["check"]
+        assert all(meaning.strip() for _, meaning in entries)
+
+
+def test_a_missed_speed_target_is_reported_and_exits_0(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "default_rows", lambda *args: [("seed", "seed", None)])
+    monkeypatch.setattr(bench_higher, "rows", lambda quick: [bench_higher._row("hvp slow", "hvp / vg", 9.0, 4.0)])
+    assert main(["bench"]) == 0
+    assert "≤ 4 MISSED  ok" in capsys.readouterr().out
+
+
+def test_bench_without_scipy_skips_the_sparse_hessian_row(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if SciPy were not installed
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)
+    monkeypatch.setattr(cli, "default_rows", lambda *args: [("seed", "seed", None)])
+    assert main(["bench", "--quick", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert "sparse hessian rosenbrock-1000  skipped: needs scipy — pip install scipy" in captured.err.splitlines()
+    assert "hvp mlp" in captured.err
+    rows = {row["name"]: row for row in json.loads(captured.out)["higher_order"]}  # stdout holds the JSON alone
+    skipped = rows["sparse hessian rosenbrock-1000"]
+    assert set(skipped) == set(documented_keys()["higher_order"])
+    assert skipped["ok"] and skipped["ratio"] is None and skipped["met"] is None
+    assert skipped["detail"] == "skipped: needs scipy — pip install scipy"
+    assert rows["hvp mlp"]["ratio"] > 0
 
 
 def test_bench_workload_selection():
@@ -182,17 +235,31 @@ def test_textbook_examples_pass():
 def test_info_prints_versions_cache_and_gpu(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for key in ("python:", "numpy:", "numba:", "llvmlite:", "threading layer:", "kernel cache:", "cache size:",
-                "cuda gpu:"):
+    for key in ("python:", "numpy:", "numba:", "llvmlite:", "threading layer:", "kernel cache:", "codegen cache:",
+                "clear caches:", "cuda gpu:"):
         assert key in out
-    assert np.__version__ in out and "MiB" in out
+    assert np.__version__ in out and "rebuilds them on demand" in out
 
 
-def test_info_uses_numba_cache_dir(monkeypatch, tmp_path):
-    (tmp_path / "x.nbi").write_bytes(b"12345")
-    monkeypatch.setattr(cli.numba.config, "CACHE_DIR", str(tmp_path))
-    assert cli.kernel_cache_dir() == str(tmp_path)
-    assert cli.cache_size(str(tmp_path)) == (5, 1)
+def test_info_shows_both_caches(monkeypatch, tmp_path, capsys):
+    kernels, generated = tmp_path / "kernels", tmp_path / "codegen"
+    monkeypatch.setattr(kernel_cache, "NUMBA_CACHE_DIR", str(kernels))
+    monkeypatch.setenv("SCALARGRAD_CACHE_DIR", str(generated))
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"kernel cache:    {kernels} (does not exist yet)" in out
+    assert f"codegen cache:   {generated} (does not exist yet)" in out
+    (kernels / "sub").mkdir(parents=True)
+    (kernels / "sub" / "x.nbi").write_bytes(b"12345")
+    (kernels / "notes.txt").write_text("not Numba's")
+    (generated / "__pycache__").mkdir(parents=True)
+    (generated / "tape_ab12.py").write_text("x = 1\n")
+    (generated / "__pycache__" / "tape_ab12.f-1.py311.nbi").write_bytes(b"1")
+    assert info.cache_size(kernels, info.NUMBA_FILES) == (5, 1)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"kernel cache:    {kernels} (1 file, 0.0 MiB)" in out
+    assert f"codegen cache:   {generated} (2 files, 0.0 MiB)" in out
 
 
 def test_info_never_crashes_without_cuda(monkeypatch, capsys):
@@ -200,7 +267,7 @@ def test_info_never_crashes_without_cuda(monkeypatch, capsys):
     def broken():
         raise RuntimeError("driver exploded")
     monkeypatch.setattr(numba.cuda, "is_available", broken)
-    assert cli.cuda_status().startswith("no (RuntimeError: driver exploded")
+    assert info.cuda_status().startswith("no (RuntimeError: driver exploded")
     assert main(["info"]) == 0
 
 
@@ -219,6 +286,7 @@ def documented_keys() -> dict[str, list[str]]:
     return sections
 
 
+@pytest.mark.slow  # 14 s: a bench run with batch rows
 def test_bench_json_matches_documented_schema(tmp_path):
     path = tmp_path / "bench.json"
     assert main(["bench", "--workload", "seed,random-300", "--batch", "8", "--repeat", "1", "--json", str(path)]) == 0
@@ -235,13 +303,15 @@ def test_bench_json_matches_documented_schema(tmp_path):
     assert random_row["ns_per_compiled_op"] > random_row["ns_per_op"]
 
 
+@pytest.mark.slow  # 5.5 s: a compare run in child processes
 def test_compare_json_matches_documented_schema(tmp_path, capsys):
     path = tmp_path / "compare.json"
     argv = ["bench", "--compare", "fake_peer:exact,fake_peer:slow,not_installed_module_xyz:peer", "--workload",
             "rosenbrock-20", "--budget", "1", "--repeat", "2", "--json", str(path)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "note: not_installed_module_xyz:peer skipped: not_installed_module_xyz:peer is not installed" in out
+    assert "not_installed_module_xyz:peer: skipped: needs not_installed_module_xyz — pip install " \
+        "not_installed_module_xyz" in out.splitlines()
     assert "over budget (> 1 s) while recording; stopped" in out
     results, doc = json.loads(path.read_text()), documented_keys()
     assert results["schema"] == 2 and results["command"] == "compare"
@@ -337,6 +407,7 @@ def test_relative_error_scales_by_the_expected_magnitude_and_keeps_nans():
     assert math.isnan(err) and not err <= cli.BATCH_TOLERANCE
 
 
+@pytest.mark.slow  # 6.5 s: compiles the hand-written batch kernels
 def test_batch_rows_hold_vmap_against_hand_written_numba(monkeypatch, capsys):
     fun, x0 = WORKLOADS["rosenbrock"].make(20)
     single = cli.measure(fun, x0, repeat=1)
@@ -358,9 +429,11 @@ def test_batch_rows_hold_vmap_against_hand_written_numba(monkeypatch, capsys):
     assert "the hand-written batch differs from sg.vmap by" in got["batch_detail"]
     assert main(["bench", "--workload", "rosenbrock-20,random-300", "--batch", "8", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    assert "B/hand" in out and "B/hand ≤ 2 on rosenbrock-100" in out
+    assert "B/hand" in out and "B/hand ≤ 2" not in out  # its target row, rosenbrock-100, did not run
+    assert legend_titles(out) == [title for title, *_ in cli.COLUMNS + cli.BATCH_COLUMNS] + ["check"]
 
 
+@pytest.mark.slow  # 12 s: compiles the vector-math batch kernels
 def test_vector_math_batch_rows(monkeypatch, tmp_path, capsys):
     assert main(["bench", "--vector-math"]) == 2
     assert "--vector-math applies to the batch rows: give --batch B" in capsys.readouterr().err
@@ -420,6 +493,47 @@ def test_bench_plot_runs_growth_sizes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "random-1000 " in out and "random-10000 " in out and f"plot written to {path}" in out
     assert path.stat().st_size > 0
+
+
+def test_bench_plot_without_matplotlib_is_skipped_before_the_run(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    path = tmp_path / "bench.png"
+    assert main(["bench", "--workload", "seed", "--plot", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "--plot: skipped: needs matplotlib — pip install matplotlib"
+    assert sum("matplotlib" in line for line in lines) == 1 and not path.exists()
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+@pytest.mark.parametrize("case", ["missing directory", "a directory", "read-only"])
+def test_unwritable_output_paths_are_refused_before_the_run(option, case, monkeypatch, capsys, tmp_path):
+    def never(*args):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(cli, "load_kernels", never)
+    path, why = {"missing directory": (tmp_path / "nope" / "out", f"directory {tmp_path / 'nope'} does not exist"),
+                 "a directory": (tmp_path, "is a directory"),
+                 "read-only": (tmp_path / "out", f"directory {tmp_path} is not writable")}[case]
+    if case == "read-only":  # chmod does not stop root, so the access check itself answers no
+        monkeypatch.setattr(cli.os, "access", lambda *args: False)
+    assert main(["bench", "--workload", "seed", option, str(path)]) == 2
+    assert capsys.readouterr().err == f"scalargrad bench: {option} {path}: {why}\n"
+
+
+def test_a_refused_run_leaves_an_existing_json_file_alone(tmp_path, capsys):
+    old = tmp_path / "old.json"
+    old.write_text("keep")
+    assert main(["bench", "--json", str(old), "--plot", str(tmp_path / "nope" / "p.png")]) == 2
+    assert old.read_text() == "keep"
+
+
+def test_json_dash_writes_only_the_json_to_stdout(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "scalargrad", "bench", "--workload", "seed", "--json", "-"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"][0]["name"] == "seed"
+    assert "workload " in result.stderr and "seed" in result.stderr
+    assert not (tmp_path / "-").exists()
 
 
 def test_plot_without_matplotlib_says_so(monkeypatch, capsys, tmp_path):

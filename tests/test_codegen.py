@@ -439,7 +439,8 @@ def test_a_second_process_loads_the_compiled_code_from_disk(tmp_path, cache_dir)
     assert [float.fromhex(v) for v in numbers] == [value, *grad]
 
 
-@pytest.mark.parametrize("transform", [sg.value_and_grad, sg.jit])
+# jit: 10 s (the forward batch code compiles on top of the per-point code), so with -m slow.
+@pytest.mark.parametrize("transform", [sg.value_and_grad, pytest.param(sg.jit, marks=pytest.mark.slow)])
 def test_vmap_switches_to_generated_batch_code_after_an_auto_tier_up(transform, monkeypatch):
     monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 3)
     f = lambda x: sg.sin(x[0]) * x[1] + x[2] / x[0]  # noqa: E731

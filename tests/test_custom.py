@@ -138,6 +138,7 @@ def test_jvp_and_jacobian_in_both_modes():
 
 # --- batches, embedding, storage -----------------------------------------------------------------------
 
+@pytest.mark.slow  # 14 s: compiles the batch interpreter with custom-op calls
 def test_vmap_agrees_with_single_points():
     X = np.random.default_rng(0).uniform(-1, 1, (37, 4))
     values, G = sg.vmap(sg.value_and_grad(f))(X)

@@ -56,7 +56,8 @@ def _module_batches_match_points(tape, X, lane_code=True):
     return ok
 
 
-@pytest.mark.parametrize("seed", range(4))
+# About 10 s a seed (a lane program of its own to compile): seed 0 always, the others with -m slow.
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in range(1, 4))])
 def test_lane_batches_of_random_loops_with_guards_match_the_per_point_code_bit_for_bit(seed):
     rng = np.random.default_rng(2000 + seed)
     n = 14  # not a multiple of 4: the transposes' remainders

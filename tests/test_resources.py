@@ -178,9 +178,8 @@ def test_gradient_of_a_million_op_tape_costs_under_128_bytes_per_op():
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [
     "tape",  # a generated Tape straight into a Program: ~5 s
-    # Traced through sg.value_and_grad: ~30 s and 1.2 GiB, so only on request.
-    pytest.param("trace", marks=pytest.mark.skipif(os.environ.get("SCALARGRAD_LONG_TESTS") != "1",
-                                                   reason="set SCALARGRAD_LONG_TESTS=1 (30 s, 1.2 GiB)"))])
+    "trace",  # traced through sg.value_and_grad: ~30 s and 1.2 GiB
+])
 def test_gradient_of_a_ten_million_op_tape_fits_in_two_gib(mode):
     _, peak, _ = _peak_rss(mode, 10**7)
     assert peak < 2 << 30

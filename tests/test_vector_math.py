@@ -126,6 +126,7 @@ def test_vector_math_argument_errors():
 
 
 @needs_libmvec
+@pytest.mark.slow  # 13 s: compiles the vector-math batch loop with custom-op calls
 def test_vector_math_runs_custom_ops_through_its_own_loop():
     """A tape with a custom op runs the _vector sweep's loop with the custom-op rows."""
     twice_sin = sg.custom_op("test_vector_twice_sin", lambda x: 2.0 * np.sin(x), [lambda x: 2.0 * np.cos(x)])

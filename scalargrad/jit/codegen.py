@@ -27,7 +27,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from ..config import env_number
+from ..config import env_number, user_cache_dir
 from ..custom import ops_in, uses_custom_ops
 from ..ops import CONST, FROM_MATH, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
 from ..tape import Tape
@@ -45,16 +45,9 @@ ROLL_MIN_SHRINK = 4
 # --- where generated files live ---------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    """``$SCALARGRAD_CACHE_DIR``, else ``scalargrad/codegen`` in the user's cache directory
-    (``$XDG_CACHE_HOME`` or ``~/.cache``; ``%LOCALAPPDATA%`` on Windows). Read on every call."""
+    """``$SCALARGRAD_CACHE_DIR``, else ``codegen`` in ``config.user_cache_dir()``. Read on every call."""
     explicit = os.environ.get("SCALARGRAD_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
-        base = Path(os.environ["LOCALAPPDATA"])
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "scalargrad" / "codegen"
+    return Path(explicit) if explicit else user_cache_dir() / "codegen"
 
 
 def _generator_text() -> str:

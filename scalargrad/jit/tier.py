@@ -17,6 +17,7 @@ from ..config import env_number
 from ..custom import uses_custom_ops
 from ..tape import Tape
 from . import codegen, kernels
+from .compile_notice import BACKGROUND_THREAD
 
 BACKENDS = ("auto", "interp", "codegen")
 # "auto" tiers up only tapes of at most AUTO_MAX_OPS instructions (after the passes), after
@@ -109,7 +110,7 @@ class Tier:
 
     def _start(self, compile_) -> None:
         # Not a daemon: interpreter exit waits for a compile in flight rather than killing it.
-        thread = threading.Thread(target=compile_, name="scalargrad-codegen")
+        thread = threading.Thread(target=compile_, name=BACKGROUND_THREAD)
         self.threads.append(thread)
         thread.start()
 
