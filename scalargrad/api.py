@@ -16,12 +16,14 @@ import warnings
 import numpy as np
 
 from . import custom, debug, embed, resources
+from .captured import Captured
 from .jit import kernels, tier
 from .passes import optimize
 from .tape import Tape
 from .trace import Recorder, TracingError, Variable, new_input, output_slot, recording, to_tape, tracing
 
 MAX_PATHS = 32  # control-flow paths cached per argument structure
+RETRACES_BEFORE_WARNING = 10  # retraces for changed closure/global values before a warning
 
 
 # --- arguments -------------------------------------------------------------------------------------
@@ -106,24 +108,35 @@ def _traced_args(rec, shapes, x):
     return args
 
 
-def _flatten_output(rec, out):
-    """(slots, structure) of the traced function's return value."""
+def _flatten_output(rec, out, fun):
+    """(slots, structure) of ``fun``'s return value ``out``."""
     if isinstance(out, (tuple, list)):
+        if not out:  # nothing to compute, and compile() and the gradient kernels return output 0
+            raise ValueError(f"{function_name(fun)} returned an empty {type(out).__name__}: "
+                             "a traced function must return at least one output")
         return [output_slot(rec, o, f"output {i}") for i, o in enumerate(out)], (type(out), len(out))
     if isinstance(out, np.ndarray) and out.shape != ():
         return [output_slot(rec, o, f"output {i}") for i, o in enumerate(out.reshape(-1))], (np.ndarray, out.shape)
     return [output_slot(rec, out, "the output")], None
 
 
+def describe_structure(structure) -> str:
+    """An output structure of ``_flatten_output`` (None: a scalar, else (kind, size)) in words."""
+    if structure is None:
+        return "a scalar"
+    kind, size = structure
+    return f"an array of shape {size}" if kind is np.ndarray else f"a {kind.__name__} of {size}"
+
+
 def _trace(fun, shapes, x, rec=None):
     rec = Recorder(trace=True) if rec is None else rec  # debug.py passes a locating one
     resources.require(len(x) * resources.TRACE_BYTES_PER_INPUT,
-                      f"tracing {getattr(fun, '__name__', 'the function')} at {len(x):,} inputs")
+                      f"tracing {function_name(fun)} at {len(x):,} inputs")
     with recording(rec):
         args = _traced_args(rec, shapes, x)
         inputs = list(range(len(rec.op)))
         out = fun(*args)
-        slots, structure = _flatten_output(rec, out)
+        slots, structure = _flatten_output(rec, out, fun)
     return to_tape(rec, inputs, slots), structure
 
 
@@ -204,12 +217,14 @@ class _Transformed:
     what = "transform"     # its name in messages: what(f)
 
     def __init__(self, fun, debug_nans=None, backend="auto"):
-        functools.update_wrapper(self, fun)
+        _wrap(self, fun)
         self.fun = fun
         self.backend = tier.check_backend(backend)
         self.debug_nans = debug_nans  # None: follow sg.config.debug_nans
         self.names = _param_names(fun)
         self.cache: dict[tuple, _Signature] = {}
+        self.captured = None  # the closure and global values the cached paths were traced with
+        self.retraces_for_captured = 0
 
     def _run(self, args, kwargs, attempt):
         """(signature, result of ``attempt(path, x)`` for the first path whose guards hold)."""
@@ -218,6 +233,9 @@ class _Transformed:
                             "functions; bind them with functools.partial")
         if tracing():  # inside a trace: record symbolically, so closed-over traced values connect
             raise VariableArguments(f"{self.__name__} called inside a traced function")
+        captured = self.captured
+        if captured is not None and captured.entries:
+            self._check_captured(captured)
         shapes, x = _flatten_args(args, self.names)
         sig = self.cache.get(shapes)
         if sig is None:
@@ -234,8 +252,25 @@ class _Transformed:
                 return sig, result
         return sig, self._retrace(sig, x, attempt)
 
+    def _check_captured(self, captured):
+        """Drop every traced path when a value the traces read from the function's closure or
+        globals has changed since (captured.py): the next call traces with the new value."""
+        name = captured.changed()
+        if name is None:
+            return
+        self.cache.clear()
+        self.captured = None
+        self.retraces_for_captured += 1
+        if self.retraces_for_captured == RETRACES_BEFORE_WARNING:
+            warnings.warn(f"{self.__name__}: {name!r}, read from outside the function, has changed "
+                          f"{RETRACES_BEFORE_WARNING} times, and each change retraces it; pass it as "
+                          "an argument instead", RuntimeWarning, stacklevel=5)
+
     def _retrace(self, sig, x, attempt):
         tape, structure = _trace(self.fun, sig.shapes, x)
+        # Noted after each trace: this call found them unchanged (_run), so what differs now is
+        # state the function itself updates (a call counter), which must not retrace every call.
+        self.captured = Captured.of(self.fun)
         path = self._make_path(sig, tape, structure)
         if self.differentiates:
             custom.require_derivatives(path.program.tape.op, path.program.tape.lit, f"{self.what}({self.__name__})")
@@ -245,6 +280,9 @@ class _Transformed:
             raise RuntimeError(f"{self.__name__}: a freshly traced path failed its own guards; the "
                                "function's control flow is not deterministic in its inputs")
         with sig.lock:
+            # Threads that failed every guard at once each traced the same new path: cache it once.
+            if any(p.program.tape == path.program.tape for p in sig.paths):
+                return result
             sig.paths.insert(0, path)
             evicted = len(sig.paths) > MAX_PATHS
             if evicted:
@@ -291,9 +329,8 @@ class ValueAndGrad(_Transformed):
 
     def _check_path(self, path):
         if path.structure is not None:
-            kind, size = path.structure
             raise TypeError(f"{self.__name__} must return a scalar to be differentiated, got "
-                            f"{'an array of shape ' + str(size) if kind is np.ndarray else f'a {kind.__name__} of {size}'}")
+                            f"{describe_structure(path.structure)}")
 
     def _signature(self, shapes):
         for i in self.argnums:
@@ -352,7 +389,7 @@ class Grad:
 
     def __init__(self, fun, argnums=0, debug_nans=None, backend="auto"):
         self.value_and_grad = ValueAndGrad(fun, argnums, debug_nans, backend)
-        functools.update_wrapper(self, fun, updated=())  # copying fun's __dict__ would clobber the above
+        _wrap(self, fun, updated=())  # copying fun's __dict__ would clobber the above
 
     def __call__(self, *args, **kwargs):
         return self.value_and_grad(*args, **kwargs)[1]
@@ -388,6 +425,9 @@ class Jit(_Transformed):
         (generated code as for ``value_and_grad(f).compile``)."""
         sig = self.flat(args)[0]
         path = sig.paths[0]
+        if not path.program.n_outputs:  # an empty array: the kernel would return garbage
+            raise ValueError(f"jit({self.__name__}).compile: the function has no outputs at these "
+                             "arguments (an empty array), and the compiled kernel returns the first")
         generated = path.tier.generated()
         if generated is not None:
             return embed.generated_evaluate_kernel(generated, path.program.n_inputs, path.program.n_outputs)
@@ -448,6 +488,23 @@ def jit(fun=None, debug_nans=None, backend="auto"):
         return lambda f: jit(f, debug_nans, backend)
     _require_callable(fun, "jit")
     return Jit(fun, debug_nans, backend)
+
+
+def function_name(fun) -> str:
+    """``fun.__name__``; for a functools.partial ``partial(<its function's name>)``, for another
+    callable object the name of its type (neither has a ``__name__``)."""
+    name = getattr(fun, "__name__", None)
+    if isinstance(name, str):
+        return name
+    if isinstance(fun, functools.partial):
+        return f"partial({function_name(fun.func)})"
+    return type(fun).__name__
+
+
+def _wrap(wrapper, fun, updated=functools.WRAPPER_UPDATES):
+    """``functools.update_wrapper``, and a ``__name__`` for messages even where ``fun`` has none."""
+    functools.update_wrapper(wrapper, fun, updated=updated)
+    wrapper.__name__ = function_name(fun)
 
 
 def _require_callable(fun, name):

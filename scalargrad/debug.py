@@ -1,12 +1,14 @@
-"""NaN debugging: with ``debug_nans`` on, a call that makes a NaN or inf raises FloatingPointError
-naming the first instruction that produced it, its operand values and the user's file:line.
+"""NaN debugging: with ``debug_nans`` on, a call whose result is NaN or inf raises FloatingPointError
+naming the instruction that produced it, its operand values and the user's file:line.
 
 Nothing here runs while the switch is off, and ordinary tracing records no source locations. With
-it on, each call checks its inputs, the forward values of the path it ran and the requested
-gradient. Only when one is not finite is the function traced again, by a recorder that notes the
-user's file and line per instruction, and the reference sweeps (``reference.py``) run over that
-unoptimised tape to find the culprit: the first non-finite value in recording order, else the
-first reverse step whose contribution makes an adjoint non-finite.
+it on, each call (and each vmap batch: the first bad point) checks its results: the outputs of a
+jit, the value and the requested gradient of a value_and_grad; a NaN the results do not depend on
+(``where``'s unselected operand) passes. Only when one is not finite is the function traced again,
+by a recorder that notes the user's file and line per instruction, and the reference sweeps
+(``reference.py``) run over that unoptimised tape to find the culprit on the way to that result:
+the first non-finite value in recording order that reaches it, else the first reverse step whose
+contribution makes an adjoint it depends on non-finite.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from array import array
 import numpy as np
 
 from . import config, reference
-from .ops import OPS, display_name
+from .ops import INPUT, OPS, display_name
 from .trace import Recorder
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -68,34 +70,61 @@ def locating_recorder() -> Recorder:
     return rec
 
 
-# --- the check after each call -------------------------------------------------------------------
+# --- the checks after a call ----------------------------------------------------------------------
 
 def check(transformed, args, grad=None) -> None:
     """Raise FloatingPointError if the call of ``transformed`` (a ValueAndGrad or Jit) at ``args``
-    saw a NaN or inf: in an input, a forward value, or (``grad``: the flat gradient it returned)
-    the requested gradient."""
+    returned a NaN or inf: an output (Jit), or the value or, ``grad`` being the flat gradient it
+    returned, a requested gradient entry (ValueAndGrad). Non-finite values that no result depends
+    on (the unselected operand of ``where``) pass."""
     from .api import _flatten_args
-    from .jit import kernels
 
     shapes, x = _flatten_args(args, transformed.names)
     sig = transformed.cache[shapes]
-    name = getattr(transformed, "__name__", "the function")
-    bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:
-        where = _describe_input(sig, transformed.names, int(bad[0]), x)
-        raise FloatingPointError(f"debug_nans: {name} was called with {where}")
-    requested = _requested_inputs(sig) if grad is not None else np.zeros(0, np.int64)
-    trouble = grad is not None and not np.isfinite(grad[requested]).all()
-    if not trouble:
-        for path in list(sig.paths):  # the path whose guards hold is the one the call ran
-            p = path.program
-            n = p.ins.shape[1]
-            work = p.workspace()  # this thread's scratch: nothing else uses it meanwhile
-            if kernels.evaluate(p.ins, p.lit, p.io, x, np.empty(p.n_outputs), work):
-                trouble = not np.isfinite(work[:n]).all()  # vals come first (kernels._split)
-                break
-    if trouble:
-        raise FloatingPointError(locate(transformed.fun, name, sig, x, requested if grad is not None else None))
+    problem = _problem(transformed, sig, x, _outputs(sig, x), grad)
+    if problem is not None:
+        raise FloatingPointError(f"debug_nans: {problem}")
+
+
+def check_batch(vmapped: str, transformed, sig, X, results) -> None:
+    """``check`` for a batch (vmap.py): ``X`` holds the points' flat inputs (points x inputs),
+    ``results`` the outputs (points x outputs) of a Jit or the values and gradients (values, G)
+    of a ValueAndGrad. The error names the first point with a non-finite result."""
+    out, G = results if isinstance(results, tuple) else (results, None)
+    out = out.reshape(len(X), -1)
+    bad = ~np.isfinite(out).all(axis=1)
+    if G is not None:
+        bad |= ~np.isfinite(G[:, _requested_inputs(sig)]).all(axis=1)
+    if bad.any():
+        p = int(np.argmax(bad))
+        problem = _problem(transformed, sig, X[p], out[p], None if G is None else G[p])
+        raise FloatingPointError(f"debug_nans: {vmapped}, point {p} (of {len(X)}): {problem}")
+
+
+def _outputs(sig, x) -> np.ndarray:
+    """The outputs at ``x`` of the cached path whose guards hold (the one the call ran), by the
+    interpreter (every backend computes the same values, NaN sign bits aside)."""
+    from .jit import kernels
+
+    for path in list(sig.paths):
+        p = path.program
+        out = np.empty(p.n_outputs)
+        if kernels.evaluate(p.ins, p.lit, p.io, x, out, p.workspace()):
+            return out
+    return np.zeros(0)  # only if another thread evicted the path meanwhile: the gradient is still checked
+
+
+def _problem(transformed, sig, x, out, grad) -> str | None:
+    """None if the outputs ``out`` and the requested entries of the flat gradient ``grad`` (None
+    for a Jit) are finite, else what made the first bad one non-finite."""
+    bad_outputs = np.flatnonzero(~np.isfinite(out))
+    bad_inputs = np.zeros(0, np.int64)
+    if grad is not None:
+        requested = _requested_inputs(sig)
+        bad_inputs = requested[~np.isfinite(grad[requested])]
+    if not bad_outputs.size and not bad_inputs.size:
+        return None
+    return locate(transformed, sig, x, int(bad_outputs[0]) if bad_outputs.size else None, bad_inputs)
 
 
 def _requested_inputs(sig) -> np.ndarray:
@@ -115,33 +144,76 @@ def _describe_input(sig, names, position, x) -> str:
 
 # --- finding the culprit ------------------------------------------------------------------------
 
-def locate(fun, name, sig, x, requested=None) -> str:
-    """The message naming the first instruction that produced a non-finite value, found by the
-    reference sweeps over ``fun`` traced again at ``x`` with source locations."""
+def locate(transformed, sig, x, output=None, bad_inputs=()) -> str:
+    """What made output ``output`` non-finite (None: the gradient entries at flat input positions
+    ``bad_inputs``), found by the reference sweeps over the function traced again at ``x`` with
+    source locations: the first instruction, in recording order, of those that pass a non-finite
+    value on to that output, else the first reverse step that makes the adjoint of a slot those
+    gradient entries depend on non-finite."""
     from .api import _trace
 
+    name = getattr(transformed, "__name__", "the function")
     rec = locating_recorder()
-    tape, _ = _trace(fun, sig.shapes, x, rec)
+    tape, _ = _trace(transformed.fun, sig.shapes, x, rec)
     where = rec.op.where
     vals = reference.forward(tape, x)
-    for k in range(len(tape)):
-        if not np.isfinite(vals[k]):
-            return (f"debug_nans: {name} produced {float(vals[k])!r} in the forward sweep at "
+    if output is not None:
+        k = _origin(tape, vals, int(tape.outputs[output]))
+        if k is not None:
+            reaching = f" (reaching output {output})" if len(tape.outputs) > 1 else ""
+            if tape.op[k] == INPUT:
+                position = int(np.flatnonzero(tape.inputs == k)[0])
+                return f"{name} was called with {_describe_input(sig, transformed.names, position, x)}{reaching}"
+            return (f"{name} produced {float(vals[k])!r} in the forward sweep{reaching} at "
                     f"{_instruction(tape, k, where)}: {_forward_text(tape, k, vals)}")
-    if requested is not None:
-        found = _first_bad_reverse_step(tape, vals, tape.inputs[requested])
+    else:
+        found = _first_bad_reverse_step(tape, vals, tape.inputs[np.asarray(bad_inputs, dtype=np.int64)])
         if found is not None:
             k, j, partial, g, before, after = found
             op = OPS[tape.op[k]]
             slot = int((tape.a, tape.b, tape.c)[j][k])
-            return (f"debug_nans: {name} produced {after!r} in the reverse sweep at "
+            return (f"{name} produced {after!r} in the reverse sweep at "
                     f"{_instruction(tape, k, where)}: its partial d{_name(tape, k)}/d{'abc'[j]} = {partial!r} "
                     f"at {_operand_text(tape, k, vals)} (value {float(vals[k])!r}), times its adjoint "
                     f"{g!r}, made the adjoint of %{slot} {after!r} (it was {before!r})"
                     + (f"; note: {op.note}" if op.note else ""))
-    return (f"debug_nans: {name} produced a non-finite value in the compiled sweeps that the reference "
+    return (f"{name} produced a non-finite value in the compiled sweeps that the reference "
             "sweeps over the unoptimised tape do not reproduce (a different summation order of "
             "adjoints after common-subexpression elimination can overflow differently)")
+
+
+def _origin(tape, vals, out):
+    """The first instruction, in recording order, of those that pass a non-finite value on to slot
+    ``out`` (None if its value is finite). A non-finite instruction passes on those of its
+    non-finite operands that matter: each whose replacement by 1.0 would change its value (the
+    selected operand of ``where``; the NaN, not the inf, of ``nan + inf``), or all of them where
+    no single one would (``inf * nan``). A value absorbed on the way (``exp(-inf) = 0``, a
+    comparison, the unselected operand of ``where``) passes nothing on."""
+    if np.isfinite(vals[out]):
+        return None
+    on_path = np.zeros(len(tape), dtype=bool)
+    on_path[out] = True
+    for k in range(out, -1, -1):
+        if on_path[k]:
+            on_path[_passed_on(tape, vals, k)] = True
+    return int(np.argmax(on_path))
+
+
+def _passed_on(tape, vals, k) -> list[int]:
+    """The operand slots through which instruction k's non-finite value came (see ``_origin``)."""
+    op = OPS[tape.op[k]]
+    slots = [int(s) for s in (tape.a[k], tape.b[k], tape.c[k])[: op.arity]]
+    bad = [j for j, s in enumerate(slots) if not np.isfinite(vals[s])]
+    literal = [tape.lit[k]] if op.literal else []
+
+    def matters(j):
+        operands = [vals[s] for s in slots]
+        operands[j] = np.float64(1.0)
+        value = np.float64(reference._FORWARD[tape.op[k]](*operands, *literal))
+        return not (value == vals[k] or (np.isnan(value) and np.isnan(vals[k])))
+
+    with np.errstate(all="ignore"):
+        return [slots[j] for j in ([j for j in bad if matters(j)] or bad)]
 
 
 def _name(tape, k) -> str:
@@ -177,7 +249,8 @@ def _forward_text(tape, k, vals) -> str:
 
 def _first_bad_reverse_step(tape, vals, targets):
     """(k, operand j, partial, adjoint of k, operand adjoint before, after) of the first reverse
-    step that makes an adjoint non-finite, among slots the requested inputs depend on."""
+    step that makes an adjoint non-finite, among the slots that depend on the inputs ``targets``
+    (slots) through differentiable operands: the adjoints those inputs' gradient entries sum."""
     n = len(tape)
     slots_of = [(tape.a[k], tape.b[k], tape.c[k]) for k in range(n)]
     cone = np.zeros(n, dtype=bool)

@@ -134,6 +134,9 @@ OPS: tuple[Op, ...] = (
     Op("where", 3, "{b} if {a} != 0.0 else {c}",
        ("0.0", "1.0 if {a} != 0.0 else 0.0", "0.0 if {a} != 0.0 else 1.0"), (), (R, R, R),
        smooth=False, note="where(cond, x, y): the derivative flows only into the chosen operand"),
+    # with no_grad() inside a traced function: the value of a, no derivative (as jax.lax.stop_gradient)
+    Op("stop_gradient", 1, "{a}", ("0.0",), (), (R,), smooth=False, public=False,
+       note="the value of a with zero derivative: what no_grad() records inside a traced function"),
     Op("lt", 2, "1.0 if {a} < {b} else 0.0", ("0.0", "0.0"), ("__lt__",), (R, R), False, False, CMP),
     Op("le", 2, "1.0 if {a} <= {b} else 0.0", ("0.0", "0.0"), ("__le__",), (R, R), False, False, CMP),
     Op("gt", 2, "1.0 if {a} > {b} else 0.0", ("0.0", "0.0"), ("__gt__",), (R, R), False, False, CMP),

@@ -12,11 +12,12 @@ Format version 1 (all integers little-endian)::
     end-4   4     uint32 CRC-32 (zlib) of every byte before it
 
 The arrays are exactly, in this order: op "<i1", a b c "<i4", lit "<f8", inputs outputs guards
-"<i4", guard_values "<f8"; op a b c lit share one length n (at most MAX_INSTRUCTIONS).
+"<i4", guard_values "<f8"; op a b c lit share one length n (at most MAX_INSTRUCTIONS); outputs is
+not empty.
 ``ops`` is the op table the tape was recorded with (saved opcode i is ``ops[i]``). Loading remaps
 opcodes by name, so a tape saved before rows were added or reordered still loads; a saved op whose
-name is unknown, or whose arity or literal flag differs from the current row, is rejected. Every check (magic, version,
-header shape, sizes against the file size before any allocation, checksum, opcode range, then
+name is unknown, or whose arity or literal flag differs from the current row, is rejected. Every check (a regular file, magic,
+version, header shape, sizes against the file size before any allocation, checksum, opcode range, then
 ``Tape.validate()``) runs before a compiled kernel can see the arrays, and every failure raises
 ValueError naming what is wrong.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import struct
 import zlib
 
@@ -41,6 +43,9 @@ MAX_OPS = 127  # opcodes are int8
 # (name, little-endian dtype) of every array, in file order.
 LAYOUT = (("op", "<i1"), ("a", "<i4"), ("b", "<i4"), ("c", "<i4"), ("lit", "<f8"), ("inputs", "<i4"),
           ("outputs", "<i4"), ("guards", "<i4"), ("guard_values", "<f8"))
+_NOT_REGULAR = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+NO_OUTPUTS = "the tape has no outputs: it computes nothing (and the gradient kernels read output 0)"
 _PREFIX = struct.Struct("<8sII")
 _CRC = struct.Struct("<I")
 
@@ -62,6 +67,8 @@ def _pack(ops: list, arrays: dict[str, np.ndarray], version: int = VERSION) -> b
 def to_bytes(tape: Tape) -> bytes:
     """The tape in format version 1."""
     from .ops import OPS
+    if not len(tape.outputs):
+        raise ValueError(f"save: {NO_OUTPUTS}; load would refuse the file")
     return _pack([[op.name, op.arity, op.literal] for op in OPS], tape.arrays())
 
 
@@ -76,9 +83,14 @@ def save(tape: Tape, path) -> None:
 
 def load(path) -> Tape:
     """Read a tape written by ``save``; ValueError if the file is not a valid saved tape."""
+    where = os.fspath(path)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):  # checked before opening: opening a FIFO waits for a writer
+        kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
+        raise ValueError(f"{where}: not a valid saved tape: it is {kind}, not a regular file")
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        return _read(f, size, where=os.fspath(path))
+        return _read(f, size, where=where)
 
 
 def from_bytes(data: bytes) -> Tape:
@@ -182,4 +194,6 @@ def _parse_header(raw: bytes, fail):
             raise fail(f"array {name!r} has length {lengths[name]}, expected {n} (the length of 'op')")
     if lengths["guard_values"] != lengths["guards"]:
         raise fail("arrays 'guards' and 'guard_values' must have the same length")
+    if lengths["outputs"] == 0:
+        raise fail(NO_OUTPUTS)
     return ops, lengths

@@ -81,6 +81,11 @@ class Tape:
             raise ValueError("every 'input' instruction must be listed in tape inputs")
         if len(self.guard_values) != len(self.guards):
             raise ValueError("guards and guard_values must have the same length")
+        bad = np.flatnonzero((self.guard_values != 0.0) & (self.guard_values != 1.0))  # NaN included
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"guard {i} (slot %{int(self.guards[i])}): guard value {float(self.guard_values[i])!r} "
+                             "must be 0.0 or 1.0 (the comparison's value when traced)")
 
     def __repr__(self) -> str:
         return (f"<Tape: {len(self)} instructions, {len(self.inputs)} inputs, "

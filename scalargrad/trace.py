@@ -12,6 +12,9 @@ import contextlib
 import itertools
 import math
 import numbers
+import operator
+import sys
+import warnings
 from array import array
 from contextvars import ContextVar
 
@@ -71,7 +74,7 @@ class Recorder:
     are kept sparse, as (slot, value) pairs in ``lit_at``/``lit`` and ``c_at``/``c``."""
 
     __slots__ = ("op", "a", "b", "c_at", "c", "lit_at", "lit", "trace", "limit", "sealed", "serial", "imports",
-                 "imported", "guards", "adj", "lifts", "__weakref__")
+                 "imported", "guards", "adj", "lifts", "index_error", "__weakref__")
 
     def __init__(self, trace: bool):
         self.op, self.a, self.b = array("b"), array("i"), array("i")
@@ -86,6 +89,23 @@ class Recorder:
         self.guards: dict[int, float] = {}              # slot -> value the control flow relied on
         self.adj = None                                 # adjoints after backward() (eager only)
         self.lifts = None  # id(Variable) -> (input slot, Variable) for closed-over values (transforms.py)
+        self.index_error = None  # (TracingError, code, instruction) of the last traced value used as an index
+
+    def note_index_error(self, error: TracingError, frame) -> TracingError:
+        """``error`` (a traced value used as an index), remembered with where ``frame`` was: NumPy
+        replaces it with its own IndexError or TypeError (``a[x]``, ``np.zeros(x)``), raised there."""
+        self.index_error = (error, frame.f_code, frame.f_lasti)
+        return error
+
+    def hidden_index_error(self, e: BaseException) -> TracingError | None:
+        """The TracingError that NumPy replaced with ``e``, if ``e`` was raised where it was."""
+        if self.index_error is None or isinstance(e, TracingError):
+            return None
+        error, code, lasti = self.index_error
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return error if tb is not None and tb.tb_frame.f_code is code and tb.tb_lasti == lasti else None
 
     def emit(self, opcode: int, a: int = -1, b: int = -1) -> int:
         k = len(self.op)
@@ -155,17 +175,22 @@ class Recorder:
 
 
 class _NoGrad:
-    """Marker recorder for ``with no_grad():``; ops return constants."""
+    """Marker recorder for ``with no_grad():``. Eager ops return constants; inside a traced function
+    (``traced`` is its recorder) ops still record, since their values change from call to call, and
+    each result passes through ``stop_gradient`` (see ``_without_grad``)."""
+    __slots__ = ("traced",)
     sealed = True
 
+    def __init__(self, traced: Recorder | None):
+        self.traced = traced
 
-_NO_GRAD = _NoGrad()
+
 _active: ContextVar = ContextVar("scalargrad_recorder", default=None)
 
 
 def _fresh_recorder():
     """The eager recorder to use now, or None inside ``no_grad``."""
-    if _active.get() is _NO_GRAD:
+    if type(_active.get()) is _NoGrad:
         return None
     rec = Recorder(trace=False)
     _active.set(rec)
@@ -175,13 +200,16 @@ def _fresh_recorder():
 def tracing() -> bool:
     """True inside a traced function (transforms called there record symbolically)."""
     rec = _active.get()
-    return rec is not None and rec is not _NO_GRAD and rec.trace
+    return type(rec) is Recorder and rec.trace
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Inside this block operations compute values only and record nothing."""
-    token = _active.set(_NO_GRAD)
+    """Inside this block no derivative flows: eager operations compute values only and record
+    nothing; inside a traced function they record with zero derivative (``stop_gradient``), so
+    their values follow the inputs of every call and ``if`` on them is guarded as usual."""
+    rec = _active.get()
+    token = _active.set(_NoGrad(rec.traced if type(rec) is _NoGrad else rec if tracing() else None))
     try:
         yield
     finally:
@@ -193,6 +221,11 @@ def recording(rec: Recorder):
     token = _active.set(rec)
     try:
         yield rec
+    except (IndexError, TypeError) as e:
+        hidden = rec.hidden_index_error(e)
+        if hidden is None:
+            raise
+        raise hidden.with_traceback(None) from e
     finally:
         _active.reset(token)
 
@@ -210,6 +243,9 @@ class Variable:
     """A scalar that records the operations applied to it (as in micrograd, DeZero, PyTorch).
 
     ``data`` is the value, ``grad`` the derivative accumulated by ``backward()`` (None before).
+    As PyTorch tensors: eager Variables hash by identity (dict keys such as ``to_dot``'s ``names``;
+    ``Variable(2.0) in {2.0}`` is False), ``float(v)`` detaches (and warns while grad mode is on),
+    and ``+= -= *= /= **=`` update a leaf in place under ``no_grad``. Traced values are unhashable.
     """
 
     __slots__ = ("_data", "_grad", "_rec", "_slot", "_leaf", "_requires_grad")
@@ -223,6 +259,8 @@ class Variable:
         self._rec = None
         self._slot = -1
         rec = _active.get()
+        if type(rec) is _NoGrad:
+            rec = rec.traced
         if isinstance(rec, Recorder) and rec.trace:  # created inside a traced function: a constant
             self._requires_grad = False
             self._rec, self._slot = rec, rec.constant(self._data)
@@ -273,16 +311,34 @@ class Variable:
         from .eager import backward
         backward(self, _as_real(grad, "grad"), create_graph)
 
+    def _traced(self) -> bool:
+        """Computed inside a traced function: its value is known only when the compiled one runs."""
+        return self._rec is not None and self._rec.trace and not self._leaf
+
     def __repr__(self) -> str:
-        if self._rec is not None and self._rec.trace and not self._leaf:
+        if self._traced():  # readable when printed, but float() cannot parse it back
             return f"Variable(traced, value at trace time {self._data!r})"
         grad = f", grad={self.grad!r}" if self.grad is not None else ""
         return f"Variable({self._data!r}{grad})"
 
     def __format__(self, spec: str) -> str:
-        return format(self._data, spec) if spec else repr(self)
+        if not spec:
+            return repr(self)
+        if self._traced():
+            raise TracingError(
+                f"format(x, {spec!r}) of a traced value: the text would hold the value of the call that "
+                f"traced it, frozen into the compiled function (float(f'{{x:{spec}}}') is a constant). "
+                "Compute with sg.<op> functions; to print a traced value, use f'{x}' or repr(x).")
+        return format(self._data, spec)
 
-    __hash__ = object.__hash__
+    def __hash__(self) -> int:
+        if self._traced():  # an identity hash would make `x in {1.0, 2.0}` silently False
+            raise TracingError(
+                "hash() of a traced value (as a set member or dict key, e.g. `x in {1.0, 2.0}`): its "
+                "value is not known until the compiled function runs, so it cannot be looked up. "
+                "Compare instead: `x in (1.0, 2.0)` (a tuple compares with ==), `x == 1.0 or x == 2.0`, "
+                "or sg.where(...)")
+        return object.__hash__(self)
 
     def __pos__(self):
         return self
@@ -297,19 +353,27 @@ class Variable:
         return self._data != 0.0
 
     def _concrete(self, what):
-        if self._rec is not None and self._rec.trace and not self._leaf:
+        if self._traced():
             raise _traced_error(what)
         return self._data
 
     def __float__(self):
-        return float(self._concrete("float()"))
+        value = self._concrete("float()")
+        if self.requires_grad and type(_active.get()) is not _NoGrad:
+            warnings.warn(  # a warning, not an error: float(loss) for logging is common and harmless
+                "float() of a Variable that requires grad is a plain number, so no derivative flows "
+                "through it (math.sin(v) and float(v) * v lose it). Use sg.sin(v) and the other sg.<op> "
+                "functions to keep the derivative, or v.data to read the value without this warning.",
+                stacklevel=2)
+        return float(value)
 
     def __int__(self):
         return int(self._concrete("int()"))
 
     def __index__(self):
-        raise _traced_error("Using as an index or int") if self._rec is not None and self._rec.trace \
-            else TypeError("a Variable cannot be used as an index; use int(v.data)")
+        if self._rec is not None and self._rec.trace:
+            raise self._rec.note_index_error(_traced_error("Using as an index or int"), sys._getframe(1))
+        raise TypeError("a Variable cannot be used as an index; use int(v.data)")
 
     def __complex__(self):
         raise TypeError("scalargrad Variables are real; complex() is not supported")
@@ -369,6 +433,16 @@ def _constant(value: float) -> Variable:
     return v
 
 
+def _without_grad(record, args, value: float) -> Variable:
+    """``record(*args)`` (whose value is ``value``) inside ``no_grad``: a constant in eager use; in a
+    traced function, the op recorded into the trace and then ``stop_gradient`` of it."""
+    traced = _active.get().traced
+    if traced is None:
+        return _constant(value)
+    with recording(traced):
+        return RECORD["stop_gradient"](record(*args))
+
+
 def _object_scalar(v) -> np.ndarray:
     box = np.empty((), dtype=object)
     box[()] = v
@@ -415,7 +489,7 @@ def _make_recorder_fn(op):
             if rec is None or rec.sealed:
                 rec = _fresh_recorder()
                 if rec is None:
-                    return _constant(y)
+                    return _without_grad(record, (x,), y)
             xs = x._slot if x._rec is rec else rec.adopt(x)
             k = len(rec.op)
             rec.op.append(opcode)
@@ -449,7 +523,7 @@ def _make_recorder_fn(op):
             if rec is None or rec.sealed:
                 rec = _fresh_recorder()
                 if rec is None:
-                    return _constant(z)
+                    return _without_grad(record, (x, y), z)
             xs = x._slot if tx is Variable and x._rec is rec else rec.slot(x)
             ys = y._slot if ty is Variable and y._rec is rec else rec.slot(y)
             k = len(rec.op)
@@ -478,7 +552,7 @@ def _make_recorder_fn(op):
             if rec is None or rec.sealed:
                 rec = _fresh_recorder()
                 if rec is None:
-                    return _constant(z)
+                    return _without_grad(record, args, z)
             slots = [rec.slot(x) for x in operands]
             k = rec.emit(opcode, slots[0], slots[1] if nops > 1 else -1)
             if nops > 2:
@@ -491,6 +565,60 @@ def _make_recorder_fn(op):
     record.__name__ = record.__qualname__ = op.name
     record.__doc__ = f"{op.name}: forward {op.forward}; partials {', '.join(op.partials)}." + \
         (f" Note: {op.note}." if op.note else "")
+    return _exact_ints(record, op.name) if op.name in COMPARISONS else record
+
+
+# --- comparisons with Python ints that float64 cannot hold (Python compares them exactly) ---------
+
+_MIRRORED = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "eq": "eq", "ne": "ne"}
+
+
+def _inexact_int(n) -> bool:
+    if type(n) is not int or -(1 << 53) <= n <= 1 << 53:
+        return False
+    try:
+        return float(n) != n
+    except OverflowError:  # beyond the float64 range
+        return True
+
+
+def _float_comparison(name: str, n: int) -> tuple[str, float]:
+    """(comparison, float) such that ``x <comparison> float`` is ``x <name> n`` for every float64 x,
+    NaN included, and an int n that float64 cannot hold: the floats either side of n decide the
+    order comparisons; x == n never holds and x != n always does, as with NaN."""
+    if name in ("eq", "ne"):
+        return name, math.nan
+    try:
+        f = float(n)
+    except OverflowError:
+        f = math.inf if n > 0 else -math.inf
+    below, above = (math.nextafter(f, -math.inf), f) if f > n else (f, math.nextafter(f, math.inf))
+    return ("le", below) if name in ("lt", "le") else ("ge", above)
+
+
+def _exact_ints(compare, name: str):
+    """The comparison ``compare`` with Python's exact answer when one operand is an int that
+    float64 cannot hold (``x < 2**53 + 1``) and the other a Variable or a Python number: the
+    recorded instruction compares with a float chosen to give that answer. NumPy operands keep
+    NumPy's semantics (the int rounded to float64)."""
+    python = getattr(operator, name)
+
+    def record(x, y):
+        if type(x) is not int and type(y) is not int:  # the common case, without further calls
+            return compare(x, y)
+        left = _inexact_int(x)
+        if not (left or _inexact_int(y)):
+            return compare(x, y)
+        other = y if left else x
+        if type(other) is Variable:
+            to, f = _float_comparison(_MIRRORED[name] if left else name, x if left else y)
+            return RECORD[to](other, f)
+        if type(other) is int or type(other) is float:
+            return 1.0 if python(x, y) else 0.0
+        return compare(x, y)
+
+    record.__name__ = record.__qualname__ = compare.__name__
+    record.__doc__ = compare.__doc__
     return record
 
 
@@ -547,6 +675,29 @@ def _pow_method(self, other):
     return power(self, other) if _is_operand(other) else NotImplemented
 
 
+def _in_place(dunder: str, symbol: str, fn):
+    """``v <symbol> other`` as in PyTorch: under ``no_grad`` a leaf is updated in place (same object,
+    requires_grad and grad kept). While recording, a leaf that requires grad cannot be (the result
+    would be a new non-leaf, whose .grad stays None); anything else rebinds to the out-of-place
+    result, as Python floats do, which is right for autodiff (older graphs keep the old value)."""
+    def method(self, other):
+        grad_mode = type(_active.get()) is not _NoGrad
+        if grad_mode and self._leaf and self._requires_grad:
+            raise RuntimeError(
+                f"`v {symbol} ...` on a leaf Variable that requires grad: an in-place update of a "
+                "parameter would be recorded and make it a non-leaf (its .grad would stay None). Wrap "
+                f"the update in `with sg.no_grad():` (as in PyTorch), or write `v = v {symbol[:-1]} ...` "
+                "for a new Variable.")
+        out = fn(self, other)
+        if not grad_mode and self._leaf and type(out) is Variable and out._rec is None:
+            self._data, self._rec, self._slot = out._data, None, -1  # the next op records the new value
+            return self
+        return out
+
+    method.__name__ = method.__qualname__ = dunder
+    return method
+
+
 def _install_operators():
     for op in USER_OPS:
         fn = RECORD[op.name]
@@ -558,6 +709,10 @@ def _install_operators():
             setattr(Variable, dunder, _reflected(fn) if i == 1 else fn)
     Variable.__pow__ = _pow_method
     Variable.__rpow__ = lambda self, other: power(other, self) if _is_operand(other) else NotImplemented
+    for dunder, symbol, fn in (("__iadd__", "+=", RECORD["add"]), ("__isub__", "-=", RECORD["sub"]),
+                               ("__imul__", "*=", RECORD["mul"]), ("__itruediv__", "/=", RECORD["div"]),
+                               ("__ipow__", "**=", _pow_method)):
+        setattr(Variable, dunder, _in_place(dunder, symbol, fn))
     Variable.power = power
 
 

@@ -503,7 +503,7 @@ def _trace_at(transformed, args):
         traced = _traced_args(rec, shapes, x)
         inputs = list(range(len(rec.op)))
         out = transformed.fun(*traced)
-        slots, structure = _flatten_output(rec, out)
+        slots, structure = _flatten_output(rec, out, transformed.fun)
     lifted = list(rec.lifts.values())
     tape = to_tape(rec, inputs + [k for k, _ in lifted], slots)
     return shapes, flat + [v for _, v in lifted], optimize(tape), structure

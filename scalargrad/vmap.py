@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from . import chunked
-from .api import Grad, Jit, ValueAndGrad
+from . import chunked, debug
+from .api import Grad, Jit, ValueAndGrad, describe_structure
 from .jit import batch, codegen, cuda, vector_math as libmvec
 
 
@@ -125,7 +125,12 @@ class VMap:
         else:
             out, ok = backend.evaluate(program, X, **options)
         for i in np.flatnonzero(~ok):
-            _, out[i], _ = transformed.flat(self._unflatten(sig, X[i]))
+            _, point_out, structure = transformed.flat(self._unflatten(sig, X[i]))
+            if structure != path.structure:  # out[i] would broadcast one into the other's slots
+                raise ValueError(f"{self.__name__}: point {i} returns {describe_structure(structure)}, but "
+                                 f"point 0 returns {describe_structure(path.structure)}; every point must "
+                                 "return the same structure")
+            out[i] = point_out
         return out
 
     @staticmethod
@@ -156,9 +161,12 @@ class VMap:
         sig = transformed.flat(self._point(moved, batched, 0))[0]  # traces point 0's path if new
         path = sig.paths[0]
         X = self._matrix(moved, batched, B)
+        results = self._sweep(transformed, sig, path, X)
+        if debug.enabled(transformed.debug_nans):
+            debug.check_batch(self.__name__, transformed, sig, X, results)
         if isinstance(transformed, ValueAndGrad):
-            return self.fn.batched(sig, *self._sweep(transformed, sig, path, X))
-        return transformed.batched(path.structure, self._sweep(transformed, sig, path, X))
+            return self.fn.batched(sig, *results)
+        return transformed.batched(path.structure, results)
 
 
 def vmap(fn, in_axes=0, device="cpu", vector_math=False):

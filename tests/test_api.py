@@ -2,13 +2,16 @@
 output structure, guards and retracing, caching, and the errors users meet."""
 from __future__ import annotations
 
+import functools
 import math
+import re
 
 import numpy as np
 import pytest
 import scipy.optimize
 
 import scalargrad as sg
+from conftest import central_diff
 
 
 def sum_of_squares(x, y):
@@ -278,10 +281,28 @@ def test_concrete_use_of_a_traced_value_raises_tracing_error(f):
     assert "sg." in str(info.value)  # says what to use instead
 
 
-def test_traced_value_as_numpy_index_raises():
-    # NumPy replaces the TracingError raised by __index__ with its own IndexError; it still fails loudly.
-    with pytest.raises((sg.TracingError, IndexError)):
-        sg.grad(lambda x: np.arange(3)[x])(1.0)
+_TABLE = np.arange(5.0)
+
+
+def _index_after_a_handled_one(x):
+    try:
+        _TABLE[x]
+    except IndexError:
+        pass
+    return _TABLE[1.5] * x  # an IndexError of its own: not the traced index's
+
+
+@pytest.mark.parametrize("f", [lambda x: _TABLE[x], lambda x: np.ones((3, 3))[x * 2.0, 0], lambda x: np.zeros(x).sum()],
+                         ids=["index", "index-tuple", "np.zeros"])
+def test_traced_value_as_numpy_index_raises_tracing_error(f):
+    # NumPy replaces the TracingError raised by __index__ with its own IndexError or TypeError; the
+    # tracer raises the TracingError again, from NumPy's error.
+    for transform in (sg.jit, sg.grad):
+        with pytest.raises(sg.TracingError, match="^Using as an index or int of a traced value") as info:
+            transform(f)(2.0)
+        assert isinstance(info.value.__cause__, (IndexError, TypeError))
+    with pytest.raises(IndexError, match="only integers"):
+        sg.jit(_index_after_a_handled_one)(2.0)
 
 
 def test_data_of_a_traced_value_raises_tracing_error():
@@ -382,6 +403,38 @@ def test_keyword_arguments_raise_type_error():
         sg.grad(sum_of_squares)(1.0, y=2.0)
     with pytest.raises(TypeError, match="keyword"):
         sg.jit(sum_of_squares)(x=1.0, y=2.0)
+
+
+def _weighted(x, w):
+    return w * (x * x).sum() + sg.sin(x[0])
+
+
+class _Weighted:
+    """A callable object: like a functools.partial, it has no ``__name__``."""
+
+    def __call__(self, x):
+        return _weighted(x, 3.0)
+
+
+@pytest.mark.parametrize("fun, name", [(functools.partial(_weighted, w=3.0), "partial(_weighted)"),
+                                       (_Weighted(), "_Weighted")], ids=["partial", "callable_object"])
+def test_every_transform_takes_a_partial_or_a_callable_object(fun, name):
+    x, v = np.array([0.3, -1.2]), np.array([1.0, 0.5])
+    value, g = sg.value_and_grad(fun)(x)
+    assert value == pytest.approx(fun(x)) and sg.jit(fun)(x) == value
+    np.testing.assert_allclose(g, central_diff(lambda *xs: fun(np.array(xs)), x), rtol=1e-6)
+    np.testing.assert_array_equal(sg.grad(fun)(x), g)
+    H = sg.hessian(fun)(x)
+    np.testing.assert_allclose(H, [[6.0 - math.sin(0.3), 0.0], [0.0, 6.0]], rtol=1e-12)
+    np.testing.assert_allclose(sg.hvp(fun)(x, v), H @ v, rtol=1e-12)
+    assert sg.jvp(fun)(x, v) == pytest.approx((value, g @ v))
+    np.testing.assert_allclose(sg.jacobian(fun)(x), g, rtol=1e-12)
+    np.testing.assert_array_equal(sg.vmap(sg.grad(fun))(np.stack([x, x]))[1], g)
+    for transform in (sg.grad, sg.value_and_grad, sg.jit, sg.hessian, sg.hvp, sg.jvp, sg.jacobian):
+        assert transform(fun).__name__ == name
+    for transform in (sg.grad, sg.value_and_grad, sg.jit):  # the message that recommends functools.partial
+        with pytest.raises(TypeError, match="^" + re.escape(name) + ": keyword arguments"):
+            transform(fun)(x, w=2.0)
 
 
 @pytest.mark.parametrize("argnums", [2, -3, (0, 2)])

@@ -1,5 +1,6 @@
-"""NaN debugging (``debug_nans``): the error names the first op that made a NaN or inf, its operand
-values and the user's file:line; nothing changes while every value is finite."""
+"""NaN debugging (``debug_nans``): a NaN or inf in a result (a jit's outputs, the value or a requested
+gradient of value_and_grad, a vmap batch) raises, naming the op that made it on the way to that
+result, its operand values and the user's file:line; non-finite values no result depends on pass."""
 from __future__ import annotations
 
 import os
@@ -84,18 +85,68 @@ def test_non_finite_input_names_the_argument():
         sg.jit(f, debug_nans=True)(np.ones((2, 3)), np.array([1.0, -np.inf]))
 
 
-def test_intermediate_inf_is_reported_even_when_the_result_is_finite():
-    def f(x):
-        return sg.where(x > 0.0, sg.sqrt(x), 0.0)   # sqrt(-1) = NaN computed, then not selected
+def safe_sqrt(x):
+    return sg.where(x > 0.0, sg.sqrt(x), 0.0)    # sqrt(-1) = NaN is computed, then not selected
 
-    assert sg.grad(f)(-1.0) == 0.0
-    with pytest.raises(FloatingPointError, match="sqrt"):
-        sg.grad(f, debug_nans=True)(-1.0)
+
+def branches(x):
+    root = sg.sqrt(x)                             # line +1: NaN for x < 0, not selected there
+    return sg.where(x > 0.0, root, sg.log(x))     # line +2: log(x < 0) = NaN is the result
+
+
+def absorbed(x):
+    vanishing = sg.exp(sg.log(x * 0.0))           # line +1: log(0) = -inf, but exp(-inf) = 0
+    return vanishing + sg.sqrt(x)                 # line +2
+
+
+def kinked(x):
+    smooth = sg.where(x > 0.0, sg.sqrt(x), 0.0)   # line +1: d sqrt = inf at 0, but its adjoint is 0
+    return smooth + sg.sqrt(x * x)                # line +2: d sqrt = inf meets d(x*x) = 0: NaN
+
+
+@pytest.mark.parametrize("transform", ["value_and_grad", "jit"])
+def test_non_finite_values_no_result_depends_on_pass(transform):
+    checked = getattr(sg, transform)
+    assert checked(safe_sqrt, debug_nans=True)(-1.0) in ((0.0, 0.0), 0.0)   # the README's idiom
+    assert checked(lambda x: sg.exp(sg.log(x)), debug_nans=True)(0.0) in ((0.0, 0.0), 0.0)
+    assert checked(lambda x, y: x * 2.0, debug_nans=True)(1.0, np.nan) in ((2.0, 2.0), 2.0)  # y unused
+
+
+@pytest.mark.parametrize("transform", ["value_and_grad", "jit"])
+@pytest.mark.parametrize("fun, x, op, offset, text", [
+    (branches, -1.0, "log", 2, "log(a=-1.0) = nan"),     # not the unselected sqrt before it
+    (absorbed, -1.0, "sqrt", 2, "sqrt(a=-1.0) = nan"),   # not the log(0) that exp absorbed
+], ids=["unselected-branch", "absorbed"])
+def test_the_op_named_is_the_one_on_the_way_to_the_result(fun, x, op, offset, text, transform):
+    with pytest.raises(FloatingPointError) as info:
+        getattr(sg, transform)(fun, debug_nans=True)(x)
+    message = str(info.value)
+    assert "in the forward sweep" in message and f"= {op} %" in message and text in message
+    assert _line_of(fun, offset) in message
+
+
+def test_gradient_nan_names_the_reverse_step_on_its_way():
+    assert sg.value_and_grad(kinked)(0.0)[0] == 0.0
+    with pytest.raises(FloatingPointError) as info:
+        sg.grad(kinked, debug_nans=True)(0.0)
+    message = str(info.value)
+    assert "in the reverse sweep" in message and "partial dsqrt/da = inf at a=0.0" in message
+    assert _line_of(kinked, 2) in message and _line_of(kinked, 1) not in message
+    with pytest.raises(FloatingPointError, match="reverse sweep.*dsqrt/da = inf"):
+        sg.grad(sg.sqrt, debug_nans=True)(0.0)   # inf straight into the gradient
+
+
+def test_the_output_that_is_non_finite_is_named():
+    def pair(x):
+        return x, sg.log(x)
+
+    with pytest.raises(FloatingPointError, match=r"forward sweep \(reaching output 1\) at .*= log %"):
+        sg.jit(pair, debug_nans=True)(0.0)
 
 
 def test_constant_inf_is_reported_as_a_literal():
     def f(x):
-        return sg.minimum(x, np.inf)
+        return sg.maximum(x, np.inf)
 
     with pytest.raises(FloatingPointError, match="the constant inf"):
         sg.jit(f, debug_nans=True)(1.0)
@@ -185,3 +236,29 @@ def test_nested_transform_is_located_at_the_users_call():
     # The inner gradient's instructions are recorded by the line that calls it (this file), never
     # by the op table's generated code.
     assert f"{HERE}:" in str(info.value) and "<partial" not in str(info.value)
+
+
+def guarded(x):
+    if x > 0.0:                                   # points that take the other branch run one by one
+        return sg.sqrt(x)
+    return sg.log(-x)                             # line +3
+
+
+def test_vmap_checks_the_batch_and_names_the_first_bad_point(monkeypatch):
+    x = np.array([5.0, 1.0, -1.0, -3.0])         # sqrt_shifted: sqrt(x - 1) * 3
+    assert np.isnan(sg.vmap(sg.jit(sqrt_shifted))(x)[2])          # switched off: nothing checks
+    np.testing.assert_array_equal(sg.vmap(sg.jit(safe_sqrt, debug_nans=True))(x), [5.0 ** 0.5, 1.0, 0.0, 0.0])
+    with pytest.raises(FloatingPointError) as info:
+        sg.vmap(sg.jit(sqrt_shifted, debug_nans=True))(x)
+    message = str(info.value)
+    assert "vmap(sqrt_shifted), point 2 (of 4)" in message and "sqrt(a=-2.0) = nan" in message
+    assert _line_of(sqrt_shifted, 1) in message
+    with pytest.raises(FloatingPointError, match=r"point 1 \(of 4\).*reverse sweep.*dsqrt/da = inf"):
+        sg.vmap(sg.grad(sqrt_shifted, debug_nans=True))(x)        # d sqrt at 0: the gradient only
+    with pytest.raises(FloatingPointError, match=r"point 1 \(of 2\).*log\(a=-0.0\) = -inf") as info:
+        sg.vmap(sg.jit(guarded, debug_nans=True))(np.array([1.0, 0.0]))
+    assert _line_of(guarded, 3) in str(info.value)
+    monkeypatch.setattr(sg.config, "debug_nans", True)
+    with pytest.raises(FloatingPointError, match="point 1"):         # its gradient, before point 2's value
+        sg.vmap(sg.value_and_grad(sqrt_shifted))(x)
+    assert np.isnan(sg.vmap(sg.value_and_grad(sqrt_shifted, debug_nans=False))(x)[0][2])  # the keyword wins

@@ -1,4 +1,6 @@
 """Compiled kernels embedded in the user's own Numba code, and SciPy on array inputs."""
+import re
+
 import numba
 import numpy as np
 import pytest
@@ -87,3 +89,34 @@ def test_compiled_forward_with_several_outputs_returns_the_first():
     np.testing.assert_array_equal(work[-3:], [12.0, 7.0, -1.0])
     with pytest.raises(ValueError, match="workspace_size"):
         f(np.array([3.0, 4.0]), np.empty(f.workspace_size - 1))
+
+
+@numba.njit
+def _call_in_user_code(k, x, g):
+    return k(x, g)
+
+
+@pytest.mark.parametrize("backend", ["interp", "codegen"])
+def test_compiled_kernels_refuse_anything_but_float64_vectors(backend):
+    # An int x failed inside Numba (generated code); an int g or work was written to by truncating
+    # (the gradient [0.5, 0.5] came back as [0, 0]).
+    k = sg.value_and_grad(lambda x: 0.25 * (x * x).sum(), backend=backend).compile(np.ones(2))
+    f = sg.jit(lambda x: 0.25 * (x * x).sum(), backend=backend).compile(np.ones(2))
+    x, g = np.ones(2), np.empty(2)
+    wrong = [("x", (np.arange(2), g), "array(int64, 1d, C)"),
+             ("x", (np.ones((2, 1)), g), "array(float64, 2d, C)"),
+             ("x", ((1.0, 1.0), g), "UniTuple(float64 x 2)"),
+             ("g", (x, np.empty(2, np.int64)), "array(int64, 1d, C)"),
+             ("g", (x, np.empty(2, np.float32)), "array(float32, 1d, C)"),
+             ("work", (x, g, np.empty(max(k.workspace_size, 1), np.int32)), "array(int32, 1d, C)")]
+    for name, args, given in wrong:
+        with pytest.raises(TypeError, match=rf"^compiled value_and_grad: {name} must be a 1-d float64 array, got {re.escape(given)}"):
+            k(*args)
+    with pytest.raises(TypeError, match=r"^compiled value_and_grad: x must be a 1-d float64 array, got array\(int32"):
+        _call_in_user_code(k, np.arange(2, dtype=np.int32), g)
+    for name, args, given in [("x", (np.arange(2),), "array(int64, 1d, C)"),
+                              ("work", (x, np.empty(f.workspace_size, np.int64)), "array(int64, 1d, C)")]:
+        with pytest.raises(TypeError, match=rf"^compiled jit: {name} must be a 1-d float64 array, got {re.escape(given)}"):
+            f(*args)
+    assert k(np.arange(4.0)[::2], g) == 1.0 and g.tolist() == [0.0, 1.0]  # any float64 vector, strided too
+    assert f(np.arange(4.0)[::2]) == 1.0

@@ -263,6 +263,26 @@ def test_guards_inside_a_loop():
     assert_identical([*vg(y)[1]], [*sg.value_and_grad(f, backend="interp")(y)[1]])
 
 
+@pytest.mark.parametrize("fun", [
+    lambda x: np.maximum(0.0, 1.0 - x).sum(),  # a loop of guarded comparisons
+    lambda x: sg.where(x > 0.7, x, 0.0).sum(),  # a loop of conditions
+    lambda x: (sg.where(x > 0.7, x * x, 1.0) + sg.where(x < 0.2, x, -1.0)).sum(),
+], ids=["maximum", "where", "two_wheres"])
+def test_loops_without_a_derivative_write_no_reverse_loop(fun):
+    # No adjoint reaches an input through a loop of comparisons: its reverse loop had an empty body
+    # (an IndentationError in the generated module).
+    x = np.linspace(0.1, 0.9, 100)
+    x[0] = 0.5
+    value, g = sg.value_and_grad(fun, backend="codegen")(x)
+    i_value, i_g = sg.value_and_grad(fun, backend="interp")(x)
+    assert_identical([value, *g], [i_value, *i_g])
+    np.testing.assert_allclose(g, central_diff(lambda *v: fun(np.array(v)), x), rtol=1e-6, atol=1e-8)
+    X = np.stack([x, x[::-1], x / 2])
+    values, G = sg.vmap(sg.value_and_grad(fun, backend="codegen"))(X)  # the batch (lane) code
+    i_values, i_G = sg.vmap(sg.value_and_grad(fun, backend="interp"))(X)
+    assert_identical([*values, *G.ravel()], [*i_values, *i_G.ravel()])
+
+
 def test_large_tapes_compile_as_loops_under_the_codegen_backend():
     x = np.random.default_rng(1).uniform(-1, 1, 3000)  # 27,000 instructions, far over the cap
     with warnings.catch_warnings():

@@ -3,7 +3,11 @@ ValueError (never IndexError, struct.error, UnicodeDecodeError, MemoryError or a
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zlib
 
@@ -104,11 +108,11 @@ def test_guards_literals_and_special_values_round_trip(tmp_path):
     assert loaded.lit.tobytes() == lit.lit.tobytes()  # NaN payloads and -0.0 preserved
 
 
-def test_empty_and_constant_tapes_round_trip():
-    empty = Tape([], [], [], [], [], [], [])
-    assert storage.from_bytes(storage.to_bytes(empty)) == empty
+def test_a_constant_tape_round_trips_and_one_without_outputs_is_not_saved():
     const = sg.trace(lambda: 3.0)
     assert storage.from_bytes(storage.to_bytes(const)) == const
+    with pytest.raises(ValueError, match="save: the tape has no outputs"):
+        storage.to_bytes(Tape([], [], [], [], [], [], []))
 
 
 def test_file_starts_with_magic_and_version():
@@ -289,3 +293,76 @@ def test_bad_input_output_and_guard_slots_are_rejected(name, value):
     if name == "guards":
         changes["guard_values"] = [1.0]
     _rejects(storage._pack(TABLE, _arrays(tape, **changes)), "not a valid saved tape")
+
+
+# A tape without outputs: the gradient kernel read output 0 out of bounds (a segfault), a compiled
+# jit kernel returned garbage. Run apart, so that a crash fails this test instead of killing pytest.
+_NO_OUTPUTS = """
+import sys, numpy as np, scalargrad as sg
+from scalargrad import storage
+from scalargrad.jit import batch, cuda, kernels
+from scalargrad.ops import OPS
+
+def refused(call):
+    try:
+        call()
+        print("not refused")
+    except ValueError as e:
+        print(e)
+
+refused(lambda: sg.trace(lambda x: (), np.ones(1)))
+refused(lambda: sg.jit(lambda x: ()).compile(1.0))
+refused(lambda: sg.jit(lambda x: 2.0 * x).compile(np.zeros(0)))
+empty = sg.Tape(op=[0], a=[-1], b=[-1], c=[-1], lit=[0.0], inputs=[0], outputs=[])  # built by hand
+refused(lambda: empty.save(sys.argv[1]))
+with open(sys.argv[1], "wb") as f:
+    f.write(storage._pack([[op.name, op.arity, op.literal] for op in OPS], empty.arrays()))
+refused(lambda: sg.Tape.load(sys.argv[1]))
+p = kernels.Program(empty)
+refused(lambda: kernels.value_and_grad(p.ins, p.lit, p.io, np.ones(1), np.empty(1), p.workspace()))
+refused(lambda: batch.value_and_grad(p, np.ones((3, 1))))
+refused(lambda: cuda.value_and_grad(p, np.ones((3, 1))))  # before it looks for a GPU
+"""
+
+
+def test_a_tape_without_outputs_never_reaches_a_gradient_kernel(tmp_path):
+    path = tmp_path / "no_outputs.sgt"
+    result = subprocess.run([sys.executable, "-c", _NO_OUTPUTS, str(path)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "<lambda> returned an empty tuple: a traced function must return at least one output",
+        "<lambda> returned an empty tuple: a traced function must return at least one output",
+        "jit(<lambda>).compile: the function has no outputs at these arguments (an empty array), and the "
+        "compiled kernel returns the first",
+        f"save: {storage.NO_OUTPUTS}; load would refuse the file",
+        f"{path}: not a valid saved tape: {storage.NO_OUTPUTS}",
+        kernels.NO_OUTPUT,
+        kernels.NO_OUTPUT,
+        kernels.NO_OUTPUT,
+    ]
+    assert sg.jit(lambda x: 2.0 * x)(np.zeros(0)).shape == (0,)  # an empty result is still a result
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan, 0.5, 2.0])
+def test_guard_values_other_than_0_and_1_are_rejected(value):
+    tape = _small_tape()
+    assert len(tape.guards) == 1
+    _rejects(storage._pack(TABLE, _arrays(tape, guard_values=[value])),
+             rf"not a valid saved tape: guard 0 \(slot %{int(tape.guards[0])}\): guard value {value!r} must be 0.0 or 1.0")
+
+
+def test_a_directory_is_rejected_naming_it(tmp_path):
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path))}: not a valid saved tape: it is a directory"):
+        Tape.load(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this platform")
+def test_a_fifo_is_rejected_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "pipe.sgt"
+    os.mkfifo(fifo)
+    code = "import sys, scalargrad as sg\ntry:\n    sg.Tape.load(sys.argv[1])\nexcept ValueError as e:\n    print(e)"
+    result = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True,
+                            timeout=120)  # opening the FIFO would block forever: a timeout, not a hang
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{fifo}: not a valid saved tape: it is a FIFO (named pipe), not a regular file"

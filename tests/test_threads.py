@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 import time
 
 import numpy as np
@@ -148,3 +149,26 @@ def test_threads_taking_different_control_flow_paths_get_correct_results():
 
     assert not _run_threads(worker, N_THREADS)
     assert not wrong, wrong[:3]
+
+
+def test_threads_retracing_the_same_new_path_at_once_cache_it_once():
+    """8 threads meet each of the 32 sign patterns of 5 inputs at the same moment: each pattern is
+    one control-flow path (MAX_PATHS of them), so no duplicate may be cached and nothing evicted."""
+    def f(x):
+        return sum(x[i] if x[i] > 0 else -2.0 * x[i] for i in range(5))
+    vg = sg.value_and_grad(f)
+    patterns = [np.array([1.0 if (p >> i) & 1 else -1.0 for i in range(5)]) * 0.5 for p in range(32)]
+    barrier = threading.Barrier(8)
+
+    def worker(i):
+        for x in patterns:
+            barrier.wait()
+            value, grad = vg(x)
+            assert value == sum(v if v > 0 else -2.0 * v for v in x)
+            np.testing.assert_array_equal(grad, np.where(x > 0, 1.0, -2.0))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "more than 32 paths" would fail the thread
+        assert not _run_threads(worker, 8)
+    (sig,) = vg.cache.values()
+    assert len(sig.paths) == 32

@@ -89,3 +89,18 @@ def test_vmap_of_hessian_hvp_jvp_and_jacobian_matches_single_points():
         sg.vmap(sg.hessian(rosen, sparse=True))
     with pytest.raises(ValueError, match="runs on the CPU"):
         sg.vmap(sg.hvp(rosen), device="cuda")
+
+
+@pytest.mark.parametrize("backend", ["interp", "codegen"])
+def test_points_returning_another_structure_are_refused(backend):
+    def f(x):
+        if x > 2.0:
+            return 4.0 * x
+        return (x, 2.0 * x)
+    jf = sg.jit(f, backend=backend)
+    assert jf(1.0) == (1.0, 2.0) and jf(3.0) == 12.0
+    with pytest.raises(ValueError, match=r"point 1 returns a scalar, but point 0 returns a tuple of 2"):
+        sg.vmap(jf)(np.array([1.0, 3.0]))
+    with pytest.raises(ValueError, match=r"point 1 returns a tuple of 2, but point 0 returns a scalar"):
+        sg.vmap(jf)(np.array([3.0, 1.0]))
+    np.testing.assert_array_equal(sg.vmap(jf)(np.array([1.0, 1.5]))[1], [2.0, 3.0])  # one structure: fine

@@ -178,32 +178,36 @@ def _forward_table(op, a, b, c, lit, vals, n):
             vc = vals[c[k]]
             y = vb if va != 0.0 else vc
             vals[k] = y
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            va = vals[a[k]]
+            y = va
+            vals[k] = y
+        elif o == 34:  # lt
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va < vb else 0.0
             vals[k] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va <= vb else 0.0
             vals[k] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va > vb else 0.0
             vals[k] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va >= vb else 0.0
             vals[k] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va == vb else 0.0
             vals[k] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
@@ -355,42 +359,46 @@ def _forward_custom(op, a, b, c, lit, vals, n):
             vc = vals[c[k]]
             y = vb if va != 0.0 else vc
             vals[k] = y
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            va = vals[a[k]]
+            y = va
+            vals[k] = y
+        elif o == 34:  # lt
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va < vb else 0.0
             vals[k] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va <= vb else 0.0
             vals[k] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va > vb else 0.0
             vals[k] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va >= vb else 0.0
             vals[k] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va == vb else 0.0
             vals[k] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
             vals[k] = y
-        elif o == 39:  # custom1
+        elif o == 40:  # custom1
             va = vals[a[k]]
             vl = lit[k]
             y = custom(lit, vl, 0, va, 0.0)
             vals[k] = y
-        elif o == 40:  # custom2
+        elif o == 41:  # custom2
             va = vals[a[k]]
             vb = vals[b[k]]
             vl = lit[k]
@@ -594,32 +602,36 @@ def _forward_partials_table(op, a, b, c, lit, vals, pa, pb, n):
             vals[k] = y
             pa[k] = 1.0 if va != 0.0 else 0.0
             pb[k] = 0.0 if va != 0.0 else 1.0
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            va = vals[a[k]]
+            y = va
+            vals[k] = y
+        elif o == 34:  # lt
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va < vb else 0.0
             vals[k] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va <= vb else 0.0
             vals[k] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va > vb else 0.0
             vals[k] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va >= vb else 0.0
             vals[k] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va == vb else 0.0
             vals[k] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
@@ -811,43 +823,47 @@ def _forward_partials_custom(op, a, b, c, lit, vals, pa, pb, n):
             vals[k] = y
             pa[k] = 1.0 if va != 0.0 else 0.0
             pb[k] = 0.0 if va != 0.0 else 1.0
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            va = vals[a[k]]
+            y = va
+            vals[k] = y
+        elif o == 34:  # lt
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va < vb else 0.0
             vals[k] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va <= vb else 0.0
             vals[k] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va > vb else 0.0
             vals[k] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va >= vb else 0.0
             vals[k] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va == vb else 0.0
             vals[k] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
             vals[k] = y
-        elif o == 39:  # custom1
+        elif o == 40:  # custom1
             va = vals[a[k]]
             vl = lit[k]
             y = custom(lit, vl, 0, va, 0.0)
             vals[k] = y
             pa[k] = custom(lit, vl, 1, va, 0.0)
-        elif o == 40:  # custom2
+        elif o == 41:  # custom2
             va = vals[a[k]]
             vb = vals[b[k]]
             vl = lit[k]
@@ -1118,7 +1134,14 @@ def _forward_batch_table(op, a, b, c, dst, lit, vals, n, m):
                 vc = vals[ic, j]
                 y = vb if va != 0.0 else vc
                 vals[r, j] = y
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = va
+                vals[r, j] = y
+        elif o == 34:  # lt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1127,7 +1150,7 @@ def _forward_batch_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va < vb else 0.0
                 vals[r, j] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1136,7 +1159,7 @@ def _forward_batch_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va <= vb else 0.0
                 vals[r, j] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1145,7 +1168,7 @@ def _forward_batch_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va > vb else 0.0
                 vals[r, j] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1154,7 +1177,7 @@ def _forward_batch_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va >= vb else 0.0
                 vals[r, j] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1163,7 +1186,7 @@ def _forward_batch_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va == vb else 0.0
                 vals[r, j] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1424,7 +1447,14 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 vc = vals[ic, j]
                 y = vb if va != 0.0 else vc
                 vals[r, j] = y
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = va
+                vals[r, j] = y
+        elif o == 34:  # lt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1433,7 +1463,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va < vb else 0.0
                 vals[r, j] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1442,7 +1472,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va <= vb else 0.0
                 vals[r, j] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1451,7 +1481,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va > vb else 0.0
                 vals[r, j] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1460,7 +1490,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va >= vb else 0.0
                 vals[r, j] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1469,7 +1499,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va == vb else 0.0
                 vals[r, j] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1478,7 +1508,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va != vb else 0.0
                 vals[r, j] = y
-        elif o == 39:  # custom1
+        elif o == 40:  # custom1
             ia = a[k]
             r = dst[k]
             vl = lit[k]
@@ -1486,7 +1516,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 va = vals[ia, j]
                 y = custom(lit, vl, 0, va, 0.0)
                 vals[r, j] = y
-        elif o == 40:  # custom2
+        elif o == 41:  # custom2
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1799,7 +1829,14 @@ def _forward_partials_batch_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vals[r, j] = y
                 pa[k, j] = 1.0 if va != 0.0 else 0.0
                 pb[k, j] = 0.0 if va != 0.0 else 1.0
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = va
+                vals[r, j] = y
+        elif o == 34:  # lt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1808,7 +1845,7 @@ def _forward_partials_batch_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va < vb else 0.0
                 vals[r, j] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1817,7 +1854,7 @@ def _forward_partials_batch_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va <= vb else 0.0
                 vals[r, j] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1826,7 +1863,7 @@ def _forward_partials_batch_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va > vb else 0.0
                 vals[r, j] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1835,7 +1872,7 @@ def _forward_partials_batch_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va >= vb else 0.0
                 vals[r, j] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1844,7 +1881,7 @@ def _forward_partials_batch_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va == vb else 0.0
                 vals[r, j] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2145,7 +2182,14 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vals[r, j] = y
                 pa[k, j] = 1.0 if va != 0.0 else 0.0
                 pb[k, j] = 0.0 if va != 0.0 else 1.0
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = va
+                vals[r, j] = y
+        elif o == 34:  # lt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2154,7 +2198,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va < vb else 0.0
                 vals[r, j] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2163,7 +2207,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va <= vb else 0.0
                 vals[r, j] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2172,7 +2216,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va > vb else 0.0
                 vals[r, j] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2181,7 +2225,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va >= vb else 0.0
                 vals[r, j] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2190,7 +2234,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va == vb else 0.0
                 vals[r, j] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2199,7 +2243,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va != vb else 0.0
                 vals[r, j] = y
-        elif o == 39:  # custom1
+        elif o == 40:  # custom1
             ia = a[k]
             r = dst[k]
             vl = lit[k]
@@ -2208,7 +2252,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 y = custom(lit, vl, 0, va, 0.0)
                 vals[r, j] = y
                 pa[k, j] = custom(lit, vl, 1, va, 0.0)
-        elif o == 40:  # custom2
+        elif o == 41:  # custom2
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2669,7 +2713,14 @@ def _forward_vector_table(op, a, b, c, dst, lit, vals, n, m):
                 vc = vals[ic, j]
                 y = vb if va != 0.0 else vc
                 vals[r, j] = y
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = va
+                vals[r, j] = y
+        elif o == 34:  # lt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2678,7 +2729,7 @@ def _forward_vector_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va < vb else 0.0
                 vals[r, j] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2687,7 +2738,7 @@ def _forward_vector_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va <= vb else 0.0
                 vals[r, j] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2696,7 +2747,7 @@ def _forward_vector_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va > vb else 0.0
                 vals[r, j] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2705,7 +2756,7 @@ def _forward_vector_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va >= vb else 0.0
                 vals[r, j] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2714,7 +2765,7 @@ def _forward_vector_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va == vb else 0.0
                 vals[r, j] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3161,7 +3212,14 @@ def _forward_vector_custom(op, a, b, c, dst, lit, vals, n, m):
                 vc = vals[ic, j]
                 y = vb if va != 0.0 else vc
                 vals[r, j] = y
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = va
+                vals[r, j] = y
+        elif o == 34:  # lt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3170,7 +3228,7 @@ def _forward_vector_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va < vb else 0.0
                 vals[r, j] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3179,7 +3237,7 @@ def _forward_vector_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va <= vb else 0.0
                 vals[r, j] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3188,7 +3246,7 @@ def _forward_vector_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va > vb else 0.0
                 vals[r, j] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3197,7 +3255,7 @@ def _forward_vector_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va >= vb else 0.0
                 vals[r, j] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3206,7 +3264,7 @@ def _forward_vector_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va == vb else 0.0
                 vals[r, j] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3215,7 +3273,7 @@ def _forward_vector_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va != vb else 0.0
                 vals[r, j] = y
-        elif o == 39:  # custom1
+        elif o == 40:  # custom1
             ia = a[k]
             r = dst[k]
             vl = lit[k]
@@ -3223,7 +3281,7 @@ def _forward_vector_custom(op, a, b, c, dst, lit, vals, n, m):
                 va = vals[ia, j]
                 y = custom(lit, vl, 0, va, 0.0)
                 vals[r, j] = y
-        elif o == 40:  # custom2
+        elif o == 41:  # custom2
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3869,7 +3927,14 @@ def _forward_partials_vector_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vals[r, j] = y
                 pa[k, j] = 1.0 if va != 0.0 else 0.0
                 pb[k, j] = 0.0 if va != 0.0 else 1.0
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = va
+                vals[r, j] = y
+        elif o == 34:  # lt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3878,7 +3943,7 @@ def _forward_partials_vector_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va < vb else 0.0
                 vals[r, j] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3887,7 +3952,7 @@ def _forward_partials_vector_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va <= vb else 0.0
                 vals[r, j] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3896,7 +3961,7 @@ def _forward_partials_vector_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va > vb else 0.0
                 vals[r, j] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3905,7 +3970,7 @@ def _forward_partials_vector_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va >= vb else 0.0
                 vals[r, j] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3914,7 +3979,7 @@ def _forward_partials_vector_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va == vb else 0.0
                 vals[r, j] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -4548,7 +4613,14 @@ def _forward_partials_vector_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vals[r, j] = y
                 pa[k, j] = 1.0 if va != 0.0 else 0.0
                 pb[k, j] = 0.0 if va != 0.0 else 1.0
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = va
+                vals[r, j] = y
+        elif o == 34:  # lt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -4557,7 +4629,7 @@ def _forward_partials_vector_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va < vb else 0.0
                 vals[r, j] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -4566,7 +4638,7 @@ def _forward_partials_vector_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va <= vb else 0.0
                 vals[r, j] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -4575,7 +4647,7 @@ def _forward_partials_vector_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va > vb else 0.0
                 vals[r, j] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -4584,7 +4656,7 @@ def _forward_partials_vector_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va >= vb else 0.0
                 vals[r, j] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -4593,7 +4665,7 @@ def _forward_partials_vector_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va == vb else 0.0
                 vals[r, j] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -4602,7 +4674,7 @@ def _forward_partials_vector_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va != vb else 0.0
                 vals[r, j] = y
-        elif o == 39:  # custom1
+        elif o == 40:  # custom1
             ia = a[k]
             r = dst[k]
             vl = lit[k]
@@ -4611,7 +4683,7 @@ def _forward_partials_vector_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 y = custom(lit, vl, 0, va, 0.0)
                 vals[r, j] = y
                 pa[k, j] = custom(lit, vl, 1, va, 0.0)
-        elif o == 40:  # custom2
+        elif o == 41:  # custom2
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -4780,32 +4852,36 @@ def forward_column(op, a, b, c, lit, vals, n, p):
             vc = vals[c[k], p]
             y = vb if va != 0.0 else vc
             vals[k, p] = y
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            va = vals[a[k], p]
+            y = va
+            vals[k, p] = y
+        elif o == 34:  # lt
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va < vb else 0.0
             vals[k, p] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va <= vb else 0.0
             vals[k, p] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va > vb else 0.0
             vals[k, p] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va >= vb else 0.0
             vals[k, p] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va == vb else 0.0
             vals[k, p] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va != vb else 0.0
@@ -4996,32 +5072,36 @@ def forward_partials_column(op, a, b, c, lit, vals, pa, pb, n, p):
             vals[k, p] = y
             pa[k, p] = 1.0 if va != 0.0 else 0.0
             pb[k, p] = 0.0 if va != 0.0 else 1.0
-        elif o == 33:  # lt
+        elif o == 33:  # stop_gradient
+            va = vals[a[k], p]
+            y = va
+            vals[k, p] = y
+        elif o == 34:  # lt
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va < vb else 0.0
             vals[k, p] = y
-        elif o == 34:  # le
+        elif o == 35:  # le
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va <= vb else 0.0
             vals[k, p] = y
-        elif o == 35:  # gt
+        elif o == 36:  # gt
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va > vb else 0.0
             vals[k, p] = y
-        elif o == 36:  # ge
+        elif o == 37:  # ge
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va >= vb else 0.0
             vals[k, p] = y
-        elif o == 37:  # eq
+        elif o == 38:  # eq
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va == vb else 0.0
             vals[k, p] = y
-        elif o == 38:  # ne
+        elif o == 39:  # ne
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va != vb else 0.0

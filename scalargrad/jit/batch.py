@@ -26,7 +26,7 @@ from numba.extending import overload
 
 from .. import resources
 from . import liveness, vector_math
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 87f1deed762063c8
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): a2d05930aeb46fa6
 from ._interp import forward_batch, forward_partials_batch, forward_partials_vector, forward_vector
 from .flags import FLAGS, njit
 
@@ -126,6 +126,7 @@ def _prepared(program):
 
 def value_and_grad(program, X, vector_math: bool = False):
     """(values, G, ok) of output 0 and its gradient at every row of X (ok: the guards held)."""
+    program.require_output()
     B = len(X)
     values, G, ok = np.empty(B), np.empty((B, program.n_inputs)), np.empty(B, dtype=np.bool_)
     ins, io, rows, chunk, work = _prepared(program)

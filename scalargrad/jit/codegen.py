@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -300,13 +301,13 @@ def rolled_plan(tape: Tape):
     if len(tape) < ROLL_MIN_OPS:
         return None
     key = tape_key(tape)
-    with _LOCK:
+    with LOCK:
         if key in _PLANS:
             return _PLANS[key]
     the_plan = rolled.plan(tape)
     if not the_plan.loops or the_plan.statements * ROLL_MIN_SHRINK > len(tape):
         the_plan = None
-    with _LOCK:
+    with LOCK:
         _PLANS[key] = the_plan
         while len(_PLANS) > 16:
             _PLANS.pop(next(iter(_PLANS)))
@@ -468,8 +469,21 @@ def _module_name(key: str, batch: bool = False) -> str:
 
 
 _MODULES: dict[str, object] = {}  # module name -> the imported generated module
+# Numba never frees compiled code (about 1 MiB per tape), so a process compiles generated code for
+# at most this many distinct tapes (SCALARGRAD_CODEGEN_MAX_TAPES); later ones stay on the interpreter.
+MAX_TAPES = 100
+
+
+def max_tapes() -> int:
+    return env_number("SCALARGRAD_CODEGEN_MAX_TAPES", MAX_TAPES)
+
+
+def room_for(tape: Tape) -> bool:
+    """Whether generated code for ``tape`` is loaded already or fits under the per-process cap."""
+    loaded = {name.removesuffix("_batch") for name in _MODULES}
+    return _module_name(tape_key(tape)) in loaded or len(loaded) < max_tapes()
 _PLANS: dict[str, object] = {}  # tape key -> rolled plan or None (rolled_plan)
-_LOCK = threading.RLock()
+LOCK = threading.RLock()  # guards the two dicts above; tier.py holds it across os.fork()
 
 
 # The cache holds at most this much (generated sources and Numba's compiled files); writing a new
@@ -551,7 +565,7 @@ def load_module(tape: Tape, batch: bool = False):
         raise ValueError(f"generated code (backend='codegen') cannot run custom op "
                          f"{ops_in(tape.op, tape.lit)[0].name!r}; use backend='auto' or 'interp'")
     key = tape_key(tape)
-    with _LOCK:
+    with LOCK:
         for is_batch in ((False, True) if batch else (False,)):
             name = _module_name(key, is_batch)
             module = _MODULES.get(name)
@@ -584,9 +598,30 @@ _BATCH_ARGS = {  # the one signature of each batch function, as value_and_grad_b
 }
 
 
+def _compile(dispatcher, signature) -> None:
+    """``dispatcher.compile(signature)``, loading from Numba's disk cache when it can. A damaged cache
+    entry (a disk error, a file changed by hand) makes Numba's load raise in every later process:
+    the generated file's cache entries are then deleted, with a warning, and the function compiled
+    anew (an error that remains comes from the compile itself, and propagates)."""
+    try:
+        dispatcher.compile(signature)
+        return
+    except Exception as exc:
+        stem = Path(dispatcher.py_func.__code__.co_filename).stem
+        damaged = [p for p in (cache_dir() / "__pycache__").glob(f"{stem}.*") if p.suffix in (".nbi", ".nbc")]
+        if not damaged:
+            raise
+        for path in damaged:
+            path.unlink(missing_ok=True)
+        warnings.warn(f"scalargrad: Numba's cache of generated code {stem}.py could not be read "
+                      f"({type(exc).__name__}: {exc}); deleted {len(damaged)} cache files and compiling "
+                      "again", RuntimeWarning, stacklevel=3)
+    dispatcher.compile(signature)
+
+
 def compile_batch(module, kind: str) -> None:
     """Compile (or load from Numba's disk cache) the batch function of ``kind`` in ``module``."""
-    getattr(module, f"{kind}_batch").compile(_BATCH_ARGS[kind])
+    _compile(getattr(module, f"{kind}_batch"), _BATCH_ARGS[kind])
 
 
 def compile_kernel(tape: Tape, kind: str):
@@ -595,5 +630,5 @@ def compile_kernel(tape: Tape, kind: str):
     if kind not in ("value_and_grad", "evaluate"):
         raise ValueError(f"kind must be 'value_and_grad' or 'evaluate', got {kind!r}")
     dispatcher = getattr(load_module(tape), kind)
-    dispatcher.compile(_ARGS)
+    _compile(dispatcher, _ARGS)
     return dispatcher

@@ -115,6 +115,7 @@ def _launch(kernel, B, *args):
 
 def value_and_grad(program, X):
     """(values, G, ok) for the points X (points x inputs), computed on the GPU."""
+    program.require_output()
     _require_gpu(program)
     cuda, _, kernel = _kernels()
     n, B = program.ins.shape[1], X.shape[0]

@@ -16,9 +16,12 @@ import numpy as np
 from .. import custom, resources
 from ..ops import DIFF_MASK, INPUT
 from ..tape import Tape
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): c37d2c034687bfa8
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 1e481f2188af3acb
 from ._interp import forward_partials
 from .flags import njit
+
+
+NO_OUTPUT = "value_and_grad: the program has no outputs (the value and gradient are those of output 0)"
 
 
 def kernel_arrays(*arrays):
@@ -50,6 +53,11 @@ class Program:
         """Pickled as its tape (plain arrays, e.g. shipped to Dask workers) and rebuilt there: the
         literal pool holds this process's function addresses, and workspaces are per process."""
         return Program, (self.tape,)
+
+    def require_output(self) -> None:
+        """ValueError unless the program has an output: the gradient kernels read output 0."""
+        if not self.n_outputs:
+            raise ValueError(NO_OUTPUT)
 
     def workspace(self) -> np.ndarray:
         """This thread's buffer for vals, partials and adjoints (4 n + 2 floats)."""
@@ -146,6 +154,8 @@ def evaluate(ins, lit, io, x, out, work):
 def value_and_grad(ins, lit, io, x, grad, work):
     """Value of output 0 and its gradient with respect to every input (written into ``grad``).
     Returns (value, guards_hold)."""
+    if io[1] == 0:  # else io[3 + n_in] is out of bounds; reached only by a tape built by hand
+        raise ValueError(NO_OUTPUT)
     vals, pa, pb, adj, ok = forward_sweep(ins, lit, io, x, work)
     n_in = io[0]
     out = io[3 + n_in]

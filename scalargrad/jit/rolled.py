@@ -626,6 +626,8 @@ class _Writer:
         need, carried_need, stored = self.recompute[L]
         arrays = {i for (M, i) in self.adjoint_arrays if M == L}
         useful = [self._position_useful(loop, i) for i in range(p)]
+        if not any(useful):  # no adjoint reaches an input through it (comparisons): nothing to write,
+            return []        # and a ``for`` without a body would not even parse
         # k<L>_<i>: the adjoint so far of carried position i in the copy the next step processes;
         # later code may have added to it already (the last copy's value is read as c<L>_<i>).
         lines = [f"k{L}_{i} = " + (self._at("A", L, i, m - 1) if i in arrays else "0.0")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import INPUT
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 87f1deed762063c8
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): a2d05930aeb46fa6
 from .flags import njit
 from .kernels import _split, forward_sweep, reverse
 

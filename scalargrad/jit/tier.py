@@ -7,11 +7,13 @@ The kernels give bit-identical results, so switching is invisible except in spee
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
 
 import numpy as np
+from numba.core.compiler_lock import global_compiler_lock
 
 from ..config import env_number
 from ..custom import uses_custom_ops
@@ -38,6 +40,26 @@ AUTO_MAX_ROLLED_TAPE = 2_000_000
 # bodies, not its length. SCALARGRAD_CODEGEN_MAX_OPS raises the cap for those who accept the wait.
 CODEGEN_MAX_OPS = 1000
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
+
+
+def _hold_compile_locks() -> None:
+    """Before ``os.fork()``: wait for the compiles in flight and hold their locks (a background
+    compile holds Numba's compiler lock; a child inheriting it held by a thread it does not have
+    would hang at its first compile). The fork waits for at most one compile."""
+    _COMPILING.acquire()
+    codegen.LOCK.acquire()
+    global_compiler_lock.acquire()
+
+
+def _release_compile_locks() -> None:
+    global_compiler_lock.release()
+    codegen.LOCK.release()
+    _COMPILING.release()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=_hold_compile_locks, after_in_parent=_release_compile_locks,
+                        after_in_child=_release_compile_locks)
 
 
 def compiling() -> bool:
@@ -85,14 +107,19 @@ class Tier:
         self.threads = []  # background compiles started and not yet waited for (settle)
         if backend == "codegen":
             cap, size = codegen_max_ops(), codegen.generated_size(tape)
-            if size <= cap:
-                self.kernel = codegen.compile_kernel(tape, kind)
+            if size > cap:
+                why = (f"compiles code of at most {cap:,} instruction lines (set SCALARGRAD_CODEGEN_MAX_OPS to "
+                       f"change it); this {len(tape):,}-instruction path would need {size:,}")
+            elif not codegen.room_for(tape):
+                why = (f"compiles code for at most {codegen.max_tapes()} distinct tapes per process, since Numba "
+                       "never frees compiled code (set SCALARGRAD_CODEGEN_MAX_TAPES to change it)")
             else:
+                why = None
+                self.kernel = codegen.compile_kernel(tape, kind)
+            if why:
                 self.started = True
-                warnings.warn(f"scalargrad: backend='codegen' compiles code of at most {cap:,} instruction lines "
-                              f"(set SCALARGRAD_CODEGEN_MAX_OPS to change it); this {len(tape):,}-instruction "
-                              f"path would need {size:,}, so it runs on the interpreter, with the same results",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(f"scalargrad: backend='codegen' {why}, so this path runs on the interpreter, "
+                              "with the same results", RuntimeWarning, stacklevel=2)
         elif (backend == "interp" or uses_custom_ops(tape.op)
               or AUTO_MAX_OPS < len(tape) < codegen.ROLL_MIN_OPS or len(tape) > AUTO_MAX_ROLLED_TAPE):
             self.started = True  # never tiers up (generated code cannot call custom ops)
@@ -125,8 +152,8 @@ class Tier:
     def _compile(self) -> None:
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            if codegen.generated_size(self.tape) > AUTO_MAX_OPS:
-                return  # a large tape without loops that would make its code short
+            if codegen.generated_size(self.tape) > AUTO_MAX_OPS or not codegen.room_for(self.tape):
+                return  # a large tape without loops that would make its code short, or too many tapes
             kernel = codegen.compile_kernel(self.tape, self.kind)
             self.compile_times = (time.perf_counter() - wall, time.thread_time() - cpu)
             self.kernel = kernel
