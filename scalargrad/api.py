@@ -464,7 +464,8 @@ def value_and_grad(fun=None, argnums=0, debug_nans=None, backend="auto"):
     interpreter; "codegen" compiles straight-line code for the tape on the first call (seconds
     per few hundred ops; cached on disk, see ``scalargrad/jit/codegen.py``); "auto" (default)
     starts on the interpreter and moves small tapes that are called often to generated code,
-    compiled in the background. All three give bit-identical results.
+    compiled in the background. All three give bit-identical results, except for the sign bit and
+    payload of NaNs, which LLVM leaves unspecified (NaNs appear in the same places).
     """
     if fun is None:
         return lambda f: value_and_grad(f, argnums, debug_nans, backend)

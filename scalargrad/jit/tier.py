@@ -3,7 +3,8 @@
 ``backend="codegen"`` compiles on the path's first call (tapes up to a size cap); ``"auto"`` starts on
 the interpreter and tiers up small tapes that get hot (a vmap batch's points count as calls),
 compiling in a background thread; ``"interp"`` never compiles.
-The kernels give bit-identical results, so switching is invisible except in speed.
+The kernels give bit-identical results (NaNs in the same places, though their sign bit and payload,
+which LLVM leaves unspecified, may differ), so switching is invisible except in speed.
 """
 from __future__ import annotations
 
