@@ -15,7 +15,7 @@ import numpy as np
 from .ops import CONST, INPUT, OPS, display_name
 from .reference import _FORWARD, _PARTIALS
 from .tape import Tape
-from .trace import Variable
+from .trace import Variable, imported_values
 
 SYMBOLS = {"add": "+", "mul": "×", "sub": "−", "div": "÷", "neg": "−x", "square": "x²"}
 INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH; install Graphviz "
@@ -134,7 +134,8 @@ def to_dot(output, values: bool = True, grads: bool = True, max_nodes: int = 200
         op, a, b, c, lit = op.copy(), a.copy(), b.copy(), c, lit  # do not pin the recorder's buffers
         out = output._slot
         label_of = {}
-        for i, (slot, var) in enumerate(rec.imports):
+        imports = sorted({**dict(rec.imports), **imported_values(output._up)}.items())
+        for i, (slot, var) in enumerate(imports):
             default = f"x{i}" if var._leaf else f"%{var._slot} (earlier graph)"
             label_of[slot] = by_id.get(id(var), default)
         have_values = True

@@ -2,14 +2,15 @@
 
 A recorder is sealed by backward (later ops start a fresh one, so the old graph is freed once the
 user drops it). Values imported from an older recorder are its inputs; their adjoints seed that
-recorder's sweep, processed newest first, so the whole chain is visited without recursion.
+recorder's sweep, processed newest first, so the whole chain is visited without recursion. The
+imports followed are those the seeded values depend on (their provenance, trace.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .jit.kernels import eager_backward
-from .trace import TracingError, Variable
+from .trace import TracingError, Variable, imported_values
 
 
 def backward(v: Variable, seed: float, create_graph: bool = False) -> None:
@@ -22,11 +23,11 @@ def backward(v: Variable, seed: float, create_graph: bool = False) -> None:
     if create_graph:  # gradients as recording Variables (transforms.py replays the graph)
         from .transforms import backward_create_graph
         return backward_create_graph(v, seed)
-    pending = {v._rec: {v._slot: seed}}
+    pending = {v._rec: ({v._slot: seed}, [v._up])}  # recorder -> (seeds by slot, their provenances)
     while pending:
         rec = max(pending, key=lambda r: r.serial)  # imports always come from older recorders
-        seeds = pending.pop(rec)
-        rec.sealed = True
+        seeds, ups = pending.pop(rec)
+        rec.seal()
         op, a, b, c, lit = rec.arrays()
         adj = eager_backward(op, a, b, c, lit,
                              np.fromiter(seeds.keys(), np.int32, len(seeds)),
@@ -34,10 +35,12 @@ def backward(v: Variable, seed: float, create_graph: bool = False) -> None:
         del op, a, b  # release the views of the recorder's buffers
         rec.adj = adj if rec.adj is None else rec.adj + adj
         for k, var in rec.imports:
-            g = float(adj[k])
-            if var._leaf:
-                if var._requires_grad:
-                    var._grad = g if var._grad is None else var._grad + g
-            else:
-                into = pending.setdefault(var._rec, {})
-                into[var._slot] = into.get(var._slot, 0.0) + g
+            if var._requires_grad:
+                g = float(adj[k])
+                var._grad = g if var._grad is None else var._grad + g
+        if ups == [None]:  # the usual case: the graph is within one recorder
+            continue
+        for k, var in imported_values(*ups).items():
+            into_seeds, into_ups = pending.setdefault(var._rec, ({}, []))
+            into_seeds[var._slot] = into_seeds.get(var._slot, 0.0) + float(adj[k])
+            into_ups.append(var._up)

@@ -5,6 +5,11 @@ active recorder, found through a ContextVar. Eager use records into an eager rec
 sealed by ``backward()`` (or when it grows past ``EAGER_TAPE_LIMIT``), so a dropped graph frees its
 memory; a later op that uses a value from a sealed recorder imports it as an input and
 ``backward()`` chains through the recorders. ``trace(f, *args)`` records into a fresh recorder.
+
+Which imported values a Variable depends on is its own ``_up`` (its provenance), not its recorder's:
+a recorder is shared by every value computed while it was active, and if it held its imports, a
+loop that never calls ``backward()`` would keep each filled recorder alive through the expression
+that straddled the boundary to the next one, and so every recorder it ever filled.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ import numpy as np
 from .ops import COMPARISONS, CONST, FUNCTIONS, INPUT, OPCODE, OPS, USER_OPS, substitute
 from .tape import Tape
 
-EAGER_TAPE_LIMIT = 1 << 20  # instructions per eager recorder before a fresh one starts
+# Instructions per eager recorder before a fresh one starts: what a loop that never calls backward()
+# holds of work it has dropped (bench/eager_memory.py: about 55 MiB for 2**18, 200 MiB for 2**20).
+EAGER_TAPE_LIMIT = 1 << 18
 
 
 class TracingError(TypeError):
@@ -84,8 +91,9 @@ class Recorder:
         self.limit = 1 << 62 if trace else EAGER_TAPE_LIMIT  # eager recorders are sealed past it
         self.sealed = False
         self.serial = next(_serial)
-        self.imports: list[tuple[int, Variable]] = []  # input slot -> the Variable it stands for
-        self.imported: dict[int, int] = {}              # id(non-leaf Variable) -> its input slot
+        self.imports: list[tuple[int, Variable]] = []  # input slot -> the leaf Variable it stands for
+        # id(non-leaf Variable) -> its import (input slot, Variable), while active (see provenance)
+        self.imported: dict[int, tuple[int, Variable]] = {}
         self.guards: dict[int, float] = {}              # slot -> value the control flow relied on
         self.adj = None                                 # adjoints after backward() (eager only)
         self.lifts = None  # id(Variable) -> (input slot, Variable) for closed-over values (transforms.py)
@@ -113,8 +121,14 @@ class Recorder:
         self.a.append(a)
         self.b.append(b)
         if k >= self.limit:
-            self.sealed = True
+            self.seal()
         return k
+
+    def seal(self) -> None:
+        """No more instructions here: later ops record into a fresh recorder. The values imported so
+        far are then held only by the Variables that depend on them (their ``_up``)."""
+        self.sealed = True
+        self.imported = {}
 
     def set_literal(self, k: int, value: float) -> None:
         self.lit_at.append(k)
@@ -140,24 +154,35 @@ class Recorder:
             raise TracingError(
                 "a Variable created outside the traced function was used inside it; pass its value "
                 "as an argument instead (the compiled function would otherwise bake in its current value)")
-        if v._leaf:
-            k = self.emit(INPUT)
-            v._rec, v._slot = self, k
-        else:
-            k = self.imported.get(id(v))
-            if k is not None:
-                return k
-            k = self.emit(INPUT)
-            self.imported[id(v)] = k
-        self.set_literal(k, v._data)
+        if not v._leaf:
+            return self.imported_entry(v)[0]
+        k = self.emit(INPUT)
+        v._rec, v._slot = self, k
         self.imports.append((k, v))
+        self.set_literal(k, v._data)
         return k
 
-    def slot(self, x) -> int:
-        """Slot of an operand: a Variable or a real number (recorded as a constant)."""
-        if type(x) is Variable:
-            return x._slot if x._rec is self else self.adopt(x)
-        return self.constant(x)
+    def imported_entry(self, v: Variable) -> tuple[int, Variable]:
+        """The import ``(input slot, v)`` of a non-leaf eager Variable recorded elsewhere (once per
+        recorder while it is active: a sealed one holds no imports)."""
+        entry = self.imported.get(id(v))
+        if entry is None:
+            entry = (self.emit(INPUT), v)
+            self.set_literal(entry[0], v._data)
+            if not self.sealed:
+                self.imported[id(v)] = entry
+        return entry
+
+    def operand(self, x) -> tuple[int, object]:
+        """(slot, provenance) of an operand: a Variable or a real number (recorded as a constant)."""
+        if type(x) is not Variable:
+            return self.constant(x), None
+        if x._rec is self:
+            return x._slot, x._up
+        if x._leaf or self.trace or x._rec.trace:  # adopt refuses a traced value that escaped
+            return self.adopt(x), None
+        entry = self.imported_entry(x)
+        return entry[0], entry
 
     def arrays(self):
         """The instruction arrays (views where possible) as NumPy arrays."""
@@ -239,6 +264,28 @@ def _traced_error(what: str) -> TracingError:
         "(sg.exp, sg.where, sg.maximum, ...) instead of math/int/float, and index arrays with Python ints.")
 
 
+# --- provenance: the imported values a Variable depends on ---------------------------------------
+# ``v._up`` is None (no imported value), an import ``(slot, Variable)`` of v's recorder, or a pair
+# of provenances (the operands'), so an op costs one comparison and, rarely, one small tuple.
+
+def _joined(ux, uy):
+    return ux if uy is None or uy is ux else uy if ux is None else (ux, uy)
+
+
+def imported_values(*ups) -> dict[int, "Variable"]:
+    """Input slot -> imported Variable, for every import the provenances ``ups`` reach."""
+    found, seen, stack = {}, set(), [u for u in ups if u is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            if type(node[0]) is int:
+                found[node[0]] = node[1]
+            else:
+                stack.extend(node)
+    return found
+
+
 class Variable:
     """A scalar that records the operations applied to it (as in micrograd, DeZero, PyTorch).
 
@@ -248,7 +295,7 @@ class Variable:
     and ``+= -= *= /= **=`` update a leaf in place under ``no_grad``. Traced values are unhashable.
     """
 
-    __slots__ = ("_data", "_grad", "_rec", "_slot", "_leaf", "_requires_grad")
+    __slots__ = ("_data", "_grad", "_rec", "_slot", "_leaf", "_requires_grad", "_up")
     __array_priority__ = 1000
 
     def __init__(self, data, requires_grad: bool = True):
@@ -258,6 +305,7 @@ class Variable:
         self._requires_grad = bool(requires_grad)
         self._rec = None
         self._slot = -1
+        self._up = None
         rec = _active.get()
         if type(rec) is _NoGrad:
             rec = rec.traced
@@ -417,10 +465,10 @@ def _is_operand(x) -> bool:
     return type(x) is Variable or isinstance(x, (numbers.Real, np.bool_))
 
 
-def _nonleaf(value: float, rec: Recorder, k: int) -> Variable:
+def _nonleaf(value: float, rec: Recorder, k: int, up=None) -> Variable:
     """A Variable computed by instruction k (non-leaves never read _grad/_requires_grad)."""
     v = _new_variable(Variable)
-    v._data, v._rec, v._slot, v._leaf = value, rec, k, False
+    v._data, v._rec, v._slot, v._leaf, v._up = value, rec, k, False, up
     return v
 
 
@@ -429,7 +477,7 @@ _new_variable = object.__new__
 
 def _constant(value: float) -> Variable:
     v = _new_variable(Variable)
-    v._data, v._grad, v._rec, v._slot, v._leaf, v._requires_grad = value, None, None, -1, True, False
+    v._data, v._grad, v._rec, v._slot, v._leaf, v._requires_grad, v._up = value, None, None, -1, True, False, None
     return v
 
 
@@ -490,15 +538,18 @@ def _make_recorder_fn(op):
                 rec = _fresh_recorder()
                 if rec is None:
                     return _without_grad(record, (x,), y)
-            xs = x._slot if x._rec is rec else rec.adopt(x)
+            if x._rec is rec:
+                xs, up = x._slot, x._up
+            else:
+                xs, up = rec.operand(x)
             k = len(rec.op)
             rec.op.append(opcode)
             rec.a.append(xs)
             rec.b.append(-1)
             if k >= rec.limit:
-                rec.sealed = True
+                rec.seal()
             v = _new_variable(Variable)
-            v._data, v._rec, v._slot, v._leaf = y, rec, k, False
+            v._data, v._rec, v._slot, v._leaf, v._up = y, rec, k, False, up
             return v
     elif arity == 2 and not op.literal:
         def record(x, y):
@@ -524,16 +575,23 @@ def _make_recorder_fn(op):
                 rec = _fresh_recorder()
                 if rec is None:
                     return _without_grad(record, (x, y), z)
-            xs = x._slot if tx is Variable and x._rec is rec else rec.slot(x)
-            ys = y._slot if ty is Variable and y._rec is rec else rec.slot(y)
+            if tx is Variable and x._rec is rec:
+                xs, ux = x._slot, x._up
+            else:
+                xs, ux = rec.operand(x)
+            if ty is Variable and y._rec is rec:
+                ys, uy = y._slot, y._up
+            else:
+                ys, uy = rec.operand(y)
             k = len(rec.op)
             rec.op.append(opcode)
             rec.a.append(xs)
             rec.b.append(ys)
             if k >= rec.limit:
-                rec.sealed = True
+                rec.seal()
             v = _new_variable(Variable)
             v._data, v._rec, v._slot, v._leaf = z, rec, k, False
+            v._up = ux if uy is None or uy is ux else uy if ux is None else (ux, uy)  # _joined, inline
             return v
     else:  # literal ops (powc, cpow, custom ops) and where
         nops = arity
@@ -553,14 +611,18 @@ def _make_recorder_fn(op):
                 rec = _fresh_recorder()
                 if rec is None:
                     return _without_grad(record, args, z)
-            slots = [rec.slot(x) for x in operands]
+            slots, up = [], None
+            for x in operands:
+                slot, u = rec.operand(x)
+                slots.append(slot)
+                up = _joined(up, u)
             k = rec.emit(opcode, slots[0], slots[1] if nops > 1 else -1)
             if nops > 2:
                 rec.c_at.append(k)
                 rec.c.append(slots[2])
             if extra:
                 rec.set_literal(k, lit)
-            return _nonleaf(z, rec, k)
+            return _nonleaf(z, rec, k, up)
 
     record.__name__ = record.__qualname__ = op.name
     record.__doc__ = f"{op.name}: forward {op.forward}; partials {', '.join(op.partials)}." + \

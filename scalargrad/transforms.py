@@ -19,8 +19,8 @@ from .api import Jit, ValueAndGrad, _arg_name, _flatten_args, _flatten_output, _
 from .ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, custom_op_by_id, substitute
 from .passes import optimize
 from .tape import Tape
-from .trace import (FUNCTIONS_BY_NAME, Recorder, Variable, _as_real, new_input, output_slot, power, recording,
-                    to_tape)
+from .trace import (FUNCTIONS_BY_NAME, Recorder, Variable, _as_real, imported_values, new_input, output_slot, power,
+                    recording, to_tape)
 
 _where = FUNCTIONS_BY_NAME["where"]
 _maximum = FUNCTIONS_BY_NAME["maximum"]
@@ -438,30 +438,38 @@ def backward_create_graph(v: Variable, seed: float) -> None:
     """Accumulate d(v)/d(leaf) * seed into each leaf's ``.grad`` as Variables that record: the
     recorders ``v`` came from are replayed (oldest first) and swept symbolically (newest first),
     recording into the current eager recorder, so the gradients can be differentiated again."""
-    chain, stack = {}, [v._rec]
+    chain, stack = {}, [(v._rec, v._up)]  # serial -> (recorder, its imports that v depends on)
     while stack:
-        rec = stack.pop()
-        if rec.serial not in chain:
-            chain[rec.serial] = rec
-            stack.extend(var._rec for _, var in rec.imports if not var._leaf)
+        rec, up = stack.pop()
+        needed = chain.setdefault(rec.serial, (rec, {}))[1]
+        for k, var in imported_values(up).items():
+            if k not in needed:
+                needed[k] = var
+                stack.append((var._rec, var._up))
     order = [chain[s] for s in sorted(chain)]
-    tapes = {}
-    for rec in order:
-        rec.sealed = True  # new ops go to a fresh recorder, never into the buffers read here
+    tapes, sources = {}, {}
+    for rec, needed in order:
+        rec.seal()  # new ops go to a fresh recorder, never into the buffers read here
         arrays = [np.array(x) for x in rec.arrays()]
-        tapes[rec.serial] = Tape(*arrays, [k for k, _ in rec.imports], [])
+        inputs = np.flatnonzero(arrays[0] == INPUT)
+        tapes[rec.serial] = Tape(*arrays, inputs, [])
+        # what each input stands for: a leaf, an import v depends on, or else its recorded value
+        leaves = dict(rec.imports)
+        sources[rec.serial] = [leaves.get(k, needed.get(k)) for k in inputs.tolist()]
     replayed = {}
-    for rec in order:
-        inputs = [var if var._leaf else replayed[var._rec.serial][var._slot] for _, var in rec.imports]
-        replayed[rec.serial] = replay(tapes[rec.serial], inputs, record_guards=False)
+    for rec, _ in order:
+        tape = tapes[rec.serial]
+        inputs = [float(tape.lit[k]) if var is None else var if var._leaf else replayed[var._rec.serial][var._slot]
+                  for k, var in zip(tape.inputs.tolist(), sources[rec.serial])]
+        replayed[rec.serial] = replay(tape, inputs, record_guards=False)
     pending = {v._rec.serial: {v._slot: seed}}
-    for rec in reversed(order):
+    for rec, _ in reversed(order):
         seeds = pending.pop(rec.serial, None)
         if not seeds:
             continue
         grads = reverse_seeded(tapes[rec.serial], replayed[rec.serial], seeds)
-        for (_, var), g in zip(rec.imports, grads):
-            if type(g) is float and g == 0.0:
+        for var, g in zip(sources[rec.serial], grads):
+            if var is None or (type(g) is float and g == 0.0):
                 continue
             if var._leaf:
                 if var._requires_grad:
