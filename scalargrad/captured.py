@@ -14,6 +14,7 @@ arguments and the functions that transforms wrap. Not watched: attributes (``sel
 from __future__ import annotations
 
 import functools
+import math
 import types
 
 import numpy as np
@@ -34,6 +35,19 @@ def _fingerprint(value):
     if type(value) in (list, tuple) and all(isinstance(v, _NUMBERS) for v in value):
         return (type(value), tuple(value))
     raise TypeError
+
+
+def _same_number(a, b) -> bool:
+    """Whether numbers a and b act alike in arithmetic: equal and, if zero, of the same sign (``0.0``
+    and ``-0.0`` are equal but ``1 / x`` tells them apart), or both NaN (never equal to themselves)."""
+    if a == b:
+        if a != 0:
+            return True
+        try:
+            return math.copysign(1.0, a) == math.copysign(1.0, b)
+        except TypeError:  # complex zeros
+            return True
+    return a != a and b != b
 
 
 def _code_names(code) -> set[str]:
@@ -71,6 +85,10 @@ _CELL = types.CellType
 
 def _read(where, name):
     return where.cell_contents if type(where) is _CELL else where[name]
+
+
+def _same_numbers(now, then: tuple) -> bool:
+    return len(now) == len(then) and all(map(_same_number, now, then))
 
 
 class Captured:
@@ -115,16 +133,19 @@ class Captured:
                 return str(name)
             if now is then:  # the common case: the same object, so only its contents can differ
                 if fingerprint is None or (now.tobytes() == fingerprint[2] and now.shape == fingerprint[0]
-                                           if type(now) is np.ndarray else tuple(now) == fingerprint[1]):
+                                           if type(now) is np.ndarray else _same_numbers(now, fingerprint[1])):
                     continue
             elif fingerprint is None:
-                if type(now) is type(then) and now == then:
+                if type(now) is type(then) and (now == then and now != 0 or _same_number(now, then)):
                     continue
             else:
                 try:
-                    if _fingerprint(now) == fingerprint:
-                        continue
+                    now_fingerprint = _fingerprint(now)
                 except TypeError:  # now a value of a kind that is not watched
-                    pass
+                    now_fingerprint = None
+                if now_fingerprint is not None and now_fingerprint[0] == fingerprint[0] and (
+                        now_fingerprint[1:] == fingerprint[1:] if type(now) is np.ndarray
+                        else _same_numbers(now, fingerprint[1])):
+                    continue
             return str(name)
         return None

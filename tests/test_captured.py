@@ -140,3 +140,24 @@ def test_what_is_watched():
     captured = Captured.of(scaled)
     scale = 4.0
     assert captured.changed() == "scale"
+
+
+def test_a_zero_changing_sign_and_a_nan_are_seen_as_they_act():
+    """0.0 -> -0.0 changes 1 / (scale * x) from inf to -inf, though 0.0 == -0.0: it retraces. A NaN
+    is unequal to itself but does not change: it must not retrace at every call."""
+    zero = 0.0
+    f = sg.jit(lambda x: 1.0 / (zero * x))
+    assert f(1.0) == np.inf
+    zero = -0.0
+    assert f(1.0) == -np.inf
+    pair = [1.0, 0.0]
+    g = sg.jit(lambda x: 1.0 / (pair[1] * x))
+    assert g(1.0) == np.inf
+    pair = [1.0, -0.0]  # rebinding to a new list of the same numbers but one sign
+    assert g(1.0) == -np.inf
+    missing = float("nan")
+    h = sg.jit(lambda x: x + missing)
+    for _ in range(3):
+        missing = float("nan")  # a new NaN object each time
+        assert np.isnan(h(1.0))
+    assert h.retraces_for_captured == 0
