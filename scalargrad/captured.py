@@ -87,8 +87,12 @@ def _read(where, name):
     return where.cell_contents if type(where) is _CELL else where[name]
 
 
-def _same_numbers(now, then: tuple) -> bool:
-    return len(now) == len(then) and all(map(_same_number, now, then))
+def _matches(value, fingerprint: tuple) -> bool:
+    """Whether ``value`` has the contents that ``fingerprint`` (of an array, list or tuple) noted."""
+    if type(value) is np.ndarray:
+        return value.shape == fingerprint[0] and value.tobytes() == fingerprint[2] and value.dtype.str == fingerprint[1]
+    then = fingerprint[1]
+    return type(value) is fingerprint[0] and len(value) == len(then) and all(map(_same_number, value, then))
 
 
 class Captured:
@@ -133,19 +137,12 @@ class Captured:
                 return str(name)
             if now is then:  # the common case: the same object, so only its contents can differ
                 if fingerprint is None or (now.tobytes() == fingerprint[2] and now.shape == fingerprint[0]
-                                           if type(now) is np.ndarray else _same_numbers(now, fingerprint[1])):
+                                           if type(now) is np.ndarray else _matches(now, fingerprint)):
                     continue
             elif fingerprint is None:
                 if type(now) is type(then) and (now == then and now != 0 or _same_number(now, then)):
                     continue
-            else:
-                try:
-                    now_fingerprint = _fingerprint(now)
-                except TypeError:  # now a value of a kind that is not watched
-                    now_fingerprint = None
-                if now_fingerprint is not None and now_fingerprint[0] == fingerprint[0] and (
-                        now_fingerprint[1:] == fingerprint[1:] if type(now) is np.ndarray
-                        else _same_numbers(now, fingerprint[1])):
-                    continue
+            elif _matches(now, fingerprint):  # rebound to another array, list or tuple
+                continue
             return str(name)
         return None
