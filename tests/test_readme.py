@@ -1,8 +1,9 @@
-"""The README's ```python blocks run in order in one namespace (as one pasted session), in a temporary
-working directory holding an empty docs/. A block whose next line says ``prints`` must print the inline
-`code` after that word, or else the plain ``` block that follows (compared by ``same_output``); any
-other block must print nothing. ``<!-- readme: needs NAME -->`` on the line right before a fence skips
-the block only when NAME is missing; NAME is a key of NEEDS: dask, scipy (modules), graphviz (dot).
+"""The ```python blocks of README.md, and of docs/guide.md, run in order in one namespace per file (as
+one pasted session), in a temporary working directory holding an empty docs/. A block whose next line
+says ``prints`` must print the inline `code` after that word, or else the plain ``` block that follows
+(compared by ``same_output``); any other block must print nothing. ``<!-- readme: needs NAME -->`` on
+the line right before a fence skips the block only when NAME is missing; NAME is a key of NEEDS: dask,
+scipy (modules), graphviz (dot).
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = [README, ROOT / "docs" / "guide.md"]   # each file is its own session
 
 NEEDS = {
     "dask": lambda: importlib.util.find_spec("dask") is not None,
@@ -52,7 +55,7 @@ def fences(lines):
     return found
 
 
-def parse(text: str) -> list[Block]:
+def parse(text: str, name: str = "README") -> list[Block]:
     lines = text.splitlines()
     all_fences = fences(lines)
     blocks = []
@@ -70,7 +73,7 @@ def parse(text: str) -> list[Block]:
                 shown = next((f for f in all_fences[n + 1:] if f[1] > after), None)
                 between = lines[after + 1:shown[1]] if shown else ["(end of file)"]
                 if shown is None or shown[0] != "" or any(line.strip() for line in between):
-                    raise ValueError(f"README line {after + 1}: 'prints' without inline `code` must be "
+                    raise ValueError(f"{name} line {after + 1}: 'prints' without inline `code` must be "
                                      f"followed by a plain ``` block holding the output")
                 expected = "\n".join(lines[shown[1] + 1:shown[2]]) + "\n"
         blocks.append(Block(start + 1, "\n".join(lines[start + 1:end]) + "\n",
@@ -78,7 +81,8 @@ def parse(text: str) -> list[Block]:
     return blocks
 
 
-BLOCKS = parse(README.read_text(encoding="utf-8"))
+BLOCKS = {doc: parse(doc.read_text(encoding="utf-8"), doc.name) for doc in DOCS}
+CASES = [(doc, i) for doc in DOCS for i in range(len(BLOCKS[doc]))]
 
 
 def same_number(actual: str, expected: str) -> bool:
@@ -108,16 +112,17 @@ def same_output(actual: str, expected: str) -> bool:
 
 
 class Session:
-    """One namespace; runs blocks in order, each once, remembering how each went."""
+    """One namespace for one file; runs its blocks in order, each once, remembering how each went."""
 
-    def __init__(self, cwd: Path):
+    def __init__(self, doc: Path, cwd: Path):
+        self.doc = doc
         self.cwd = cwd
         self.namespace = {"__name__": "__main__"}
         self.outcomes: dict[int, str] = {}   # block index -> "passed", "skipped: ..." or "failed: ..."
 
     def run_through(self, index: int) -> str:
         for i in range(len(self.outcomes), index + 1):
-            self.outcomes[i] = self._run(BLOCKS[i])
+            self.outcomes[i] = self._run(BLOCKS[self.doc][i])
         return self.outcomes[index]
 
     def _run(self, block: Block) -> str:
@@ -126,8 +131,8 @@ class Session:
                 return f"failed: unknown marker 'needs {block.needs}' (known: {', '.join(NEEDS)})"
             if not NEEDS[block.needs]():
                 return f"skipped: needs {block.needs}, which is not installed"
-        # Padding makes tracebacks and recorded source locations name README lines.
-        code = compile("\n" * block.line + block.code, str(README), "exec")
+        # Padding makes tracebacks and recorded source locations name the file's lines.
+        code = compile("\n" * block.line + block.code, str(self.doc), "exec")
         out = io.StringIO()
         home = os.getcwd()
         try:
@@ -141,33 +146,43 @@ class Session:
         printed = out.getvalue()
         if block.expected is None:
             if printed:
-                return f"failed: prints, but the README shows no 'prints' output after it:\n{printed}"
+                return f"failed: prints, but {self.doc.name} shows no 'prints' output after it:\n{printed}"
         elif not same_output(printed, block.expected):
-            return f"failed: printed\n{printed}\nbut the README says it prints\n{block.expected}"
+            return f"failed: printed\n{printed}\nbut {self.doc.name} says it prints\n{block.expected}"
         return "passed"
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("readme")
-    (cwd / "docs").mkdir()  # the README writes docs/apples_oranges.png
-    return Session(cwd)
+def sessions(tmp_path_factory):
+    """A Session per file, made at its first block."""
+    made = {}
+
+    def get(doc: Path) -> Session:
+        if doc not in made:
+            cwd = tmp_path_factory.mktemp(doc.stem)
+            (cwd / "docs").mkdir()  # the README writes docs/apples_oranges.png
+            made[doc] = Session(doc, cwd)
+        return made[doc]
+    return get
 
 
-def test_every_python_block_is_found():
-    text = README.read_text(encoding="utf-8")
-    assert len(BLOCKS) == len(re.findall(r"^```python", text, flags=re.M)) > 0
-    assert BLOCKS[0].expected is not None, "the first block's output should be shown and compared"
+@pytest.mark.parametrize("doc", DOCS, ids=lambda doc: doc.name)
+def test_every_python_block_is_found(doc):
+    text = doc.read_text(encoding="utf-8")
+    assert len(BLOCKS[doc]) == len(re.findall(r"^```python", text, flags=re.M)) > 0
+    if doc == README:
+        assert BLOCKS[doc][0].expected is not None, "the first block's output should be shown and compared"
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"line{b.line}" for b in BLOCKS])
-def test_block(session, index):
+@pytest.mark.parametrize("doc, index", CASES, ids=[f"{doc.stem}-line{BLOCKS[doc][i].line}" for doc, i in CASES])
+def test_block(sessions, doc, index):
+    session, blocks = sessions(doc), BLOCKS[doc]
     outcome = session.run_through(index)
     if outcome.startswith("skipped"):
-        pytest.skip(f"README line {BLOCKS[index].line}: {outcome[len('skipped: '):]}")
+        pytest.skip(f"{doc.name} line {blocks[index].line}: {outcome[len('skipped: '):]}")
     if outcome.startswith("failed"):
-        earlier = [f"{BLOCKS[i].line} ({o.split(':')[0]})" for i, o in session.outcomes.items()
+        earlier = [f"{blocks[i].line} ({o.split(':')[0]})" for i, o in session.outcomes.items()
                    if i < index and o != "passed"]
-        note = f"\n(earlier blocks not passed, at README lines {', '.join(earlier)})" if earlier else ""
-        pytest.fail(f"README block at line {BLOCKS[index].line} {outcome[len('failed: '):]}{note}",
+        note = f"\n(earlier blocks not passed, at {doc.name} lines {', '.join(earlier)})" if earlier else ""
+        pytest.fail(f"{doc.name} block at line {blocks[index].line} {outcome[len('failed: '):]}{note}",
                     pytrace=False)
