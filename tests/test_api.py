@@ -11,7 +11,7 @@ import pytest
 import scipy.optimize
 
 import scalargrad as sg
-from conftest import central_diff
+from helpers import central_diff
 
 
 def sum_of_squares(x, y):

@@ -54,9 +54,16 @@ def test_directory_is_per_installation_under_the_user_cache(monkeypatch, tmp_pat
     assert len(directory.name) == 16
 
 
-def test_the_locator_takes_only_this_packages_files(tmp_path):
-    assert kernel_cache.PackageCacheLocator.from_function(batch.reverse_batch.py_func, batch.__file__) \
-        is not None or kernel_cache.NUMBA_CACHE_DIR
+def test_the_locator_takes_only_this_packages_files(monkeypatch, tmp_path):
+    # Whatever NUMBA_CACHE_DIR this run has: unset, the package's files are placed under our directory.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernel_cache, "NUMBA_CACHE_DIR", "")
+    locator = kernel_cache.PackageCacheLocator.from_function(batch.reverse_batch.py_func, batch.__file__)
+    assert locator is not None
+    assert Path(locator.get_cache_path()).is_relative_to(tmp_path / "scalargrad" / "kernels")
+    monkeypatch.setattr(kernel_cache, "NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # set: Numba's locators decide
+    assert kernel_cache.PackageCacheLocator.from_function(batch.reverse_batch.py_func, batch.__file__) is None
+    monkeypatch.setattr(kernel_cache, "NUMBA_CACHE_DIR", "")
     outside = tmp_path / "user_code.py"
     outside.write_text("def f(x):\n    return x\n")
     assert kernel_cache.PackageCacheLocator.from_function(lambda x: x, str(outside)) is None

@@ -46,9 +46,13 @@ def test_default_bench_reports_higher_order_ratios_in_the_documented_layout(quic
     _, results = quick_bench
     rows = results["higher_order"]
     assert [row["name"].split()[0] for row in rows] == ["hvp", "hvp", "sparse", "grad(grad)"]
+    # The issue's targets: hvp ≤ 4x, sparse Hessian ≤ 15x, tape of grad(grad(f)) ≤ 10x f's. Whether
+    # a timed ratio meets its target is noise here; test_speed_targets_met_and_missed_are_reported
+    # checks what met says for ratios known to meet or miss.
+    assert [row["target"] for row in rows] == [4.0, 4.0, 15.0, 10.0]
     for row in rows:
         assert set(row) == set(documented_keys()["higher_order"])
-        assert row["ok"] and row["ratio"] > 0 and row["met"] == (row["ratio"] <= row["target"])
+        assert row["ok"] and row["ratio"] > 0 and row["met"] in (True, False)
     assert "3 colours" in rows[2]["detail"]  # Rosenbrock's Hessian is tridiagonal
 
 
@@ -103,11 +107,23 @@ def test_legends_explain_every_column():
         assert all(meaning.strip() for _, meaning in entries)
 
 
-def test_a_missed_speed_target_is_reported_and_exits_0(monkeypatch, capsys):
+def test_speed_targets_met_and_missed_are_reported_and_exit_0(monkeypatch, capsys):
+    """Rows of known ratios against a target of 4: under it and at it are met, over it is MISSED
+    (reported in the table and as met false in the JSON, exit status 0); a skipped row has met null."""
     monkeypatch.setattr(cli, "default_rows", lambda *args: [("seed", "seed", None)])
-    monkeypatch.setattr(bench_higher, "rows", lambda quick: [bench_higher._row("hvp slow", "hvp / vg", 9.0, 4.0)])
+    monkeypatch.setattr(bench_higher, "rows", lambda quick: [
+        bench_higher._row("hvp fast", "hvp / vg", 3.0, 4.0), bench_higher._row("hvp even", "hvp / vg", 4.0, 4.0),
+        bench_higher._row("hvp slow", "hvp / vg", 9.0, 4.0),
+        bench_higher._row("sparse skipped", "hessian / vg", None, 15.0, detail="skipped: needs scipy")])
     assert main(["bench"]) == 0
-    assert "≤ 4 MISSED  ok" in capsys.readouterr().out
+    table = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "≤ 4 MISSED  ok" in table["hvp slow"]
+    for name in ("hvp fast", "hvp even"):
+        assert "≤ 4  ok" in table[name] and "MISSED" not in table[name]
+    assert "MISSED" not in table["sparse skipped"]
+    assert main(["bench", "--json", "-"]) == 0
+    met = {row["name"]: row["met"] for row in json.loads(capsys.readouterr().out)["higher_order"]}
+    assert met == {"hvp fast": True, "hvp even": True, "hvp slow": False, "sparse skipped": None}
 
 
 def test_bench_without_scipy_skips_the_sparse_hessian_row(monkeypatch, capsys):

@@ -17,56 +17,14 @@ import pytest
 
 import scalargrad as sg
 from scalargrad import reference
-from scalargrad.jit import codegen, kernels, rolled, tier
+from scalargrad.jit import codegen, rolled, tier
 from scalargrad.passes import optimize
 from scalargrad.tape import Tape
 from scalargrad.ops import OPCODE
 
-from test_embed import descend  # the user's njit descent loop
-from conftest import (SPECIAL, assert_same, central_diff, compiled_evaluate, compiled_value_and_grad,
-                      op_cases, op_function, random_program, sample_domain, trace_program)
-
-
-def assert_identical(actual, expected, what=""):
-    """Bit-identical floats (so +0.0 differs from -0.0), except that any NaN equals any NaN: the
-    backends agree on where NaNs are, not on their sign bits (see the test named above)."""
-    a = np.atleast_1d(np.asarray(actual, dtype=np.float64))
-    e = np.atleast_1d(np.asarray(expected, dtype=np.float64))
-    assert a.shape == e.shape, what
-    nan = np.isnan(e)
-    assert np.array_equal(np.isnan(a), nan), f"NaN in different places {what}: {a} vs {e}"
-    assert np.array_equal(a[~nan].view(np.uint64), e[~nan].view(np.uint64)), f"{what}: {a} vs {e}"
-
-
-def generated_value_and_grad(tape, x):
-    k = codegen.compile_kernel(tape, "value_and_grad")
-    g = np.empty(len(tape.inputs))
-    value, ok = k(np.ascontiguousarray(x, dtype=np.float64), g)
-    return value, g, bool(ok)
-
-
-def generated_evaluate(tape, x):
-    k = codegen.compile_kernel(tape, "evaluate")
-    out = np.empty(len(tape.outputs))
-    ok = k(np.ascontiguousarray(x, dtype=np.float64), out)
-    return out, bool(ok)
-
-
-def check_against_interpreter(tape, points, evaluate=True):
-    program = kernels.Program(tape)
-    for x in points:
-        value, grad, ok = generated_value_and_grad(tape, x)
-        i_value, i_grad, i_ok = compiled_value_and_grad(program, x)
-        assert ok == i_ok
-        if ok:  # after a failed guard only the value is defined (the gradient is not written)
-            assert_identical([value, *grad], [i_value, *i_grad], f"value and gradient at {x}")
-        else:
-            assert_identical(value, i_value, f"value at {x}")
-        if evaluate:
-            out, ok = generated_evaluate(tape, x)
-            i_out, i_ok = compiled_evaluate(program, x)
-            assert ok == i_ok
-            assert_identical(out, i_out, f"outputs at {x}")
+from helpers import (SPECIAL, assert_identical, assert_same, central_diff, check_against_interpreter,
+                     descend, generated_evaluate, generated_value_and_grad, op_cases, op_function,
+                     random_program, sample_domain, trace_program, wait_for_kernel)
 
 
 # --- the generated text ------------------------------------------------------------------------------
@@ -274,14 +232,6 @@ def test_backend_is_checked():
 
 
 # --- tiering -----------------------------------------------------------------------------------------
-
-def wait_for_kernel(path_tier, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while path_tier.kernel is None and path_tier.error is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert path_tier.error is None, path_tier.error
-    assert path_tier.kernel is not None, "background compile did not finish"
-
 
 def test_auto_tiers_up_a_hot_small_path_in_the_background(monkeypatch):
     monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 5)

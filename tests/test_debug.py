@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import central_diff
+from helpers import central_diff
 
 import scalargrad as sg
 from scalargrad import debug

@@ -8,18 +8,7 @@ import scipy.optimize
 
 import scalargrad as sg
 
-
-def rosen(x):
-    return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
-
-
-@numba.njit
-def descend(k, x, steps, lr):
-    g = np.empty_like(x)
-    for _ in range(steps):
-        k(x, g)
-        x -= lr * g
-    return x
+from helpers import descend, rosen
 
 
 def test_compiled_value_and_grad_runs_inside_user_njit_loop():

@@ -17,7 +17,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from conftest import assert_same, compiled_evaluate, compiled_value_and_grad, random_program, trace_program  # noqa: E402
+from helpers import assert_same, compiled_evaluate, compiled_value_and_grad, random_program, trace_program  # noqa: E402
 
 import scalargrad as sg  # noqa: E402
 from scalargrad import reference, storage  # noqa: E402

@@ -14,8 +14,8 @@ from scalargrad.jit import _interp, kernels
 from scalargrad.ops import CONST, DIFF_MASK, INPUT, OPCODE, OPS, USER_OPS
 from scalargrad.tape import Tape
 
-from conftest import (SPECIAL, assert_same, compiled_evaluate, compiled_value_and_grad, op_function,
-                      random_program, trace_program)
+from helpers import (SPECIAL, assert_same, compiled_evaluate, compiled_value_and_grad, op_function,
+                     random_program, trace_program)
 
 N_PROGRAMS = 50
 
@@ -55,7 +55,7 @@ def test_random_program_traced_values_equal_plain_python(seed):
 
 
 def replay_floats(program, x):
-    from conftest import replay
+    from helpers import replay
     return [float(v) for v in replay(program, [float(v) for v in x])]
 
 

@@ -11,8 +11,7 @@ import scalargrad as sg
 from scalargrad.jit import codegen, lanes
 from scalargrad.passes import optimize
 
-from conftest import SPECIAL
-from test_rolled import _random_body, rosen, two_loop_function
+from helpers import SPECIAL, random_loop_body, rosen, two_loop_function
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +61,7 @@ def test_lane_batches_of_random_loops_with_guards_match_the_per_point_code_bit_f
     rng = np.random.default_rng(2000 + seed)
     n = 14  # not a multiple of 4: the transposes' remainders
     for _ in range(20):
-        f = two_loop_function(_random_body(rng), _random_body(rng), guard=True)
+        f = two_loop_function(random_loop_body(rng), random_loop_body(rng), guard=True)
         x = rng.uniform(0.3, 1.7, n)
         tape = optimize(sg.trace(f, x))
         the_plan = codegen.rolled_plan(tape)

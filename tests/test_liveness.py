@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import assert_same, random_program, trace_program
+from helpers import assert_same, random_program, trace_program
 
 import scalargrad as sg
 from scalargrad.jit import batch, kernels, liveness

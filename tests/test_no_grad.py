@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from conftest import central_diff
+from helpers import central_diff
 
 
 def doubled_then_added(x):

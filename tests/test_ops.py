@@ -16,8 +16,8 @@ from scalargrad import reference
 from scalargrad.jit import generate, kernels
 from scalargrad.ops import BY_NAME, COMPARISONS, OPCODE, OPS, USER_OPS, validate_table
 
-from conftest import (SPECIAL, assert_same, case_id, central_diff, compiled_evaluate, op_cases, op_function, sample_domain,
-                      second_diff)
+from helpers import (SPECIAL, assert_same, case_id, central_diff, compiled_evaluate, op_cases, op_function, sample_domain,
+                     second_diff)
 
 CASES = op_cases()
 N_POINTS = 5

@@ -9,22 +9,17 @@ import pytest
 
 import scalargrad as sg
 from scalargrad.jit import codegen, rolled, tier
-from scalargrad.ops import OPCODE, USER_OPS
+from scalargrad.ops import OPCODE
 from scalargrad.passes import optimize
-from scalargrad.trace import FUNCTIONS_BY_NAME
 
-from conftest import SPECIAL, central_diff, random_program, trace_program
-from test_codegen import assert_identical, check_against_interpreter, wait_for_kernel
+from helpers import (SPECIAL, apply_op, assert_identical, central_diff, check_against_interpreter,
+                     random_loop_body, random_program, rosen, trace_program, two_loop_function, wait_for_kernel)
 
 
 @pytest.fixture(autouse=True)
 def roll_small_tapes(monkeypatch):
     """Roll tapes from 60 instructions, so that the tests compile quickly."""
     monkeypatch.setattr(codegen, "ROLL_MIN_OPS", 60)
-
-
-def rosen(x):
-    return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
 
 
 def rolled_tape(fun, x):
@@ -56,23 +51,6 @@ def test_rosenbrock_matches_the_interpreter_bit_for_bit(n):
     check_against_interpreter(tape, points)
 
 
-def _random_body(rng):
-    """A loop body: ops over x[i], x[i + 1], the copy before's result and constants."""
-    steps = []
-    for _ in range(rng.integers(3, 9)):
-        op = USER_OPS[rng.integers(len(USER_OPS))]
-        steps.append((op, rng.integers(0, 100, size=3), rng.choice([0.5, 2.0, -1.5])))
-    return steps
-
-
-def _apply(op, args, literal):
-    if op.name == "powc":
-        return args[0] ** literal
-    if op.name == "cpow":
-        return literal ** args[0]
-    return FUNCTIONS_BY_NAME[op.name](*args[: op.arity])
-
-
 def loop_function(steps, outputs_per_copy=False):
     def f(x):
         carried = x[0] * 0.5
@@ -81,7 +59,7 @@ def loop_function(steps, outputs_per_copy=False):
             vals = [x[i], x[i + 1], carried]
             for op, picks, literal in steps:
                 args = [vals[p % len(vals)] if p < 90 else literal for p in picks]
-                vals.append(_apply(op, args, literal))
+                vals.append(apply_op(op, args, literal))
             carried = vals[-1] + carried
             outs.append(vals[-1])
         return [carried] + outs[::7] if outputs_per_copy else carried
@@ -94,7 +72,7 @@ def test_random_loop_bodies_match_the_interpreter_bit_for_bit(seed):
     rng = np.random.default_rng(seed)
     n = 20
     for _ in range(20):  # a body whose copies differ after the passes (all constant: folded) is redrawn
-        f = loop_function(_random_body(rng), outputs_per_copy=bool(seed % 2))
+        f = loop_function(random_loop_body(rng), outputs_per_copy=bool(seed % 2))
         x = rng.uniform(0.3, 1.7, n) * rng.choice([-1.0, 1.0], n)
         tape = optimize(sg.trace(f, x))
         if codegen.rolled_plan(tape) is not None:
@@ -104,33 +82,12 @@ def test_random_loop_bodies_match_the_interpreter_bit_for_bit(seed):
     check_against_interpreter(tape, points)
 
 
-def two_loop_function(first, second, guard):
-    """A loop over x making ys and a running value c, then a loop over ys carrying s (with a
-    guard in each copy if ``guard``); outputs read both loops."""
-    def f(x):
-        ys, c = [], x[0] * 0.25
-        for i in range(len(x) - 1):
-            vals = [x[i], x[i + 1], c]
-            for op, picks, literal in first:
-                vals.append(_apply(op, [vals[p % len(vals)] if p < 90 else literal for p in picks], literal))
-            ys.append(vals[-1])
-            c = vals[-1] * 0.5 + c
-        s = c
-        for i in range(len(ys) - 1):
-            vals = [ys[i], ys[i + 1], s]
-            for op, picks, literal in second:
-                vals.append(_apply(op, [vals[p % len(vals)] if p < 90 else literal for p in picks], literal))
-            s = s + vals[-1] if (not guard or x[i] > 0) else s - vals[-1]
-        return [s, ys[2], c] if guard else s + ys[3]
-    return f
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_random_pairs_of_loops_match_the_interpreter_bit_for_bit(seed):
     rng = np.random.default_rng(1000 + seed)
     n = 16
     for _ in range(20):
-        f = two_loop_function(_random_body(rng), _random_body(rng), guard=bool(seed % 2))
+        f = two_loop_function(random_loop_body(rng), random_loop_body(rng), guard=bool(seed % 2))
         x = rng.uniform(0.3, 1.7, n)
         tape = optimize(sg.trace(f, x))
         the_plan = codegen.rolled_plan(tape)

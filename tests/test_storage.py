@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import compiled_evaluate, compiled_value_and_grad, random_program, trace_program
+from helpers import compiled_evaluate, compiled_value_and_grad, random_program, trace_program
 
 import scalargrad as sg
 from scalargrad import storage

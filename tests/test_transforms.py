@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from conftest import (SPECIAL, assert_same, case_id, op_cases, op_function, random_program, sample_domain,
-                      trace_program)
+from helpers import (SPECIAL, assert_same, case_id, op_cases, op_function, random_program, sample_domain,
+                     trace_program)
 from scalargrad import reference
 from scalargrad.ops import COMPARISONS
 from scalargrad.passes import optimize

@@ -10,7 +10,7 @@ import scalargrad as sg
 from scalargrad.jit import batch, generate, kernels, vector_math
 from scalargrad.ops import BY_NAME, OPS, Op
 
-from conftest import SPECIAL, assert_same, op_function
+from helpers import SPECIAL, assert_same, op_function
 
 VECTOR_OPS = [op for op in OPS if op.public and generate._vector_calls(op)]
 needs_libmvec = pytest.mark.skipif(not vector_math.AVAILABLE, reason=f"no libmvec: {vector_math.UNAVAILABLE_REASON}")
