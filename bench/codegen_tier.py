@@ -26,10 +26,10 @@ else:  # a fresh directory, so that compile times are cold; removed at exit
     atexit.register(shutil.rmtree, os.environ["SCALARGRAD_CACHE_DIR"], ignore_errors=True)
 
 import scalargrad as sg  # noqa: E402
-from scalargrad.handwritten import rosen_value_and_grad  # noqa: E402
+from scalargrad.bench.handwritten import rosen_value_and_grad  # noqa: E402
 from scalargrad.jit import codegen, kernels, tier as tiering  # noqa: E402
-from scalargrad.passes import optimize  # noqa: E402
-from scalargrad.workloads import make_random, make_rosenbrock  # noqa: E402
+from scalargrad.jit.passes import optimize  # noqa: E402
+from scalargrad.bench.workloads import make_random, make_rosenbrock  # noqa: E402
 
 
 def rosen_tape(n):
@@ -137,8 +137,8 @@ import time, numpy as np
 t0 = time.perf_counter()
 import scalargrad as sg
 from scalargrad.jit import codegen
-from scalargrad.passes import optimize
-from scalargrad.workloads import make_rosenbrock
+from scalargrad.jit.passes import optimize
+from scalargrad.bench.workloads import make_rosenbrock
 t1 = time.perf_counter()
 fun, x = make_rosenbrock({n})
 tape = optimize(sg.trace(fun, x))

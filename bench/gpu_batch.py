@@ -7,7 +7,7 @@ import numpy as np
 
 import scalargrad as sg
 from scalargrad.jit.cuda import unavailable_reason
-from scalargrad.workloads import WORKLOADS
+from scalargrad.bench.workloads import WORKLOADS
 
 
 def best_of(fn, repeat=5):

@@ -1,4 +1,4 @@
-"""scalargrad against hand-written Numba value-and-gradient (scalargrad/handwritten.py, also the
+"""scalargrad against hand-written Numba value-and-gradient (scalargrad/bench/handwritten.py, also the
 ``numba`` peer of ``scalargrad bench --compare``) of Rosenbrock and of the MLP workload.
 
 Run: python bench/handwritten.py [n] [B]. Compares, in one run, single-point value-and-gradient
@@ -14,8 +14,8 @@ import numba
 import numpy as np
 
 import scalargrad as sg
-from scalargrad.handwritten import mlp_value_and_grad, rosen_batch, rosen_value_and_grad
-from scalargrad.workloads import MLP_LAYERS, WORKLOADS, two_moons
+from scalargrad.bench.handwritten import mlp_value_and_grad, rosen_batch, rosen_value_and_grad
+from scalargrad.bench.workloads import MLP_LAYERS, WORKLOADS, two_moons
 
 
 def best_of(fn, repeat=7):

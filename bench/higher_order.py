@@ -14,9 +14,9 @@ import numpy as np
 
 import scalargrad as sg
 from scalargrad.jit import kernels
-from scalargrad.passes import optimize
-from scalargrad.transforms import grad_tape, jvp_tape, with_outputs
-from scalargrad.workloads import make_mlp, make_rosenbrock
+from scalargrad.jit.passes import optimize
+from scalargrad.record.symbolic import grad_tape, jvp_tape, with_outputs
+from scalargrad.bench.workloads import make_mlp, make_rosenbrock
 
 
 def best(*fns, reps=30):

@@ -8,15 +8,15 @@ from .jit import compile_notice, kernel_cache
 kernel_cache.install()  # before any cache=True function below is defined: kernels cache outside site-packages
 compile_notice.install()  # one line on stderr when a cold-cache compile keeps the caller waiting
 
-from .api import grad, jit, trace, value_and_grad
+from .transforms.api import grad, jit, trace, value_and_grad
 from . import config  # sg.config.debug_nans: the global NaN-debugging switch
-from .dot import draw, to_dot
-from .vmap import vmap
-from .derivatives import hessian, hvp, jacobian, jvp  # higher-order and forward mode
-from .custom import CustomOp, custom_op  # user-defined ops
-from .ops import USER_OPS as _USER_OPS
-from .tape import Tape
-from .trace import FUNCTIONS_BY_NAME as _FUNCTIONS, TracingError, Variable, no_grad, power
+from .viz.dot import draw, to_dot
+from .transforms.vmap import vmap
+from .transforms.derivatives import hessian, hvp, jacobian, jvp  # higher-order and forward mode
+from .record.custom import CustomOp, custom_op  # user-defined ops
+from .core.ops import USER_OPS as _USER_OPS
+from .core.tape import Tape
+from .record.trace import FUNCTIONS_BY_NAME as _FUNCTIONS, TracingError, Variable, no_grad, power
 
 globals().update({op.name: _FUNCTIONS[op.name] for op in _USER_OPS})
 pow = power  # noqa: A001  x ** y with the same dispatch as the operator

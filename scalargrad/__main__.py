@@ -1,6 +1,6 @@
-"""``python -m scalargrad``: the command line (see ``scalargrad.cli``)."""
+"""``python -m scalargrad``: the command line (see ``scalargrad.bench.cli``)."""
 import sys
 
-from .cli import main
+from .bench.cli import main
 
 sys.exit(main())

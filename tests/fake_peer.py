@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import scalargrad as sg
-from scalargrad import peers
+from scalargrad.bench import peers
 
 
 def exact(program, n):

@@ -1,5 +1,5 @@
 """Values a transformed function reads from its closure and globals are watched: a change since the
-trace retraces instead of running the stale constant (scalargrad/captured.py)."""
+trace retraces instead of running the stale constant (scalargrad/record/captured.py)."""
 import functools
 import warnings
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad.captured import Captured
+from scalargrad.record.captured import Captured
 
 scale = 2.0
 flag = True

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import bench_higher, cli, handwritten, info
-from scalargrad.cli import main
+from scalargrad.bench import higher as bench_higher, cli, handwritten, info
+from scalargrad.bench.cli import main
 from scalargrad.jit import kernel_cache, tier, vector_math
-from scalargrad.ops import USER_OPS
-from scalargrad.workloads import WORKLOADS, check_textbook_examples, finite_difference_check, make_random
+from scalargrad.core.ops import USER_OPS
+from scalargrad.bench.workloads import WORKLOADS, check_textbook_examples, finite_difference_check, make_random
 
 QUICK_ROWS = ["seed", "rosenbrock-100", "rosenbrock-1000", "mlp", "random-10000"]
 SMALL_SIZES = {"seed": None, "rosenbrock": 50, "mlp": None, "random": 2000}

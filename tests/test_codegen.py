@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import reference
+from scalargrad.core import reference
 from scalargrad.jit import codegen, rolled, tier
-from scalargrad.passes import optimize
-from scalargrad.tape import Tape
-from scalargrad.ops import OPCODE
+from scalargrad.jit.passes import optimize
+from scalargrad.core.tape import Tape
+from scalargrad.core.ops import OPCODE
 
 from helpers import (SPECIAL, assert_identical, assert_same, central_diff, check_against_interpreter,
                      descend, generated_evaluate, generated_value_and_grad, op_cases, op_function,
@@ -407,7 +407,7 @@ def test_an_unwritable_cache_dir_is_named_in_the_error(monkeypatch, tmp_path):
 
 _CHILD = """
 import sys, numpy as np
-from scalargrad.tape import Tape
+from scalargrad.core.tape import Tape
 from scalargrad.jit import codegen
 tape = Tape.load(sys.argv[1])
 k = codegen.compile_kernel(tape, "value_and_grad")

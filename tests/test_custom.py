@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import custom, reference
+from scalargrad.record import custom
+from scalargrad.core import reference
 from scalargrad.jit import cuda, kernels, tier
-from scalargrad.ops import CUSTOM_ROWS, OPCODE
-from scalargrad.passes import cse, fold_constants
-from scalargrad.tape import Tape
+from scalargrad.core.ops import CUSTOM_ROWS, OPCODE
+from scalargrad.jit.passes import cse, fold_constants
+from scalargrad.core.tape import Tape
 
 
 @numba.njit

@@ -1,4 +1,4 @@
-"""Graphviz pictures of computational graphs (scalargrad.dot): the DOT text, summaries, rendering."""
+"""Graphviz pictures of computational graphs (scalargrad.viz.dot): the DOT text, summaries, rendering."""
 import contextvars
 import re
 import shutil
@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 import scalargrad as sg
-from scalargrad.dot import draw, to_dot
-from scalargrad.workloads import make_random
+from scalargrad.viz.dot import draw, to_dot
+from scalargrad.bench.workloads import make_random
 
 
 def apples_and_oranges():

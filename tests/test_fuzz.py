@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 from helpers import assert_same, compiled_evaluate, compiled_value_and_grad, random_program, trace_program  # noqa: E402
 
 import scalargrad as sg  # noqa: E402
-from scalargrad import reference, storage  # noqa: E402
+from scalargrad.core import reference, storage  # noqa: E402
 from scalargrad.jit import batch, kernels  # noqa: E402
-from scalargrad.ops import OPS  # noqa: E402
-from scalargrad.tape import Tape  # noqa: E402
+from scalargrad.core.ops import OPS  # noqa: E402
+from scalargrad.core.tape import Tape  # noqa: E402
 
 TABLE = [[op.name, op.arity, op.literal] for op in OPS]
 SCALE = int(os.environ.get("SCALARGRAD_FUZZ_SCALE", "1"))

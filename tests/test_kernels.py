@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import reference
+from scalargrad.core import reference
 from scalargrad.jit import _interp, kernels
-from scalargrad.ops import CONST, DIFF_MASK, INPUT, OPCODE, OPS, USER_OPS
-from scalargrad.tape import Tape
+from scalargrad.core.ops import CONST, DIFF_MASK, INPUT, OPCODE, OPS, USER_OPS
+from scalargrad.core.tape import Tape
 
 from helpers import (SPECIAL, assert_same, compiled_evaluate, compiled_value_and_grad, op_function,
                      random_program, trace_program)

@@ -9,7 +9,7 @@ from numba import njit
 
 import scalargrad as sg
 from scalargrad.jit import codegen, lanes
-from scalargrad.passes import optimize
+from scalargrad.jit.passes import optimize
 
 from helpers import SPECIAL, random_loop_body, rosen, two_loop_function
 

@@ -9,10 +9,10 @@ from helpers import assert_same, random_program, trace_program
 
 import scalargrad as sg
 from scalargrad.jit import batch, kernels, liveness
-from scalargrad.ops import INPUT
-from scalargrad.passes import optimize
-from scalargrad.tape import Tape
-from scalargrad.workloads import WORKLOADS
+from scalargrad.core.ops import INPUT
+from scalargrad.jit.passes import optimize
+from scalargrad.core.tape import Tape
+from scalargrad.bench.workloads import WORKLOADS
 
 
 def _check_rows(program):

@@ -56,8 +56,8 @@ def test_program_bytes_per_tape_instruction():
     rng = np.random.default_rng(0)
     n = 100_000
     # A synthetic 10^5-instruction tape: 10 inputs, then adds/muls of earlier slots.
-    from scalargrad.ops import OPCODE
-    from scalargrad.tape import Tape
+    from scalargrad.core.ops import OPCODE
+    from scalargrad.core.tape import Tape
     n_in = 10
     op = np.full(n, OPCODE["add"], np.int8)
     op[:n_in] = OPCODE["input"]

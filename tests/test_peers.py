@@ -1,4 +1,4 @@
-"""Peers for ``bench --compare`` (scalargrad.peers): the scalar programs, the child-process runner
+"""Peers for ``bench --compare`` (scalargrad.bench.peers): the scalar programs, the child-process runner
 with its budget, and (when installed) the real libraries on every workload."""
 import math
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import peers
-from scalargrad.workloads import WORKLOADS, random_program
+from scalargrad.bench import peers
+from scalargrad.bench.workloads import WORKLOADS, random_program
 
 SMALL = {"rosenbrock": 10, "mlp": 4, "random": 500}  # random-500 uses every op of the random program
 
@@ -126,7 +126,7 @@ def test_real_jax_in_a_child_process(expected):
 
 @pytest.mark.parametrize("workload", ["rosenbrock", "mlp"])
 def test_handwritten_forward_is_its_value_and_gradients_value(workload, expected):
-    from scalargrad.handwritten import reference
+    from scalargrad.bench.handwritten import reference
     x0, value, grad = expected[workload]
     forward, value_and_grad = reference(workload, SMALL[workload])
     g = np.empty(len(x0))

@@ -12,8 +12,8 @@ import pytest
 from helpers import central_diff
 
 import scalargrad as sg
-from scalargrad import cli
-from scalargrad.workloads import WORKLOADS
+from scalargrad.bench import cli
+from scalargrad.bench.workloads import WORKLOADS
 
 TRANSFORMS = {
     "jit": lambda f: sg.jit(f),

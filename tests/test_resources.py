@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad import resources
+from scalargrad.core import resources
 from scalargrad.jit import kernels
 
 LINUX = os.path.exists("/proc/self/statm")
@@ -98,8 +98,8 @@ _PEAK = r"""
 import resource, sys, numpy as np
 import scalargrad as sg
 from scalargrad.jit import kernels
-from scalargrad.ops import OPCODE
-from scalargrad.tape import Tape
+from scalargrad.core.ops import OPCODE
+from scalargrad.core.tape import Tape
 mode, n = sys.argv[1], int(sys.argv[2])
 
 def rss():

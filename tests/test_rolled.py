@@ -9,8 +9,8 @@ import pytest
 
 import scalargrad as sg
 from scalargrad.jit import codegen, rolled, tier
-from scalargrad.ops import OPCODE
-from scalargrad.passes import optimize
+from scalargrad.core.ops import OPCODE
+from scalargrad.jit.passes import optimize
 
 from helpers import (SPECIAL, apply_op, assert_identical, central_diff, check_against_interpreter,
                      random_loop_body, random_program, rosen, trace_program, two_loop_function, wait_for_kernel)

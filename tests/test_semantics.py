@@ -7,16 +7,16 @@ import pytest
 from helpers import assert_same, central_diff
 
 import scalargrad as sg
-from scalargrad import semantics
-from scalargrad.ops import USER_OPS
+from scalargrad.core import semantics
+from scalargrad.core.ops import USER_OPS
 
 README = semantics.DOC.parent.parent / "README.md"
 
 
 def test_committed_table_is_up_to_date():
-    assert semantics.DOC.exists(), "docs/semantics.md is missing: run python -m scalargrad.semantics"
+    assert semantics.DOC.exists(), "docs/semantics.md is missing: run python -m scalargrad.core.semantics"
     assert semantics.DOC.read_text(encoding="utf-8") == semantics.render(), \
-        "docs/semantics.md is stale: run python -m scalargrad.semantics"
+        "docs/semantics.md is stale: run python -m scalargrad.core.semantics"
 
 
 def test_table_has_a_row_per_op_and_the_readme_links_it():

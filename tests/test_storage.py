@@ -16,10 +16,10 @@ import pytest
 from helpers import compiled_evaluate, compiled_value_and_grad, random_program, trace_program
 
 import scalargrad as sg
-from scalargrad import storage
+from scalargrad.core import storage
 from scalargrad.jit import kernels
-from scalargrad.ops import OPCODE, OPS
-from scalargrad.tape import Tape
+from scalargrad.core.ops import OPCODE, OPS
+from scalargrad.core.tape import Tape
 
 TABLE = [[op.name, op.arity, op.literal] for op in OPS]
 
@@ -299,9 +299,9 @@ def test_bad_input_output_and_guard_slots_are_rejected(name, value):
 # jit kernel returned garbage. Run apart, so that a crash fails this test instead of killing pytest.
 _NO_OUTPUTS = """
 import sys, numpy as np, scalargrad as sg
-from scalargrad import storage
+from scalargrad.core import storage
 from scalargrad.jit import batch, cuda, kernels
-from scalargrad.ops import OPS
+from scalargrad.core.ops import OPS
 
 def refused(call):
     try:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad.ops import OPCODE
-from scalargrad.tape import Tape
+from scalargrad.core.ops import OPCODE
+from scalargrad.core.tape import Tape
 
 IN, CONST, ADD, MUL, EXP, WHERE = (OPCODE[n] for n in ("input", "const", "add", "mul", "exp", "where"))
 

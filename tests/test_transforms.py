@@ -1,4 +1,4 @@
-"""Higher-order and forward-mode transforms (scalargrad/transforms.py, jit/tangent.py), checked
+"""Higher-order and forward-mode transforms (scalargrad/record/symbolic.py, jit/tangent.py), checked
 against finite differences of the compiled gradient and against the reference sweeps."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import scalargrad as sg
 from helpers import (SPECIAL, assert_same, case_id, op_cases, op_function, random_program, sample_domain,
                      trace_program)
-from scalargrad import reference
-from scalargrad.ops import COMPARISONS
-from scalargrad.passes import optimize
-from scalargrad.transforms import grad_tape, jvp_tape
+from scalargrad.core import reference
+from scalargrad.core.ops import COMPARISONS
+from scalargrad.jit.passes import optimize
+from scalargrad.record.symbolic import grad_tape, jvp_tape
 
 
 def fd_jacobian(f, x, h=1e-6):
@@ -323,7 +323,7 @@ def test_errors_name_the_transform_and_the_problem():
 
 def test_scipy_trust_ncg_with_hvp_converges_on_rosenbrock_1000():
     scipy_optimize = pytest.importorskip("scipy.optimize")
-    from scalargrad.workloads import make_rosenbrock
+    from scalargrad.bench.workloads import make_rosenbrock
     f, x0 = make_rosenbrock(1000)
     result = scipy_optimize.minimize(sg.value_and_grad(f), x0, jac=True, hessp=sg.hvp(f), method="trust-ncg",
                                      options={"gtol": 1e-8})
@@ -335,7 +335,7 @@ def test_scipy_trust_ncg_with_hvp_converges_on_rosenbrock_1000():
 
 def test_sparse_hessian_of_rosenbrock_is_tridiagonal_with_three_colours():
     pytest.importorskip("scipy.sparse")
-    from scalargrad.workloads import make_rosenbrock
+    from scalargrad.bench.workloads import make_rosenbrock
     f, x = make_rosenbrock(2000)
     sparse = sg.hessian(f, sparse=True)
     hess = sparse(x)

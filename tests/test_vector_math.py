@@ -8,7 +8,7 @@ import pytest
 
 import scalargrad as sg
 from scalargrad.jit import batch, generate, kernels, vector_math
-from scalargrad.ops import BY_NAME, OPS, Op
+from scalargrad.core.ops import BY_NAME, OPS, Op
 
 from helpers import SPECIAL, assert_same, op_function
 

@@ -24,9 +24,9 @@ import numba
 from numba import types
 from numba.extending import overload
 
-from .. import resources
+from ..core import resources
 from . import liveness, vector_math
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): a2d05930aeb46fa6
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 592089c9d0d90daa
 from ._interp import forward_batch, forward_partials_batch, forward_partials_vector, forward_vector
 from .flags import FLAGS, njit
 

@@ -29,9 +29,9 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..config import env_number, user_cache_dir
-from ..custom import ops_in, uses_custom_ops
-from ..ops import CONST, FROM_MATH, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
-from ..tape import Tape
+from ..record.custom import ops_in, uses_custom_ops
+from ..core.ops import CONST, FROM_MATH, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
+from ..core.tape import Tape
 from .flags import FLAGS
 from . import lanes, rolled
 from .rewrite import live_mask

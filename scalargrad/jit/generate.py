@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from ..ops import CUSTOM_ROWS, FROM_MATH, OPCODE, OPS, substitute
+from ..core.ops import CUSTOM_ROWS, FROM_MATH, OPCODE, OPS, substitute
 from .vector_math import ARITY, LANES
 
 TARGET = Path(__file__).with_name("_interp.py")

@@ -13,9 +13,10 @@ import threading
 
 import numpy as np
 
-from .. import custom, resources
-from ..ops import DIFF_MASK, INPUT
-from ..tape import Tape
+from ..record import custom
+from ..core import resources
+from ..core.ops import DIFF_MASK, INPUT
+from ..core.tape import Tape
 # inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 1e481f2188af3acb
 from ._interp import forward_partials
 from .flags import njit

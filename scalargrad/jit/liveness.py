@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import INPUT
+from ..core.ops import INPUT
 from .flags import njit
 
 

@@ -1,4 +1,4 @@
-"""Numba loops behind the tape passes (scalargrad/passes.py): one pass over k each, linear time."""
+"""Numba loops behind the tape passes (scalargrad/jit/passes.py): one pass over k each, linear time."""
 import numpy as np
 
 from .flags import njit

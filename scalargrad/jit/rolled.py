@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS
-from ..tape import Tape
+from ..core.ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS
+from ..core.tape import Tape
 from .flags import njit
 
 MAX_PERIOD = 64   # every block up to this long is searched for ...

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import INPUT
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): a2d05930aeb46fa6
+from ..core.ops import INPUT
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 592089c9d0d90daa
 from .flags import njit
 from .kernels import _split, forward_sweep, reverse
 

@@ -17,8 +17,8 @@ import numpy as np
 from numba.core.compiler_lock import global_compiler_lock
 
 from ..config import env_number
-from ..custom import uses_custom_ops
-from ..tape import Tape
+from ..record.custom import uses_custom_ops
+from ..core.tape import Tape
 from . import codegen, kernels
 from .compile_notice import BACKGROUND_THREAD
 

@@ -12,10 +12,10 @@ import subprocess
 
 import numpy as np
 
-from .ops import CONST, INPUT, OPS, display_name
-from .reference import _FORWARD, _PARTIALS
-from .tape import Tape
-from .trace import Variable, imported_values
+from ..core.ops import CONST, INPUT, OPS, display_name
+from ..core.reference import _FORWARD, _PARTIALS
+from ..core.tape import Tape
+from ..record.trace import Variable, imported_values
 
 SYMBOLS = {"add": "+", "mul": "×", "sub": "−", "div": "÷", "neg": "−x", "square": "x²"}
 INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH; install Graphviz "

@@ -13,10 +13,10 @@ import math
 import numpy as np
 
 from .api import VariableArguments, _flatten_args, _Path, _require_callable, _Signature, _Transformed
-from .jit import tangent as tangent_kernels
-from .trace import tracing
-from .transforms import (_numeric, _shaped, _structured, _symbolic_inputs, _trace_at, grad_tape, replay,
-                         reverse, tangent)
+from ..jit import tangent as tangent_kernels
+from ..record.trace import tracing
+from ..record.symbolic import (_numeric, _shaped, _structured, _symbolic_inputs, _trace_at, grad_tape, replay,
+                               reverse, tangent)
 
 
 def _describe(structure):

@@ -25,8 +25,8 @@ from contextvars import ContextVar
 
 import numpy as np
 
-from .ops import COMPARISONS, CONST, FUNCTIONS, INPUT, OPCODE, OPS, USER_OPS, substitute
-from .tape import Tape
+from ..core.ops import COMPARISONS, CONST, FUNCTIONS, INPUT, OPCODE, OPS, USER_OPS, substitute
+from ..core.tape import Tape
 
 # Instructions per eager recorder before a fresh one starts: what a loop that never calls backward()
 # holds of work it has dropped (bench/eager_memory.py: about 55 MiB for 2**18, 200 MiB for 2**20).

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import chunked, debug
 from .api import Grad, Jit, ValueAndGrad, describe_structure
-from .jit import batch, codegen, cuda, vector_math as libmvec
+from ..jit import batch, codegen, cuda, vector_math as libmvec
 
 
 class VMap:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .custom import kernel_literals
-from .jit._interp import forward
-from .jit.kernels import kernel_arrays
-from .jit.rewrite import common_subexpressions, foldable, live_mask
-from .ops import COMMUTATIVE, CONST, INPUT
-from .tape import Tape
+from ..record.custom import kernel_literals
+from ._interp import forward
+from .kernels import kernel_arrays
+from .rewrite import common_subexpressions, foldable, live_mask
+from ..core.ops import COMMUTATIVE, CONST, INPUT
+from ..core.tape import Tape
 
 
 def _compact(tape: Tape, keep: np.ndarray, op, a, b, c, lit, rep=None) -> Tape:

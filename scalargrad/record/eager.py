@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .jit.kernels import eager_backward
+from ..jit.kernels import eager_backward
 from .trace import TracingError, Variable, imported_values
 
 
@@ -21,7 +21,7 @@ def backward(v: Variable, seed: float, create_graph: bool = False) -> None:
     if v._rec.trace:
         raise TracingError("backward() inside a traced function; use sg.grad / sg.value_and_grad instead")
     if create_graph:  # gradients as recording Variables (transforms.py replays the graph)
-        from .transforms import backward_create_graph
+        from .symbolic import backward_create_graph
         return backward_create_graph(v, seed)
     pending = {v._rec: ({v._slot: seed}, [v._up])}  # recorder -> (seeds by slot, their provenances)
     while pending:

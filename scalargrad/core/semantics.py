@@ -1,6 +1,6 @@
 """The semantics table (``docs/semantics.md``), generated from the op table: each op's rules, its
 behaviour at non-differentiable points and domain edges, and its value and derivatives at special
-inputs as computed by the reference sweeps. ``python -m scalargrad.semantics`` rewrites the file;
+inputs as computed by the reference sweeps. ``python -m scalargrad.core.semantics`` rewrites the file;
 a test checks that the committed one is up to date.
 """
 from __future__ import annotations
@@ -15,14 +15,14 @@ from . import reference
 from .ops import CMP, INPUT, OPCODE, USER_OPS, substitute
 from .tape import Tape
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "semantics.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "semantics.md"
 SPECIAL = (0.0, 1.0, -1.0, math.inf, -math.inf, math.nan)
 LITERAL = 0.5  # the literal of powc (x ** k) and cpow (k ** x) in the special-inputs table
 
 HEADER = """\
 # Semantics at non-differentiable points and domain edges
 
-Generated from the op table (`scalargrad/ops.py`) by `python -m scalargrad.semantics`; do not edit
+Generated from the op table (`scalargrad/core/ops.py`) by `python -m scalargrad.core.semantics`; do not edit
 by hand (`tests/test_semantics.py` checks that this file is up to date).
 
 General rules, the same in every backend:

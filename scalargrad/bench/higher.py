@@ -15,8 +15,8 @@ import numpy as np
 
 import scalargrad as sg
 
-from .bench_output import missing_package
-from .passes import optimize
+from .output import missing_package
+from ..jit.passes import optimize
 from .workloads import make_mlp, make_rosenbrock
 
 FD_STEP = 1e-5

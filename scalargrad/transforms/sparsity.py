@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from .api import _Path
-from .jit import tangent as tangent_kernels
-from .ops import INPUT
+from ..jit import tangent as tangent_kernels
+from ..core.ops import INPUT
 from .derivatives import _FirstArgument
-from .transforms import grad_tape
+from ..record.symbolic import grad_tape
 
 
 def _scipy_sparse():

@@ -15,12 +15,14 @@ import threading
 import warnings
 import numpy as np
 
-from . import custom, debug, embed, resources
-from .captured import Captured
-from .jit import kernels, tier
-from .passes import optimize
-from .tape import Tape
-from .trace import Recorder, TracingError, Variable, new_input, output_slot, recording, to_tape, tracing
+from ..record import custom
+from . import debug, embed
+from ..core import resources
+from ..record.captured import Captured
+from ..jit import kernels, tier
+from ..jit.passes import optimize
+from ..core.tape import Tape
+from ..record.trace import Recorder, TracingError, Variable, new_input, output_slot, recording, to_tape, tracing
 
 MAX_PATHS = 32  # control-flow paths cached per argument structure
 RETRACES_BEFORE_WARNING = 10  # retraces for changed closure/global values before a warning
@@ -370,7 +372,7 @@ class ValueAndGrad(_Transformed):
         try:
             sig, value, g = self.flat(args, kwargs)
         except VariableArguments:
-            from .transforms import call_symbolic
+            from ..record.symbolic import call_symbolic
             return call_symbolic(self, args, kwargs)
         if debug.enabled(self.debug_nans):
             debug.check(self, args, g)
@@ -437,7 +439,7 @@ class Jit(_Transformed):
         try:
             _, out, structure = self.flat(args, kwargs)
         except VariableArguments:
-            from .transforms import call_symbolic
+            from ..record.symbolic import call_symbolic
             return call_symbolic(self, args, kwargs)
         if debug.enabled(self.debug_nans):
             debug.check(self, args)
@@ -460,7 +462,7 @@ def value_and_grad(fun=None, argnums=0, debug_nans=None, backend="auto"):
     Gradients of scalar arguments are floats; of array arguments, float64 arrays of the same shape.
     With a tuple ``argnums`` the gradient is a tuple. Usable as a decorator. ``debug_nans=True``
     raises FloatingPointError naming the first op that made a NaN or inf (None: follow
-    ``sg.config.debug_nans``; see ``scalargrad/debug.py``). ``backend``: "interp" runs the tape
+    ``sg.config.debug_nans``; see ``scalargrad/transforms/debug.py``). ``backend``: "interp" runs the tape
     interpreter; "codegen" compiles straight-line code for the tape on the first call (seconds
     per few hundred ops; cached on disk, see ``scalargrad/jit/codegen.py``); "auto" (default)
     starts on the interpreter and moves small tapes that are called often to generated code,

@@ -9,7 +9,7 @@ import numpy as np
 
 from .ops import OPS
 from .tape import Tape
-from .trace import _NUMPY, _compile, operand_names
+from ..record.trace import _NUMPY, _compile, operand_names
 
 _FORWARD = [_compile(op.forward, operand_names(op), _NUMPY) if op.arity or op.literal else None for op in OPS]
 _PARTIALS = [tuple(_compile(p, ("a", "b", "c", "y", "lit"), _NUMPY) for p in op.partials) for op in OPS]

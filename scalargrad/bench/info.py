@@ -14,7 +14,7 @@ import numpy as np
 
 import scalargrad as sg
 
-from .jit import codegen, kernel_cache
+from ..jit import codegen, kernel_cache
 
 THREADING_LAYERS = (("tbb", "tbbpool"), ("omp", "omppool"), ("workqueue", "workqueue"))
 NUMBA_FILES = (".nbi", ".nbc")  # Numba's cache index and code files

@@ -19,11 +19,12 @@ from array import array
 
 import numpy as np
 
-from . import config, reference
-from .ops import INPUT, OPS, display_name
-from .trace import Recorder
+from .. import config
+from ..core import reference
+from ..core.ops import INPUT, OPS, display_name
+from ..record.trace import Recorder
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # scalargrad/
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 _internal_cache: dict[str, bool] = {}
 
@@ -104,7 +105,7 @@ def check_batch(vmapped: str, transformed, sig, X, results) -> None:
 def _outputs(sig, x) -> np.ndarray:
     """The outputs at ``x`` of the cached path whose guards hold (the one the call ran), by the
     interpreter (every backend computes the same values, NaN sign bits aside)."""
-    from .jit import kernels
+    from ..jit import kernels
 
     for path in list(sig.paths):
         p = path.program

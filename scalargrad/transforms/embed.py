@@ -17,8 +17,8 @@ import numba
 from numba import types
 from numba.extending import overload
 
-from .jit import kernels
-from .jit.flags import FLAGS
+from ..jit import kernels
+from ..jit.flags import FLAGS
 
 
 _OTHER_PATH = ("these inputs take another control-flow path than the traced one (use sg.where, or call "

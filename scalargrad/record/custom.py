@@ -26,7 +26,7 @@ import numba
 import numpy as np
 from numba import float64
 
-from .ops import CUSTOM_OPS, CUSTOM_ROWS, OPS, custom_op_by_id
+from ..core.ops import CUSTOM_OPS, CUSTOM_ROWS, OPS, custom_op_by_id
 from .trace import RECORD, _is_operand
 
 _C_SIGNATURE = float64(float64, float64)  # every function, unary ones ignoring b

@@ -15,12 +15,12 @@ import math
 
 import numpy as np
 
-from .api import Jit, ValueAndGrad, _arg_name, _flatten_args, _flatten_output, _traced_args
-from .ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, custom_op_by_id, substitute
-from .passes import optimize
-from .tape import Tape
-from .trace import (FUNCTIONS_BY_NAME, Recorder, Variable, _as_real, imported_values, new_input, output_slot, power,
-                    recording, to_tape)
+from ..transforms.api import Jit, ValueAndGrad, _arg_name, _flatten_args, _flatten_output, _traced_args
+from ..core.ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, custom_op_by_id, substitute
+from ..jit.passes import optimize
+from ..core.tape import Tape
+from .trace import (FUNCTIONS_BY_NAME, Recorder, Variable, _as_real, imported_values, new_input, output_slot,
+                    power, recording, to_tape)
 
 _where = FUNCTIONS_BY_NAME["where"]
 _maximum = FUNCTIONS_BY_NAME["maximum"]

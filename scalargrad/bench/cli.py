@@ -26,11 +26,12 @@ import numpy as np
 
 import scalargrad as sg
 
-from . import bench_higher, handwritten, info, ops as op_table
-from .bench_output import Progress, missing_package, plot
-from .jit import vector_math
-from .jit.tier import compiling, wait_for_compiles
-from .passes import optimize
+from . import higher as bench_higher, handwritten, info
+from ..core import ops as op_table
+from .output import Progress, missing_package, plot
+from ..jit import vector_math
+from ..jit.tier import compiling, wait_for_compiles
+from ..jit.passes import optimize
 from .workloads import WORKLOADS, finite_difference_check
 
 FD_TOLERANCE = 1e-6        # relative; correct gradients give 2e-8 or better on every workload
@@ -572,7 +573,7 @@ def compare(args, rows, options) -> int:
             available.append(peer)
             header["peers"][peer] = peers.version(peer)
     if "numba" in available:
-        print("numba: hand-written Numba code (scalargrad/handwritten.py) for the "
+        print("numba: hand-written Numba code (scalargrad/bench/handwritten.py) for the "
               f"{' and '.join(handwritten.WORKLOADS)} workloads, the physical limit; not run on the others")
     if available:
         print("peers: " + ", ".join(f"{p} {header['peers'][p]}" for p in available) +

@@ -1,0 +1,1 @@
+"""Recording: Variable, the recorder, eager backward, custom ops, symbolic tape transformations."""
