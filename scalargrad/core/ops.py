@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .registry import CUSTOM_OPS, call_custom
+
 # Function names the expressions may use, with their meaning in Python's math module and in NumPy.
 # Numba compiles the math versions; NumPy's give IEEE results (nan/inf) where math raises.
 FUNCTIONS = {
@@ -23,27 +25,7 @@ FUNCTIONS = {
     "acos": (math.acos, np.arccos), "atan": (math.atan, np.arctan), "atan2": (math.atan2, np.arctan2),
     "pow": (math.pow, np.float_power), "fabs": (math.fabs, np.fabs), "isnan": (math.isnan, np.isnan),
 }
-# User-defined ops (``sg.custom_op``, custom.py) live in CUSTOM_OPS, keyed by their id, and appear in
-# the table as two generic rows whose literal is that id. ``custom(id, j, a, b)`` is function j of
-# the op (0: forward, 1 and 2: the partial derivatives in a and b); unary ops ignore b.
-CUSTOM_OPS: dict = {}
-
-
-def custom_op_by_id(op_id):
-    """The registered custom op with this id (a tape literal); ValueError if there is none."""
-    op = CUSTOM_OPS.get(int(op_id)) if float(op_id).is_integer() else None
-    if op is None:
-        raise ValueError(f"custom op id {op_id!r} is not registered in this process "
-                         "(register it with sg.custom_op before running the tape)")
-    return op
-
-
-def call_custom(op_id, which, a, b):
-    """Python meaning of ``custom`` (the compiled sweeps call the same functions through their C
-    addresses; see jit/custom_call.py)."""
-    return custom_op_by_id(op_id).evaluate(int(which), a, b)
-
-
+# ``custom(id, j, a, b)``: function j of a user-defined op (registry.py)
 FUNCTIONS["custom"] = (call_custom, call_custom)
 FROM_MATH = tuple(sorted(set(FUNCTIONS) - {"custom"}))  # what generated Numba code imports from math
 
@@ -143,7 +125,7 @@ OPS: tuple[Op, ...] = (
     Op("ge", 2, "1.0 if {a} >= {b} else 0.0", ("0.0", "0.0"), ("__ge__",), (R, R), False, False, CMP),
     Op("eq", 2, "1.0 if {a} == {b} else 0.0", ("0.0", "0.0"), ("__eq__",), (R, R), False, False, CMP, True),
     Op("ne", 2, "1.0 if {a} != {b} else 0.0", ("0.0", "0.0"), ("__ne__",), (R, R), False, False, CMP, True),
-    # User-defined ops (custom.py); the literal is the op's id. Last: the rarest, tested last.
+    # User-defined ops (record/custom.py); the literal is the op's id. Last: the rarest, tested last.
     Op("custom1", 1, "custom({lit}, 0, {a}, 0.0)", ("custom({lit}, 1, {a}, 0.0)",), (), (R,), literal=True,
        public=False, note="a unary op registered with sg.custom_op"),
     Op("custom2", 2, "custom({lit}, 0, {a}, {b})", ("custom({lit}, 1, {a}, {b})", "custom({lit}, 2, {a}, {b})"),

@@ -8,11 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import OPS
+from .python_rules import NUMPY_FUNCTIONS, compile_rule, operand_names
 from .tape import Tape
-from ..record.trace import _NUMPY, _compile, operand_names
 
-_FORWARD = [_compile(op.forward, operand_names(op), _NUMPY) if op.arity or op.literal else None for op in OPS]
-_PARTIALS = [tuple(_compile(p, ("a", "b", "c", "y", "lit"), _NUMPY) for p in op.partials) for op in OPS]
+# each op's forward rule and partial rules as Python functions of NumPy scalars, by opcode
+FORWARD = [compile_rule(op.forward, operand_names(op), NUMPY_FUNCTIONS) if op.arity or op.literal else None
+           for op in OPS]
+PARTIALS = [tuple(compile_rule(p, ("a", "b", "c", "y", "lit"), NUMPY_FUNCTIONS) for p in op.partials) for op in OPS]
 
 
 def _operands(tape: Tape, k: int, vals) -> list:
@@ -34,7 +36,7 @@ def forward(tape: Tape, x) -> list:
             if op.name == "input":
                 continue
             args = _operands(tape, k, vals) + ([tape.lit[k]] if op.literal else [])
-            vals[k] = np.float64(_FORWARD[tape.op[k]](*args))
+            vals[k] = np.float64(FORWARD[tape.op[k]](*args))
     return vals
 
 
@@ -64,7 +66,7 @@ def value_and_grad(tape: Tape, x, output: int = 0) -> tuple[float, np.ndarray]:
             named = dict(zip("abc", a))
             for j, slot in enumerate((tape.a[k], tape.b[k], tape.c[k])[: op.arity]):
                 if op.differentiable[j]:
-                    partial = _PARTIALS[tape.op[k]][j](named.get("a"), named.get("b"), named.get("c"),
+                    partial = PARTIALS[tape.op[k]][j](named.get("a"), named.get("b"), named.get("c"),
                                                        vals[k], tape.lit[k])
                     adj[slot] = adj[slot] + np.float64(partial) * g
     return float(vals[out]), np.array([adj[s] for s in tape.inputs], dtype=np.float64)

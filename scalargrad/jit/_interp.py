@@ -30,7 +30,7 @@ v_atan = VECTOR["atan"]
 v_atan2 = VECTOR["atan2"]
 v_pow = VECTOR["pow"]
 
-# Inlined sources (custom_call.py, flags.py, vector_math.py) as of: 3970ec391c9aaa4d
+# Inlined sources (custom_call.py, flags.py, vector_math.py) as of: bc190fa744b5577a
 
 
 @njit

@@ -26,7 +26,7 @@ from numba.extending import overload
 
 from ..core import resources
 from . import liveness, vector_math
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 592089c9d0d90daa
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): c58f05c9776b764f
 from ._interp import forward_batch, forward_partials_batch, forward_partials_vector, forward_vector
 from .flags import FLAGS, njit
 

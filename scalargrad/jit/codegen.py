@@ -29,7 +29,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..config import env_number, user_cache_dir
-from ..record.custom import ops_in, uses_custom_ops
+from .custom_ops import ops_in, uses_custom_ops
 from ..core.ops import CONST, FROM_MATH, FUNCTIONS, INPUT, OPS, PLACEHOLDERS, substitute
 from ..core.tape import Tape
 from .flags import FLAGS

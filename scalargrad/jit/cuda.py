@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from ..record.custom import ops_in, uses_custom_ops
+from .custom_ops import ops_in, uses_custom_ops
 
 THREADS_PER_BLOCK = 128
 cuda = None  # numba.cuda, bound on first use; kernels look it up as a global (the simulator needs that)

@@ -1,6 +1,6 @@
 """How compiled sweeps call user-defined ops (``sg.custom_op``): through C function pointers.
 
-Each custom op is compiled (by custom.py) into Numba ``cfunc``s with the C signature
+Each custom op is compiled (by record/custom.py) into Numba ``cfunc``s with the C signature
 ``double f(double a, double b)``: its forward function and its partial derivatives. A Program
 appends their addresses to its literal pool (``Program.lit``, after the tape's literals, as the
 bit patterns of float64 values), and a custom instruction's literal becomes the index of its first

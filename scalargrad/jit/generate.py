@@ -203,7 +203,7 @@ def _sweep(name: str, with_partials: bool, doc: str, flavour: str, custom: bool)
 def _sweeps(name: str, with_partials: bool, doc: str, flavour: str) -> list[str]:
     """``name + flavour``. On the CPU there are two loops: the table's ops only, and with the
     custom-op rows too, for programs whose literal pool holds custom ops' addresses: that pool is
-    read-only (custom.kernel_literals), so Numba compiles a kernel's specialisation for it apart,
+    read-only (custom_ops.kernel_literals), so Numba compiles a kernel's specialisation for it apart,
     with the second loop (the overload picks by type). The call out to a custom op costs the
     other branches of its loop registers: on Rosenbrock 10^4 (no custom op), the loop with the
     custom rows ran forward_partials 1.15x and value_and_grad 1.45x slower than the table-only

@@ -13,11 +13,11 @@ import threading
 
 import numpy as np
 
-from ..record import custom
+from . import custom_ops
 from ..core import resources
 from ..core.ops import DIFF_MASK, INPUT
 from ..core.tape import Tape
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 1e481f2188af3acb
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 755b64326fe12461
 from ._interp import forward_partials
 from .flags import njit
 
@@ -42,7 +42,7 @@ class Program:
         ra, rb = reverse_operands(tape.op, tape.a, tape.b, tape.c)
         self.ins = np.ascontiguousarray(np.stack([tape.op.astype(np.int32), tape.a, tape.b, tape.c, ra, rb]),
                                         dtype=np.int32)
-        self.lit = custom.kernel_literals(tape.op, kernel_arrays(tape.lit)[0])
+        self.lit = custom_ops.kernel_literals(tape.op, kernel_arrays(tape.lit)[0])
         self.n_inputs, self.n_outputs, self.n_guards = len(tape.inputs), len(tape.outputs), len(tape.guards)
         self.io = np.concatenate([[self.n_inputs, self.n_outputs, self.n_guards], tape.inputs, tape.outputs,
                                   tape.guards, tape.guard_values != 0.0]).astype(np.int32)
@@ -184,9 +184,9 @@ def eager_backward(op, a, b, c, lit, seed_slots, seed_values):
     more than Numba's dispatch)."""
     i32 = np.int32
     lit = kernel_array(lit, np.float64)
-    if custom.uses_custom_ops(op):
-        custom.require_derivatives(op, lit, "backward()")
-        lit = custom.kernel_literals(op, lit)
+    if custom_ops.uses_custom_ops(op):
+        custom_ops.require_derivatives(op, lit, "backward()")
+        lit = custom_ops.kernel_literals(op, lit)
     return _eager_backward(kernel_array(op, i32), kernel_array(a, i32), kernel_array(b, i32), kernel_array(c, i32),
                            lit, DIFF_MASK, seed_slots, seed_values, INPUT)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..record.custom import kernel_literals
+from .custom_ops import kernel_literals
 from ._interp import forward
 from .kernels import kernel_arrays
 from .rewrite import common_subexpressions, foldable, live_mask

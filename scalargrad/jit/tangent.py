@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.ops import INPUT
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 592089c9d0d90daa
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): c58f05c9776b764f
 from .flags import njit
 from .kernels import _split, forward_sweep, reverse
 

@@ -17,7 +17,7 @@ import numpy as np
 from numba.core.compiler_lock import global_compiler_lock
 
 from ..config import env_number
-from ..record.custom import uses_custom_ops
+from .custom_ops import uses_custom_ops
 from ..core.tape import Tape
 from . import codegen, kernels
 from .compile_notice import BACKGROUND_THREAD

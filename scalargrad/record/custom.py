@@ -16,7 +16,6 @@ CRC-32 of the name, so a saved or pickled tape finds its ops in any process that
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 import threading
@@ -24,12 +23,12 @@ import zlib
 
 import numba
 import numpy as np
-from numba import float64
 
-from ..core.ops import CUSTOM_OPS, CUSTOM_ROWS, OPS, custom_op_by_id
-from .trace import RECORD, _is_operand
+from ..core.ops import CUSTOM_ROWS, OPS
+from ..core.registry import CUSTOM_OPS
+from ..jit.custom_ops import C_SIGNATURE
+from .trace import RECORD, is_operand
 
-_C_SIGNATURE = float64(float64, float64)  # every function, unary ones ignoring b
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _LOCK = threading.Lock()
 
@@ -52,7 +51,7 @@ class CustomOp:
             raise TypeError(f"custom op {self.name!r} takes {self.arity} argument{'s' * (self.arity > 1)}, "
                             f"got {len(args)}")
         for i, x in enumerate(args):
-            if not (_is_operand(x) or isinstance(x, np.ndarray)):
+            if not (is_operand(x) or isinstance(x, np.ndarray)):
                 raise TypeError(f"custom op {self.name!r}: operand {i} must be a Variable, a real number "
                                 f"or an array, got {type(x).__name__}")
         return self._record(*args, float(self.id))
@@ -200,87 +199,10 @@ def _compile(what, function, arity):
             except Exception:
                 return np.nan
     try:
-        cfunc = numba.cfunc(_C_SIGNATURE, error_model="numpy")(c_function)
+        cfunc = numba.cfunc(C_SIGNATURE, error_model="numpy")(c_function)
     except numba.core.errors.NumbaError as e:
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
         raise TypeError(f"sg.custom_op: {what} ({getattr(function, '__name__', 'a function')}) cannot be compiled "
                         "by Numba in nopython mode for float arguments returning a float (functions it calls "
                         "must be numba.njit functions): " + " ".join(line.strip() for line in message[:4])) from None
     return jitted, cfunc
-
-
-# --- tapes and programs ----------------------------------------------------------------------------
-
-def _custom_slots(op) -> np.ndarray:
-    op = np.asarray(op)
-    return np.flatnonzero((op == CUSTOM_ROWS[1]) | (op == CUSTOM_ROWS[2]))
-
-
-def ops_in(op, lit) -> list[CustomOp]:
-    """The custom ops used by instructions (op, lit), each once; ValueError naming the first
-    instruction whose op is not registered here or whose operand count does not match."""
-    slots = _custom_slots(op)
-    found = {}
-    for k in slots.tolist():
-        key = float(lit[k])
-        if key in found:
-            continue
-        try:
-            entry = custom_op_by_id(key)
-        except ValueError as e:
-            raise ValueError(f"instruction {k}: {e}") from None
-        if CUSTOM_ROWS[entry.arity] != op[k]:
-            raise ValueError(f"instruction {k}: custom op {entry.name!r} takes {entry.arity} operand(s), "
-                             f"the instruction has {3 - entry.arity}")
-        found[key] = entry
-    return list(found.values())
-
-
-def kernel_literals(op, lit) -> np.ndarray:
-    """The literal pool the sweeps read: ``lit`` itself when no custom op is used, else a read-only
-    copy whose custom instructions hold the index of their op's function addresses, appended at
-    the end (forward, partial a, partial b; see jit/custom_call.py)."""
-    if not uses_custom_ops(op):
-        return lit
-    used = ops_in(op, lit)
-    if not used:
-        return lit
-    slots = _custom_slots(op)
-    start = {}
-    addresses = []
-    for entry in used:
-        start[entry.id] = len(lit) + len(addresses)
-        derivatives = [_not_differentiable().address] * 2
-        if entry.partials is not None:
-            derivatives[: entry.arity] = [p.address for p in entry.partials]
-        addresses += [entry.address, *derivatives]
-    pool = np.concatenate([lit, np.array(addresses, dtype=np.int64).view(np.float64)])
-    pool[slots] = [start[int(lit[k])] for k in slots.tolist()]
-    pool.flags.writeable = False  # the sweeps' mark of a pool with custom ops (jit/generate.py)
-    return pool
-
-
-def require_derivatives(op, lit, what: str) -> None:
-    """NotImplementedError (naming the op) unless every custom op used can be differentiated."""
-    for entry in ops_in(op, lit):
-        try:
-            entry.partial(0)
-        except NotImplementedError as e:
-            raise NotImplementedError(f"{what}: {e}") from None
-
-
-_UNARY, _BINARY = (np.int8(code).tobytes() for code in CUSTOM_ROWS.values())
-
-
-def uses_custom_ops(op) -> bool:
-    """Whether an opcode array (int8, as in tapes and recorders) holds a custom op; a byte search,
-    so that an eager backward of a few ops pays well under a microsecond for it."""
-    data = (op if type(op) is np.ndarray and op.dtype == np.int8 else np.asarray(op, dtype=np.int8)).tobytes()
-    return data.find(_UNARY) >= 0 or data.find(_BINARY) >= 0
-
-
-@functools.cache
-def _not_differentiable():
-    """What the sweeps call for the partials of an op that has none: they are computed with every
-    forward sweep and never used, because differentiating such a tape is refused beforehand."""
-    return numba.cfunc(_C_SIGNATURE)(lambda a, b: np.nan)

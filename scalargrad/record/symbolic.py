@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 from ..transforms.api import Jit, ValueAndGrad, _arg_name, _flatten_args, _flatten_output, _traced_args
-from ..core.ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, custom_op_by_id, substitute
+from ..core.ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, substitute
+from ..core.registry import custom_op_by_id
 from ..jit.passes import optimize
 from ..core.tape import Tape
 from .trace import (FUNCTIONS_BY_NAME, Recorder, Variable, _as_real, imported_values, new_input, output_slot,

@@ -25,7 +25,8 @@ from contextvars import ContextVar
 
 import numpy as np
 
-from ..core.ops import COMPARISONS, CONST, FUNCTIONS, INPUT, OPCODE, OPS, USER_OPS, substitute
+from ..core.ops import COMPARISONS, CONST, INPUT, OPCODE, OPS, USER_OPS
+from ..core.python_rules import python_forward
 from ..core.tape import Tape
 
 # Instructions per eager recorder before a fresh one starts: what a loop that never calls backward()
@@ -35,40 +36,6 @@ EAGER_TAPE_LIMIT = 1 << 18
 
 class TracingError(TypeError):
     """A traced value was used where only a concrete Python value can work."""
-
-
-# --- Python evaluation of the table's expressions --------------------------------------------
-
-def _compile(expr: str, params: tuple[str, ...], namespace: dict):
-    src = f"lambda {', '.join(params)}: " + substitute(expr, **{p: p for p in params})
-    return eval(src, dict(namespace))
-
-
-def operand_names(op) -> tuple[str, ...]:
-    """Parameter names of an op's Python forward function: its operands, then the literal."""
-    return tuple("abc"[: op.arity]) + (("lit",) if op.literal else ())
-
-
-_MATH = {name: pair[0] for name, pair in FUNCTIONS.items()}
-_NUMPY = {name: pair[1] for name, pair in FUNCTIONS.items()}
-
-
-def python_forward(op):
-    """A float function for ``op``'s forward rule with IEEE results: Python's math module where it
-    is exact and fast, NumPy where math raises (log(-1) -> nan, 1/0 -> inf, exp(1000) -> inf)."""
-    params = operand_names(op)
-    fast = _compile(op.forward, params, _MATH)
-    ieee = _compile(op.forward, params, _NUMPY)
-
-    def forward(*args):
-        try:
-            return fast(*args)
-        except (ArithmeticError, ValueError):
-            with np.errstate(all="ignore"):
-                return float(ieee(*map(np.float64, args)))
-
-    forward.fast = fast
-    return forward
 
 
 # --- recorder ------------------------------------------------------------------------------------
@@ -461,7 +428,7 @@ def _as_real(x, what: str) -> float:
     return float(x)
 
 
-def _is_operand(x) -> bool:
+def is_operand(x) -> bool:
     return type(x) is Variable or isinstance(x, (numbers.Real, np.bool_))
 
 
@@ -511,7 +478,7 @@ def _elementwise(fn, args):
 
 def _check_operands(name, args):
     for i, x in enumerate(args):
-        if not _is_operand(x):
+        if not is_operand(x):
             raise TypeError(f"sg.{name}: operand {i} must be a Variable or a real number, "
                             f"got {type(x).__name__}")
 
@@ -689,25 +656,25 @@ def _fallback(record, name, args, fwd):
     if any(isinstance(x, np.ndarray) for x in args):
         return _elementwise(record, args)
     if any(type(x) is Variable for x in args):
-        if not all(_is_operand(x) for x in args):
+        if not all(is_operand(x) for x in args):
             return NotImplemented  # lets Python try the other operand's method, then raise TypeError
         return record(*(x if type(x) is Variable else float(x) for x in args))
     _check_operands(name, args)
     return fwd(*(float(x) for x in args))
 
 
-RECORD = {op.name: _make_recorder_fn(op) for op in OPS if op.arity}  # custom rows too (custom.py)
+RECORD = {op.name: _make_recorder_fn(op) for op in OPS if op.arity}  # custom rows too (custom.py, in this package)
 
 
 def power(x, y):
     """x ** y, recorded as ``square`` for exponent 2, ``powc``/``cpow`` when one side is a number."""
     if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
         return _elementwise(power, (x, y))
-    if type(y) is not Variable and _is_operand(y):
+    if type(y) is not Variable and is_operand(y):
         if type(x) is not Variable:
             return RECORD["pow"](x, y)
         return RECORD["square"](x) if y == 2 else RECORD["powc"](x, float(y))
-    if type(x) is not Variable and _is_operand(x):
+    if type(x) is not Variable and is_operand(x):
         return RECORD["cpow"](y, float(x))
     return RECORD["pow"](x, y)
 
@@ -734,7 +701,7 @@ def _pow_method(self, other):
     t = type(other)
     if t is int or t is float:  # the common case, x ** 2, without the generic dispatch
         return RECORD["square"](self) if other == 2 else RECORD["powc"](self, float(other))
-    return power(self, other) if _is_operand(other) else NotImplemented
+    return power(self, other) if is_operand(other) else NotImplemented
 
 
 def _in_place(dunder: str, symbol: str, fn):
@@ -770,7 +737,7 @@ def _install_operators():
         for i, dunder in enumerate(op.pyops):
             setattr(Variable, dunder, _reflected(fn) if i == 1 else fn)
     Variable.__pow__ = _pow_method
-    Variable.__rpow__ = lambda self, other: power(other, self) if _is_operand(other) else NotImplemented
+    Variable.__rpow__ = lambda self, other: power(other, self) if is_operand(other) else NotImplemented
     for dunder, symbol, fn in (("__iadd__", "+=", RECORD["add"]), ("__isub__", "-=", RECORD["sub"]),
                                ("__imul__", "*=", RECORD["mul"]), ("__itruediv__", "/=", RECORD["div"]),
                                ("__ipow__", "**=", _pow_method)):
@@ -813,7 +780,7 @@ def output_slot(rec: Recorder, out, where: str) -> int:
         return out._slot
     if isinstance(out, np.ndarray) and out.shape == ():
         return output_slot(rec, out[()], where)
-    if _is_operand(out):
+    if is_operand(out):
         return rec.constant(float(out))
     raise TypeError(f"{where} must be a scalar (a number or a Variable), got {type(out).__name__}")
 

@@ -15,7 +15,7 @@ import threading
 import warnings
 import numpy as np
 
-from ..record import custom
+from ..jit import custom_ops
 from . import debug, embed
 from ..core import resources
 from ..record.captured import Captured
@@ -275,7 +275,7 @@ class _Transformed:
         self.captured = Captured.of(self.fun)
         path = self._make_path(sig, tape, structure)
         if self.differentiates:
-            custom.require_derivatives(path.program.tape.op, path.program.tape.lit, f"{self.what}({self.__name__})")
+            custom_ops.require_derivatives(path.program.tape.op, path.program.tape.lit, f"{self.what}({self.__name__})")
         self._check_path(path)
         result = attempt(path, x)
         if result is None:

@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 
 from ..core.ops import CONST, INPUT, OPS, display_name
-from ..core.reference import _FORWARD, _PARTIALS
+from ..core.reference import FORWARD, PARTIALS
 from ..core.tape import Tape
 from ..record.trace import Variable, imported_values
 
@@ -55,7 +55,7 @@ def _forward(op, a, b, c, lit, needed, inputs: dict[int, float]) -> dict[int, fl
                 args = [vals[s] for s in _operands(op, a, b, c, k)]
                 if OPS[code].literal:
                     args.append(lit[k])
-                vals[k] = float(_FORWARD[code](*map(np.float64, args)))
+                vals[k] = float(FORWARD[code](*map(np.float64, args)))
     return vals
 
 
@@ -64,7 +64,7 @@ def _partial(op, a, b, c, lit, vals, k: int, j: int) -> float:
         return 0.0
     named = [vals[s] for s in _operands(op, a, b, c, k)] + [None] * 3
     with np.errstate(all="ignore"):
-        return float(_PARTIALS[op[k]][j](named[0], named[1], named[2], vals[k], lit[k]))
+        return float(PARTIALS[op[k]][j](named[0], named[1], named[2], vals[k], lit[k]))
 
 
 def _reverse(op, a, b, c, lit, vals, needed, out: int) -> dict[int, float]:
