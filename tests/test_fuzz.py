@@ -43,7 +43,7 @@ def _seed_tapes() -> list[Tape]:
     return [sg.trace(guarded, 1.0, 2.0, 3.0), trace_program(program, x, outputs), sg.trace(lambda: 1.0)]
 
 
-SEEDS = [storage.to_bytes(t) for t in _seed_tapes()]
+SEEDS = [t.to_bytes() for t in _seed_tapes()]
 
 
 def _fix_crc(data: bytes) -> bytes:
@@ -66,7 +66,7 @@ def run_loaded(tape: Tape) -> None:
 def check_loader(data: bytes) -> bool:
     """True if ``data`` loaded (and ran); False if it raised ValueError; anything else propagates."""
     try:
-        tape = storage.from_bytes(data)
+        tape = Tape.from_bytes(data)
     except ValueError as e:
         assert "not a valid saved tape" in str(e)
         return False
@@ -129,7 +129,7 @@ def mutated_arrays(draw):
         else:
             value = draw(st.sampled_from(INTERESTING_INTS + tuple(range(-2, len(tape) + 2))))
             arr[i] = (value + 2**31) % 2**32 - 2**31  # as int32
-    return storage._pack(TABLE, arrays)
+    return storage.pack(TABLE, arrays)
 
 
 _TAPES = []

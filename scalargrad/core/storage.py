@@ -1,4 +1,5 @@
-"""Saved tapes: ``save(tape, path)`` / ``load(path)`` in a small versioned binary format, never pickle.
+"""The file format of saved tapes (``Tape.save`` / ``Tape.load``): a small versioned binary format,
+never pickle. This module reads and writes a tape's arrays; tape.py makes (and validates) the Tape.
 
 Format version 1 (all integers little-endian)::
 
@@ -18,8 +19,8 @@ not empty.
 opcodes by name, so a tape saved before rows were added or reordered still loads; a saved op whose
 name is unknown, or whose arity or literal flag differs from the current row, is rejected. Every check (a regular file, magic,
 version, header shape, sizes against the file size before any allocation, checksum, opcode range, then
-``Tape.validate()``) runs before a compiled kernel can see the arrays, and every failure raises
-ValueError naming what is wrong.
+``Tape.validate()``, which tape.py runs on what ``read`` returns) happens before a compiled kernel can
+see the arrays, and every failure raises ValueError naming what is wrong (``invalid``).
 """
 from __future__ import annotations
 
@@ -32,15 +33,14 @@ import zlib
 
 import numpy as np
 
-from .ops import BY_NAME, OPCODE
-from .tape import Tape
+from .ops import BY_NAME, OPCODE, OPS
 
 MAGIC = b"SGTAPE\r\n"
 VERSION = 1
 MAX_HEADER_BYTES = 1 << 16
 MAX_INSTRUCTIONS = (1 << 31) - 2  # slots are int32 and the kernels use slot n as scratch
 MAX_OPS = 127  # opcodes are int8
-# (name, little-endian dtype) of every array, in file order.
+# (name, little-endian dtype) of every array of a tape, in file order: the tape's schema (tape.py).
 LAYOUT = (("op", "<i1"), ("a", "<i4"), ("b", "<i4"), ("c", "<i4"), ("lit", "<f8"), ("inputs", "<i4"),
           ("outputs", "<i4"), ("guards", "<i4"), ("guard_values", "<f8"))
 _NOT_REGULAR = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
@@ -55,7 +55,7 @@ def _op_record(name: str) -> tuple[str, int, bool]:
     return op.name, op.arity, op.literal
 
 
-def _pack(ops: list, arrays: dict[str, np.ndarray], version: int = VERSION) -> bytes:
+def pack(ops: list, arrays: dict[str, np.ndarray], version: int = VERSION) -> bytes:
     """Serialise without any checks (tests use it to build malformed files)."""
     header = {"ops": list(ops), "arrays": [[name, dtype, int(len(arrays[name]))] for name, dtype in LAYOUT]}
     text = json.dumps(header, separators=(",", ":")).encode("ascii")
@@ -64,44 +64,47 @@ def _pack(ops: list, arrays: dict[str, np.ndarray], version: int = VERSION) -> b
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def to_bytes(tape: Tape) -> bytes:
-    """The tape in format version 1."""
-    from .ops import OPS
-    if not len(tape.outputs):
+def encode(arrays: dict[str, np.ndarray]) -> bytes:
+    """A tape's arrays (``Tape.arrays()``) in format version 1."""
+    if not len(arrays["outputs"]):
         raise ValueError(f"save: {NO_OUTPUTS}; load would refuse the file")
-    return _pack([[op.name, op.arity, op.literal] for op in OPS], tape.arrays())
+    return pack([[op.name, op.arity, op.literal] for op in OPS], arrays)
 
 
-def save(tape: Tape, path) -> None:
-    """Write ``tape`` to ``path`` (see the module docstring for the format)."""
-    if not isinstance(tape, Tape):
-        raise TypeError(f"save expects a Tape, got {type(tape).__name__}")
-    data = to_bytes(tape)
+def write(arrays: dict[str, np.ndarray], path) -> None:
+    """Write a tape's arrays to ``path`` (see the module docstring for the format)."""
+    data = encode(arrays)
     with open(path, "wb") as f:
         f.write(data)
 
 
-def load(path) -> Tape:
-    """Read a tape written by ``save``; ValueError if the file is not a valid saved tape."""
+def read(path) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of a tape written by ``write`` (opcodes remapped to this op table) and the name
+    to cite in errors; ValueError if the file is not a valid saved tape."""
     where = os.fspath(path)
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):  # checked before opening: opening a FIFO waits for a writer
         kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
-        raise ValueError(f"{where}: not a valid saved tape: it is {kind}, not a regular file")
+        raise invalid(where, f"it is {kind}, not a regular file")
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        return _read(f, size, where=where)
+        return _read(f, size, where=where), where
 
 
-def from_bytes(data: bytes) -> Tape:
-    """``load`` from a bytes object."""
+def decode(data: bytes) -> tuple[dict[str, np.ndarray], str]:
+    """``read`` from a bytes object."""
     data = bytes(data)
-    return _read(io.BytesIO(data), len(data), where="<bytes>")
+    return _read(io.BytesIO(data), len(data), where="<bytes>"), "<bytes>"
 
 
-def _read(f, size: int, where: str) -> Tape:
+def invalid(where: str, msg: str) -> ValueError:
+    """The error for a file (or bytes) ``where`` that is not a valid saved tape."""
+    return ValueError(f"{where}: not a valid saved tape: {msg}")
+
+
+def _read(f, size: int, where: str) -> dict[str, np.ndarray]:
     def fail(msg):
-        return ValueError(f"{where}: not a valid saved tape: {msg}")
+        return invalid(where, msg)
 
     prefix = f.read(_PREFIX.size)
     if len(prefix) < len(MAGIC) or prefix[: len(MAGIC)] != MAGIC:
@@ -152,12 +155,8 @@ def _read(f, size: int, where: str) -> Tape:
             raise fail(f"op {name!r} was saved with arity {arity} and literal={literal}; this op table "
                        f"has arity {BY_NAME[name].arity} and literal={BY_NAME[name].literal}")
     remap = np.array([OPCODE.get(name, -1) for name, _, _ in ops], dtype=np.int64)
-    op = remap[saved_op] if saved_op.size else saved_op
-    try:
-        return Tape(op.astype(np.int8), arrays["a"], arrays["b"], arrays["c"], arrays["lit"],
-                    arrays["inputs"], arrays["outputs"], arrays["guards"], arrays["guard_values"])
-    except ValueError as e:
-        raise fail(str(e)) from None
+    arrays["op"] = (remap[saved_op] if saved_op.size else saved_op).astype(np.int8)
+    return arrays
 
 
 def _parse_header(raw: bytes, fail):

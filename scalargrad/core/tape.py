@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import CONST, INPUT, OPS, display_name
+from . import storage
+from .ops import INPUT, OPS, display_name
 
-_ARRAYS = {"op": np.int8, "a": np.int32, "b": np.int32, "c": np.int32, "lit": np.float64,
-           "inputs": np.int32, "outputs": np.int32, "guards": np.int32, "guard_values": np.float64}
+_ARRAYS = {name: np.dtype(dtype).type for name, dtype in storage.LAYOUT}  # name -> dtype, as saved
 
 
 class Tape:
@@ -120,14 +120,28 @@ class Tape:
 
     def save(self, path) -> None:
         """Write the tape to ``path`` in scalargrad's versioned binary format (see storage.py)."""
-        from .storage import save
-        save(self, path)
+        storage.write(self.arrays(), path)
+
+    def to_bytes(self) -> bytes:
+        """The tape in the format ``save`` writes."""
+        return storage.encode(self.arrays())
 
     @classmethod
     def load(cls, path) -> "Tape":
         """Read a tape written by ``save``; ValueError if the file is not a valid saved tape."""
-        from .storage import load
-        return load(path)
+        return cls._validated(*storage.read(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Tape":
+        """``load`` from a bytes object (as ``to_bytes`` gives)."""
+        return cls._validated(*storage.decode(data))
+
+    @classmethod
+    def _validated(cls, arrays, where) -> "Tape":
+        try:
+            return cls(**arrays)
+        except ValueError as e:
+            raise storage.invalid(where, str(e)) from None
 
 
 def _converted(name: str, value, dtype) -> np.ndarray:
@@ -150,7 +164,3 @@ def _converted(name: str, value, dtype) -> np.ndarray:
         if src.min() < info.min or src.max() > info.max:
             raise ValueError(f"tape array {name!r} has values outside the {np.dtype(dtype).name} range")
     return src.astype(dtype).reshape(-1)
-
-
-def is_leaf(opcode: int) -> bool:
-    return opcode in (INPUT, CONST)

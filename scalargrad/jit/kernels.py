@@ -123,7 +123,7 @@ def _guards_hold(io, vals):
 
 
 @njit
-def _split(work, n):
+def split_workspace(work, n):
     """vals (n + 1), pa (n), pb (n), adj (n + 1) views of a workspace."""
     return work[: n + 1], work[n + 1: 2 * n + 1], work[2 * n + 1: 3 * n + 1], work[3 * n + 1: 4 * n + 2]
 
@@ -133,7 +133,7 @@ def forward_sweep(ins, lit, io, x, work):
     """The inputs loaded and the sweep with partials run: (vals, pa, pb, scratch, guards hold), views
     of ``work``; ``scratch`` (n + 1) is free for adjoints or tangents."""
     n = ins.shape[1]
-    vals, pa, pb, scratch = _split(work, n)
+    vals, pa, pb, scratch = split_workspace(work, n)
     _load_inputs(ins, io, x, vals)
     forward_partials(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n)
     return vals, pa, pb, scratch, _guards_hold(io, vals)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.ops import INPUT
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): c58f05c9776b764f
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): d1c6e50f83f8ebea
 from .flags import njit
-from .kernels import _split, forward_sweep, reverse
+from .kernels import split_workspace, forward_sweep, reverse
 
 
 @njit
@@ -45,7 +45,7 @@ def jvp(ins, lit, io, x, v, out, tout, work):
     if not jacobian_forward(ins, lit, io, x, v.reshape((-1, 1)), tout.reshape((-1, 1)), work):
         return False
     n_in, n_out = io[0], io[1]
-    vals = _split(work, ins.shape[1])[0]  # the forward values jacobian_forward left in work
+    vals = split_workspace(work, ins.shape[1])[0]  # the forward values jacobian_forward left in work
     for i in range(n_out):
         out[i] = vals[io[3 + n_in + i]]
     return True
