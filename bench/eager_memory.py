@@ -12,7 +12,7 @@ import time
 
 import scalargrad as sg
 
-TRACE = sys.modules["scalargrad.record.trace"]  # sg.trace is the function
+TRACE = sys.modules["scalargrad.record.variable"]  # Variable and the recorder
 
 
 def rss_mib() -> float:

@@ -8,7 +8,8 @@ from .jit import compile_notice, kernel_cache
 kernel_cache.install()  # before any cache=True function below is defined: kernels cache outside site-packages
 compile_notice.install()  # one line on stderr when a cold-cache compile keeps the caller waiting
 
-from .transforms.api import grad, jit, trace, value_and_grad
+from .record.tracing import trace
+from .transforms.api import grad, jit, value_and_grad
 from . import config  # sg.config.debug_nans: the global NaN-debugging switch
 from .viz.dot import draw, to_dot
 from .transforms.vmap import vmap
@@ -16,7 +17,8 @@ from .transforms.derivatives import hessian, hvp, jacobian, jvp  # higher-order 
 from .record.custom import CustomOp, custom_op  # user-defined ops
 from .core.ops import USER_OPS as _USER_OPS
 from .core.tape import Tape
-from .record.trace import FUNCTIONS_BY_NAME as _FUNCTIONS, TracingError, Variable, no_grad, power
+from .record.operators import FUNCTIONS_BY_NAME as _FUNCTIONS, power
+from .record.variable import TracingError, Variable, no_grad
 
 globals().update({op.name: _FUNCTIONS[op.name] for op in _USER_OPS})
 pow = power  # noqa: A001  x ** y with the same dispatch as the operator

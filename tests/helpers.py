@@ -16,7 +16,7 @@ import numpy as np
 import scalargrad as sg
 from scalargrad.jit import codegen, kernels
 from scalargrad.core.ops import COMPARISONS, USER_OPS
-from scalargrad.record.trace import FUNCTIONS_BY_NAME
+from scalargrad.record.operators import FUNCTIONS_BY_NAME
 
 # Literals for the ops that take one (powc: x ** lit, cpow: lit ** x).
 LITERALS = (2.5, 0.5, 3.0)

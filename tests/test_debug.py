@@ -216,7 +216,7 @@ def test_finite_results_are_unchanged_and_match_finite_differences():
 
 def test_locating_recorder_notes_every_instruction():
     rec = debug.locating_recorder()
-    from scalargrad.record.trace import recording
+    from scalargrad.record.variable import recording
     with recording(rec):
         v = sg.Variable(2.0)        # inside a traced recorder: recorded as a constant
         w = sg.exp(v) + 1.0

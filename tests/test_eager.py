@@ -133,7 +133,7 @@ def test_graph_continues_from_a_value_whose_graph_was_already_differentiated():
 
 def test_chain_across_many_recorders(monkeypatch):
     """Recorders are sealed past EAGER_TAPE_LIMIT instructions; backward chains through all of them."""
-    trace_module = sys.modules["scalargrad.record.trace"]  # the attribute scalargrad.record.trace is the function
+    trace_module = sys.modules["scalargrad.record.variable"]
     (Variable(1.0) * 1.0).backward()  # seal whatever recorder is active
     monkeypatch.setattr(trace_module, "EAGER_TAPE_LIMIT", 8)
     x = Variable(1.0)
@@ -147,7 +147,7 @@ def test_chain_across_many_recorders(monkeypatch):
 
 def _live_recorders() -> int:
     gc.collect()
-    recorder = sys.modules["scalargrad.record.trace"].Recorder
+    recorder = sys.modules["scalargrad.record.variable"].Recorder
     return sum(type(o) is recorder for o in gc.get_objects())
 
 
@@ -155,7 +155,7 @@ def test_a_forward_only_loop_keeps_a_bounded_number_of_recorders(monkeypatch):
     """Issue 19 item 10: each filled recorder imported the expression that straddled its end from
     the one before, and held it, so a loop without backward() kept every recorder alive (9 after
     1.5 M iterations at the default limit, RSS 160 -> 800 MiB)."""
-    monkeypatch.setattr(sys.modules["scalargrad.record.trace"], "EAGER_TAPE_LIMIT", 64)
+    monkeypatch.setattr(sys.modules["scalargrad.record.variable"], "EAGER_TAPE_LIMIT", 64)
     (Variable(1.0) * 1.0).backward()  # seal whatever recorder is active
     before = _live_recorders()
     for _ in range(2000):  # about 190 recorders filled
@@ -173,7 +173,7 @@ def _finite_difference(f, x, h=1e-6):
 def test_values_from_older_recorders_keep_their_derivatives(monkeypatch):
     """A value made early and used much later, after its recorder was sealed and many recorders came
     and went, still sends its derivative back: it is held by the values that depend on it."""
-    monkeypatch.setattr(sys.modules["scalargrad.record.trace"], "EAGER_TAPE_LIMIT", 16)
+    monkeypatch.setattr(sys.modules["scalargrad.record.variable"], "EAGER_TAPE_LIMIT", 16)
 
     def f(v, track=False):
         x = Variable(v) if track else v

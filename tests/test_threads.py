@@ -126,7 +126,7 @@ def _branchy(x, y):
 
 
 def test_threads_taking_different_control_flow_paths_get_correct_results():
-    """Paths are retraced and reordered concurrently (api.py's path list is not locked: a thread can
+    """Paths are retraced and reordered concurrently (the transforms' path list is not locked: a thread can
     miss a path that another is moving to the front and retrace a duplicate), but every result must
     still be right."""
     vg = sg.value_and_grad(_branchy, argnums=(0, 1))

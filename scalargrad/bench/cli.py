@@ -93,7 +93,7 @@ def load_kernels(options: dict) -> float:
 
 
 def _first_path(transformed):
-    """The first compiled path of a transformed function (api.py's), or None for other callables."""
+    """The first compiled path of a transformed function (transforms/transformed.py's Path), or None for other callables."""
     for sig in getattr(transformed, "cache", {}).values():
         for path in getattr(sig, "paths", ()):
             return path
@@ -102,7 +102,7 @@ def _first_path(transformed):
 
 def compiled_ops(transformed, tape) -> int:
     """Instructions the compiled kernel runs: the compiled path's tape when the transformed function
-    exposes it, otherwise the traced tape after ``passes.optimize`` (what api.py compiles)."""
+    exposes it, otherwise the traced tape after ``passes.optimize`` (what a transform compiles)."""
     program = getattr(_first_path(transformed), "program", None)
     return len(optimize(tape) if program is None else program.tape)
 
@@ -152,26 +152,12 @@ def steady_seconds(call, kernel, repeat: int | None) -> tuple[float, str]:
 
 def first_call(transformed, x0) -> tuple[object, float, float | None]:
     """(result, seconds, seconds spent compiling the traced tape) of the first call of a transformed
-    function. The compile part is timed around api's ``_make_path`` (passes, program, generated code)
-    when the object has one, else None."""
-    make = getattr(transformed, "_make_path", None)
-    spent = []
-
-    def timed_make(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return make(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter() - t0)
-
-    if make is not None:
-        transformed._make_path = timed_make
-    try:
-        result, seconds = without_gc(lambda: transformed(x0))
-    finally:
-        if make is not None:
-            del transformed._make_path
-    return result, seconds, (sum(spent) if spent else None)
+    function. The compile part is what the transform reports in ``compile_seconds`` (passes,
+    program, generated code), None for a callable without it."""
+    before = getattr(transformed, "compile_seconds", None)
+    result, seconds = without_gc(lambda: transformed(x0))
+    spent = None if before is None else transformed.compile_seconds - before
+    return result, seconds, spent or None  # None also when the call made no path
 
 
 def eager_seconds(fun, x0) -> tuple[float, np.ndarray]:

@@ -97,7 +97,7 @@ def _kernels():
     return cuda, evaluate, value_and_grad
 
 
-def _require_gpu(program=None):
+def require_gpu(program=None):
     """RuntimeError without a usable GPU; ValueError for a program it cannot run."""
     if program is not None and uses_custom_ops(program.tape.op):
         raise ValueError(f"device='cuda' cannot run custom op {ops_in(program.tape.op, program.tape.lit)[0].name!r} "
@@ -116,7 +116,7 @@ def _launch(kernel, B, *args):
 def value_and_grad(program, X):
     """(values, G, ok) for the points X (points x inputs), computed on the GPU."""
     program.require_output()
-    _require_gpu(program)
+    require_gpu(program)
     cuda, _, kernel = _kernels()
     n, B = program.ins.shape[1], X.shape[0]
     d = cuda.to_device
@@ -130,7 +130,7 @@ def value_and_grad(program, X):
 
 def evaluate(program, X):
     """(outputs (points x outputs), ok) for the points X, computed on the GPU."""
-    _require_gpu(program)
+    require_gpu(program)
     cuda, kernel, _ = _kernels()
     n, B = program.ins.shape[1], X.shape[0]
     d = cuda.to_device

@@ -27,7 +27,8 @@ import numpy as np
 from ..core.ops import CUSTOM_ROWS, OPS
 from ..core.registry import CUSTOM_OPS
 from ..jit.custom_ops import C_SIGNATURE
-from .trace import RECORD, is_operand
+from .operators import RECORD
+from .variable import is_operand
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _LOCK = threading.Lock()

@@ -3,14 +3,17 @@
 A recorder is sealed by backward (later ops start a fresh one, so the old graph is freed once the
 user drops it). Values imported from an older recorder are its inputs; their adjoints seed that
 recorder's sweep, processed newest first, so the whole chain is visited without recursion. The
-imports followed are those the seeded values depend on (their provenance, trace.py).
+imports followed are those the seeded values depend on (their provenance, variable.py).
+
+This module gives ``Variable`` its ``backward()`` method (installed at the end).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..jit.kernels import eager_backward
-from .trace import TracingError, Variable, imported_values
+from .symbolic import backward_create_graph
+from .variable import TracingError, Variable, as_real, imported_values
 
 
 def backward(v: Variable, seed: float, create_graph: bool = False) -> None:
@@ -20,8 +23,7 @@ def backward(v: Variable, seed: float, create_graph: bool = False) -> None:
         return
     if v._rec.trace:
         raise TracingError("backward() inside a traced function; use sg.grad / sg.value_and_grad instead")
-    if create_graph:  # gradients as recording Variables (transforms.py replays the graph)
-        from .symbolic import backward_create_graph
+    if create_graph:  # gradients as recording Variables (symbolic.py replays the graph)
         return backward_create_graph(v, seed)
     pending = {v._rec: ({v._slot: seed}, [v._up])}  # recorder -> (seeds by slot, their provenances)
     while pending:
@@ -44,3 +46,13 @@ def backward(v: Variable, seed: float, create_graph: bool = False) -> None:
             into_seeds, into_ups = pending.setdefault(var._rec, ({}, []))
             into_seeds[var._slot] = into_seeds.get(var._slot, 0.0) + float(adj[k])
             into_ups.append(var._up)
+
+
+def _backward_method(self, grad: float = 1.0, create_graph: bool = False) -> None:
+    """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``. With ``create_graph``
+    the gradients are Variables that record, so they can be differentiated again."""
+    backward(self, as_real(grad, "grad"), create_graph)
+
+
+_backward_method.__name__ = _backward_method.__qualname__ = "backward"
+Variable.backward = _backward_method

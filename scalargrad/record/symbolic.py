@@ -15,13 +15,13 @@ import math
 
 import numpy as np
 
-from ..transforms.api import Jit, ValueAndGrad, _arg_name, _flatten_args, _flatten_output, _traced_args
 from ..core.ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, substitute
 from ..core.registry import custom_op_by_id
-from ..jit.passes import optimize
 from ..core.tape import Tape
-from .trace import (FUNCTIONS_BY_NAME, Recorder, Variable, _as_real, imported_values, new_input, output_slot,
-                    power, recording, to_tape)
+from .operators import FUNCTIONS_BY_NAME, power
+from .tracing import new_input, output_slot, to_tape
+from .variable import Recorder, Variable, imported_values, recording
+
 
 _where = FUNCTIONS_BY_NAME["where"]
 _maximum = FUNCTIONS_BY_NAME["maximum"]
@@ -245,10 +245,6 @@ _RECORD = [FUNCTIONS_BY_NAME.get(op.name) for op in OPS]
 
 
 # --- replay and symbolic sweeps ------------------------------------------------------------------
-
-def _value_of(v) -> float:
-    return v._data if type(v) is Variable else float(v)
-
 
 def replay(tape: Tape, inputs, record_guards: bool = True) -> list:
     """Values of every slot of ``tape`` computed by scalargrad ops from ``inputs`` (Variables or
@@ -480,98 +476,5 @@ def backward_create_graph(v: Variable, seed: float) -> None:
                 into[var._slot] = _add(into.get(var._slot), g)
 
 
-# --- Variable arguments: record into the caller's recorder ---------------------------------------
-
-def _symbolic_inputs(args, names):
-    """(shapes, flat list of Variables and floats) of arguments that may hold Variables."""
-    shapes, flat = [], []
-    for i, x in enumerate(args):
-        if type(x) is Variable:
-            shapes.append(None)
-            flat.append(x)
-        elif isinstance(x, np.ndarray) and x.dtype == object:
-            shapes.append(x.shape)
-            flat.extend(v if type(v) is Variable else _as_real(v, f"{_arg_name(names, i)}: an element")
-                        for v in x.flat)
-        else:
-            s, xf = _flatten_args((x,), names[i:i + 1])
-            shapes.append(s[0])
-            flat.extend(xf.tolist())
-    return tuple(shapes), flat
-
-
-def _trace_at(transformed, args):
-    """Trace ``transformed.fun`` at the current values of ``args``: (shapes, flat, tape, structure).
-    Variables the function closes over (an enclosing trace's values) become extra tape inputs,
-    appended to ``flat`` after the arguments, so that replaying the tape connects them."""
-    shapes, flat = _symbolic_inputs(args, transformed.names)
-    x = np.array([_value_of(v) for v in flat], dtype=np.float64)
-    rec = Recorder(trace=True)
-    rec.lifts = {}
-    with recording(rec):
-        traced = _traced_args(rec, shapes, x)
-        inputs = list(range(len(rec.op)))
-        out = transformed.fun(*traced)
-        slots, structure = _flatten_output(rec, out, transformed.fun)
-    lifted = list(rec.lifts.values())
-    tape = to_tape(rec, inputs + [k for k, _ in lifted], slots)
-    return shapes, flat + [v for _, v in lifted], optimize(tape), structure
-
-
-def _shaped(chunk, shape):
-    if shape is None:
-        return chunk[0]
-    arr = np.empty(len(chunk), dtype=object)
-    arr[:] = chunk
-    return _numeric(arr).reshape(shape)
-
-
-def _numeric(arr):
-    """An object array as float64 when it holds no Variable (e.g. called inside a trace on floats)."""
-    return arr if any(type(v) is Variable for v in arr.flat) else arr.astype(np.float64)
-
-
-def _structured(outs, structure):
-    if structure is None:
-        return outs[0]
-    kind, size = structure
-    return _shaped(outs, size) if kind is np.ndarray else kind(outs)
-
-
-class _Structure:
-    __slots__ = ("structure",)
-
-    def __init__(self, structure):
-        self.structure = structure
-
-
-def call_symbolic(transformed, args, kwargs):
-    """``value_and_grad``/``grad``/``jit`` (and the transforms below) called with Variable
-    arguments: trace ``fun`` at their current values, then replay the tape (and its symbolic
-    sweeps) onto them, recording into the caller's recorder (a trace or eager recording)."""
-    if kwargs:
-        raise TypeError(f"{transformed.__name__}: keyword arguments are not supported by transformed "
-                        "functions; bind them with functools.partial")
-    if isinstance(transformed, ValueAndGrad):
-        shapes, flat, tape, structure = _trace_at(transformed, args)
-        transformed._check_path(_Structure(structure))
-        sig = transformed._signature(shapes)
-        vals = replay(tape, flat)
-        wrt = [p for i in sig.argnums for p in range(sig.offsets[i], sig.offsets[i + 1])]
-        grads = reverse(tape, vals, 0, wrt)
-        pieces, pos = [], 0
-        for i in sig.argnums:
-            size = sig.offsets[i + 1] - sig.offsets[i]
-            pieces.append(_shaped(grads[pos:pos + size], sig.shapes[i]))
-            pos += size
-        value = vals[int(tape.outputs[0])]
-        return (value, pieces[0]) if transformed.single else (value, tuple(pieces))
-    if isinstance(transformed, Jit):
-        _, flat, tape, structure = _trace_at(transformed, args)
-        vals = replay(tape, flat)
-        return _structured([vals[s] for s in tape.outputs.tolist()], structure)
-    raise TypeError(f"{type(transformed).__name__} does not accept Variable arguments")
-
-
 __all__ = ["replay", "reverse", "reverse_seeded", "tangent", "grad_tape", "jvp_tape", "scaled_rule",
-           "with_outputs", "call_symbolic", "backward_create_graph"]
+           "with_outputs", "backward_create_graph"]

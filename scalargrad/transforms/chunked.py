@@ -36,20 +36,18 @@ def _columns(da, x, batched: bool, B: int, chunks):
 
 def vmap_dask(vm, args):
     """``vm(*args)`` where some batched arguments are Dask arrays; returns Dask arrays."""
-    from .api import Grad, ValueAndGrad
-
     da = _dask_array()
     B, moved, batched = vm._points(args)
     first = next(x for x, b in zip(moved, batched) if b and is_dask(x))
     chunks = first.chunks[0]
-    transformed = vm.fn.value_and_grad if isinstance(vm.fn, Grad) else vm.fn
+    transformed = vm.fn.batch_transform()
     point0 = [np.asarray(x[0].compute() if is_dask(x) else x[0]) if b else x for x, b in zip(moved, batched)]
     sig = transformed.flat(point0)[0]  # traces and compiles here, once; the chunks reuse it
     path = sig.paths[0]
     X = da.concatenate([_columns(da, x, b, B, chunks) for x, b in zip(moved, batched)], axis=1)
     X = X.rechunk((chunks, -1))
     n_in = X.shape[1]
-    if isinstance(transformed, ValueAndGrad):
+    if transformed.kernel_kind == "value_and_grad":
         def block(Xb):
             values, G = vm._sweep(transformed, sig, path, np.ascontiguousarray(Xb, dtype=np.float64))
             return np.concatenate([values[:, None], G], axis=1)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api import _Path
-from ..jit import tangent as tangent_kernels
 from ..core.ops import INPUT
-from .derivatives import _FirstArgument
+from ..jit import tangent as tangent_kernels
 from ..record.symbolic import grad_tape
+from .first_argument import FirstArgument
+from .transformed import Path
 
 
 def _scipy_sparse():
@@ -57,7 +57,7 @@ def colour_columns(indptr, indices, n_cols: int) -> np.ndarray:
     return np.array(colour, dtype=np.int64)
 
 
-class _SparsePath(_Path):
+class _SparsePath(Path):
     """A compiled path with its sparsity pattern, colouring and compressed seeds."""
 
     __slots__ = ("indptr", "indices", "colour", "seeds", "gather", "shape")
@@ -75,8 +75,12 @@ class _SparsePath(_Path):
         self.shape = (len(t.outputs), n_block)
 
 
-class _Sparse(_FirstArgument):
+class Sparse(FirstArgument):
     """Shared call: one compressed ``jacobian_forward`` over the path's tape, scattered into CSR."""
+
+    vmap_mode = None
+    vmap_refusal = ("vmap does not map sparse Hessians or Jacobians (their patterns may differ per point); "
+                    "call the sparse transform on each point")
 
     def __call__(self, x, *args):
         args = (x, *args)
@@ -101,7 +105,7 @@ class _Sparse(_FirstArgument):
         return path.seeds.shape[1]
 
 
-class SparseHessian(_Sparse):
+class SparseHessian(Sparse):
     """``hessian(fun, sparse=True)(x, *args)``: scipy.sparse CSR Hessian of scalar ``fun`` in 1-D x."""
 
     what = "hessian"
@@ -112,7 +116,7 @@ class SparseHessian(_Sparse):
         return _SparsePath(grad_tape(tape, wrt=range(sig.offsets[1]), value=False), None, sig.offsets[1])
 
 
-class SparseJacobian(_Sparse):
+class SparseJacobian(Sparse):
     """``jacobian(fun, sparse=True)(x, *args)``: scipy.sparse CSR Jacobian (outputs flattened) in 1-D x."""
 
     what = "jacobian"

@@ -16,24 +16,21 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from . import chunked, debug
-from .api import Grad, Jit, ValueAndGrad, describe_structure
 from ..jit import batch, codegen, cuda, vector_math as libmvec
+from ..record.tracing import describe_structure
+from . import chunked, debug
 
 
 class VMap:
     """``vmap(fn, in_axes)(*args)``: ``fn`` at each point along the batch axes of ``args``."""
 
     def __init__(self, fn, in_axes=0, device="cpu", vector_math=False):
-        from .derivatives import _FirstArgument
-        from .sparsity import _Sparse
-        if isinstance(fn, _Sparse):
-            raise TypeError("vmap does not map sparse Hessians or Jacobians (their patterns may differ "
-                            "per point); call the sparse transform on each point")
-        self.pointwise = isinstance(fn, _FirstArgument)  # jvp, hvp, hessian, jacobian
-        if not isinstance(fn, (Jit, Grad, ValueAndGrad)) and not self.pointwise:
-            raise TypeError("vmap expects a function made by sg.jit, sg.grad, sg.value_and_grad, sg.jvp, "
-                            f"sg.hvp, sg.hessian or sg.jacobian, got {type(fn).__name__}")
+        mode = getattr(fn, "vmap_mode", None)  # each transform says how it is mapped (transformed.py)
+        if mode is None:
+            raise TypeError(getattr(fn, "vmap_refusal", None) or "vmap expects a function made by sg.jit, "
+                            "sg.grad, sg.value_and_grad, sg.jvp, sg.hvp, sg.hessian or sg.jacobian, got "
+                            f"{type(fn).__name__}")
+        self.pointwise = mode == "pointwise"  # jvp, hvp, hessian, jacobian
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda" and self.pointwise:
@@ -48,7 +45,7 @@ class VMap:
                           RuntimeWarning, stacklevel=3)
             vector_math = False
         if device == "cuda":
-            cuda._require_gpu()
+            cuda.require_gpu()
         self.vector_math = bool(vector_math)
         self.fn = fn
         self.in_axes = in_axes
@@ -112,7 +109,7 @@ class VMap:
         program = path.program
         options = {} if self.device == "cuda" else {"vector_math": self.vector_math}
         backend = cuda if self.device == "cuda" else batch
-        if isinstance(transformed, ValueAndGrad):
+        if transformed.kernel_kind == "value_and_grad":
             if module is not None:  # the tape's own code (codegen, or auto after tier-up), in parallel
                 values, G, ok = codegen.value_and_grad_batch(module, X, program.n_inputs)
             else:
@@ -157,14 +154,14 @@ class VMap:
         B, moved, batched = self._points(args)
         if self.pointwise:
             return self._map_points(B, moved, batched)
-        transformed = self.fn.value_and_grad if isinstance(self.fn, Grad) else self.fn
+        transformed = self.fn.batch_transform()
         sig = transformed.flat(self._point(moved, batched, 0))[0]  # traces point 0's path if new
         path = sig.paths[0]
         X = self._matrix(moved, batched, B)
         results = self._sweep(transformed, sig, path, X)
         if debug.enabled(transformed.debug_nans):
             debug.check_batch(self.__name__, transformed, sig, X, results)
-        if isinstance(transformed, ValueAndGrad):
+        if transformed.kernel_kind == "value_and_grad":
             return self.fn.batched(sig, *results)
         return transformed.batched(path.structure, results)
 

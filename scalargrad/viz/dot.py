@@ -15,7 +15,7 @@ import numpy as np
 from ..core.ops import CONST, INPUT, OPS, display_name
 from ..core.reference import FORWARD, PARTIALS
 from ..core.tape import Tape
-from ..record.trace import Variable, imported_values
+from ..record.variable import Variable, imported_values
 
 SYMBOLS = {"add": "+", "mul": "×", "sub": "−", "div": "÷", "neg": "−x", "square": "x²"}
 INSTALL_HINT = ("Graphviz's `dot` program was not found on PATH; install Graphviz "
