@@ -63,8 +63,11 @@ def test_every_user_op_is_public_with_a_domain_to_sample(op):
     (tuple(replace(op, forward="{y} + {a}") if op.name == "exp" else op for op in OPS), "own value"),
     (tuple(replace(op, domain=(BY_NAME["exp"].domain[0],)) if op.name == "mul" else op for op in OPS),
      "domain"),
+    (tuple(replace(op, numpy=("frobnicate",)) if op.name == "exp" else op for op in OPS), "not a NumPy ufunc"),
+    (tuple(replace(op, numpy=("multiply",)) if op.name == "exp" else op for op in OPS), "already records"),
 ], ids=["duplicate-name", "partial-count", "unknown-function", "operand-beyond-arity",
-        "literal-in-non-literal-op", "forward-uses-own-value", "domain-per-operand"])
+        "literal-in-non-literal-op", "forward-uses-own-value", "domain-per-operand", "numpy-not-a-ufunc",
+        "numpy-ufunc-twice"])
 def test_validate_table_rejects_malformed_rows_naming_the_op(bad, message):
     culprit = {"duplicate": "mul", "partials": "mul", "domain": "mul"}.get(message, "exp")
     with pytest.raises(ValueError, match=message) as info:
@@ -73,7 +76,7 @@ def test_validate_table_rejects_malformed_rows_naming_the_op(bad, message):
 
 
 def test_validate_table_rejects_too_many_ops_for_int8_opcodes():
-    many = OPS + tuple(replace(BY_NAME["neg"], name=f"neg{i}") for i in range(128 - len(OPS)))
+    many = OPS + tuple(replace(BY_NAME["neg"], name=f"neg{i}", numpy=()) for i in range(128 - len(OPS)))
     with pytest.raises(ValueError, match="int8"):
         validate_table(many)
     validate_table(many[:127])  # 127 rows still fit

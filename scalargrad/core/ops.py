@@ -8,6 +8,7 @@ value, ``{lit}`` the instruction's float literal, using the function names in ``
 from __future__ import annotations
 
 import math
+import re
 import string
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ class Op:
     note: str = ""                     # behaviour at non-differentiable points / domain edges
     commutative: bool = False          # op(a, b) == op(b, a) bit for bit (CSE may swap operands)
     public: bool = True                # exposed as sg.<name> (the generic custom-op rows are not)
+    numpy: tuple[str, ...] = ()        # NumPy ufuncs that record this op when given a Variable
 
     @property
     def differentiable(self) -> tuple[bool, ...]:
@@ -64,13 +66,14 @@ OPS: tuple[Op, ...] = (
     Op("input", 0, "{y}", ()),
     Op("const", 0, "{lit}", (), literal=True),
     # Arithmetic, in rough order of frequency (the interpreter tests opcodes in this order).
-    Op("add", 2, "{a} + {b}", ("1.0", "1.0"), ("__add__", "__radd__"), (R, R), commutative=True),
-    Op("mul", 2, "{a} * {b}", ("{b}", "{a}"), ("__mul__", "__rmul__"), (R, R), commutative=True),
-    Op("sub", 2, "{a} - {b}", ("1.0", "-1.0"), ("__sub__", "__rsub__"), (R, R)),
+    Op("add", 2, "{a} + {b}", ("1.0", "1.0"), ("__add__", "__radd__"), (R, R), commutative=True, numpy=("add",)),
+    Op("mul", 2, "{a} * {b}", ("{b}", "{a}"), ("__mul__", "__rmul__"), (R, R), commutative=True,
+       numpy=("multiply",)),
+    Op("sub", 2, "{a} - {b}", ("1.0", "-1.0"), ("__sub__", "__rsub__"), (R, R), numpy=("subtract",)),
     Op("div", 2, "{a} / {b}", ("1.0 / {b}", "-{y} / {b}"), ("__truediv__", "__rtruediv__"),
-       (R, POS)),
-    Op("square", 1, "{a} * {a}", ("2.0 * {a}",), (), (R,)),
-    Op("neg", 1, "-{a}", ("-1.0",), ("__neg__",), (R,)),
+       (R, POS), numpy=("true_divide",)),
+    Op("square", 1, "{a} * {a}", ("2.0 * {a}",), (), (R,), numpy=("square",)),
+    Op("neg", 1, "-{a}", ("-1.0",), ("__neg__",), (R,), numpy=("negative",)),
     Op("powc", 1, "pow({a}, {lit})", ("0.0 if {lit} == 0.0 else {lit} * pow({a}, {lit} - 1.0)",),
        (), (POS,), literal=True, note="x ** constant; d/dx is 0 for exponent 0"),
     Op("cpow", 1, "pow({lit}, {a})", ("0.0 if {lit} == 0.0 else {y} * log({lit})",), (), (R,),
@@ -80,51 +83,57 @@ OPS: tuple[Op, ...] = (
         "0.0 if {a} == 0.0 and {b} >= 0.0 else {y} * log({a})"),
        ("__pow__", "__rpow__"), (POS, R),
        note="d/da is 0 where b == 0; d/db is 0 where a == 0 and b >= 0, NaN where a < 0"),
-    Op("reciprocal", 1, "1.0 / {a}", ("-{y} * {y}",), (), (POS,)),
-    Op("exp", 1, "exp({a})", ("{y}",), (), (R,)),
-    Op("log", 1, "log({a})", ("1.0 / {a}",), (), (POS,), note="log(0) = -inf, log(x < 0) = NaN"),
-    Op("tanh", 1, "tanh({a})", ("1.0 - {y} * {y}",), (), (R,)),
+    Op("reciprocal", 1, "1.0 / {a}", ("-{y} * {y}",), (), (POS,), numpy=("reciprocal",)),
+    Op("exp", 1, "exp({a})", ("{y}",), (), (R,), numpy=("exp",)),
+    Op("log", 1, "log({a})", ("1.0 / {a}",), (), (POS,), note="log(0) = -inf, log(x < 0) = NaN", numpy=("log",)),
+    Op("tanh", 1, "tanh({a})", ("1.0 - {y} * {y}",), (), (R,), numpy=("tanh",)),
     Op("sigmoid", 1, "1.0 / (1.0 + exp(-{a}))", ("{y} * (1.0 - {y})",), (), (R,)),
-    Op("sqrt", 1, "sqrt({a})", ("0.5 / {y}",), (), (POS,), note="d/dx at 0 is +inf"),
-    Op("sin", 1, "sin({a})", ("cos({a})",), (), (R,)),
-    Op("cos", 1, "cos({a})", ("-sin({a})",), (), (R,)),
-    Op("tan", 1, "tan({a})", ("1.0 + {y} * {y}",), (), ((-1.2, 1.2),)),
-    Op("sinh", 1, "sinh({a})", ("cosh({a})",), (), (R,)),
-    Op("cosh", 1, "cosh({a})", ("sinh({a})",), (), (R,)),
-    Op("log1p", 1, "log1p({a})", ("1.0 / (1.0 + {a})",), (), ((-0.9, 4.0),)),
-    Op("expm1", 1, "expm1({a})", ("{y} + 1.0",), (), (R,)),
+    Op("sqrt", 1, "sqrt({a})", ("0.5 / {y}",), (), (POS,), note="d/dx at 0 is +inf", numpy=("sqrt",)),
+    Op("sin", 1, "sin({a})", ("cos({a})",), (), (R,), numpy=("sin",)),
+    Op("cos", 1, "cos({a})", ("-sin({a})",), (), (R,), numpy=("cos",)),
+    Op("tan", 1, "tan({a})", ("1.0 + {y} * {y}",), (), ((-1.2, 1.2),), numpy=("tan",)),
+    Op("sinh", 1, "sinh({a})", ("cosh({a})",), (), (R,), numpy=("sinh",)),
+    Op("cosh", 1, "cosh({a})", ("sinh({a})",), (), (R,), numpy=("cosh",)),
+    Op("log1p", 1, "log1p({a})", ("1.0 / (1.0 + {a})",), (), ((-0.9, 4.0),), numpy=("log1p",)),
+    Op("expm1", 1, "expm1({a})", ("{y} + 1.0",), (), (R,), numpy=("expm1",)),
     Op("arcsin", 1, "asin({a})", ("1.0 / sqrt(1.0 - {a} * {a})",), (), (UNIT,),
-       note="derivative is +inf at ±1"),
+       note="derivative is +inf at ±1", numpy=("arcsin",)),
     Op("arccos", 1, "acos({a})", ("-1.0 / sqrt(1.0 - {a} * {a})",), (), (UNIT,),
-       note="derivative is -inf at ±1"),
-    Op("arctan", 1, "atan({a})", ("1.0 / (1.0 + {a} * {a})",), (), (R,)),
+       note="derivative is -inf at ±1", numpy=("arccos",)),
+    Op("arctan", 1, "atan({a})", ("1.0 / (1.0 + {a} * {a})",), (), (R,), numpy=("arctan",)),
     Op("arctan2", 2, "atan2({a}, {b})",
        ("{b} / ({a} * {a} + {b} * {b})", "-{a} / ({a} * {a} + {b} * {b})"), (), (POS, POS),
-       note="derivatives are NaN at (0, 0)"),
+       note="derivatives are NaN at (0, 0)", numpy=("arctan2",)),
     Op("abs", 1, "fabs({a})", ("1.0 if {a} > 0.0 else (-1.0 if {a} < 0.0 else 0.0)",),
-       ("__abs__",), (R,), smooth=False, note="derivative at 0 is 0 (sign(0) = 0)"),
+       ("__abs__",), (R,), smooth=False, note="derivative at 0 is 0 (sign(0) = 0)", numpy=("absolute", "fabs")),
     Op("relu", 1, "0.0 if {a} <= 0.0 else {a}", ("1.0 if {a} > 0.0 else 0.0",), (), (R,),
        smooth=False, note="derivative at 0 is 0; relu(NaN) = NaN"),
     Op("maximum", 2, "{a} if ({a} >= {b} or isnan({a})) else {b}",
        ("1.0 if {a} > {b} else (0.5 if {a} == {b} else 0.0)",
         "1.0 if {b} > {a} else (0.5 if {a} == {b} else 0.0)"), (), (R, R), smooth=False,
-       note="propagates NaN like np.maximum; at a tie each operand gets half the derivative"),
+       note="propagates NaN like np.maximum; at a tie each operand gets half the derivative", numpy=("maximum",)),
     Op("minimum", 2, "{a} if ({a} <= {b} or isnan({a})) else {b}",
        ("1.0 if {a} < {b} else (0.5 if {a} == {b} else 0.0)",
         "1.0 if {b} < {a} else (0.5 if {a} == {b} else 0.0)"), (), (R, R), smooth=False,
-       note="propagates NaN like np.minimum; at a tie each operand gets half the derivative"),
+       note="propagates NaN like np.minimum; at a tie each operand gets half the derivative", numpy=("minimum",)),
     Op("where", 3, "{b} if {a} != 0.0 else {c}",
        ("0.0", "1.0 if {a} != 0.0 else 0.0", "0.0 if {a} != 0.0 else 1.0"), (), (R, R, R),
        smooth=False, note="where(cond, x, y): the derivative flows only into the chosen operand"),
     # with no_grad() inside a traced function: the value of a, no derivative (as jax.lax.stop_gradient)
     Op("stop_gradient", 1, "{a}", ("0.0",), (), (R,), smooth=False, public=False,
        note="the value of a with zero derivative: what no_grad() records inside a traced function"),
-    Op("lt", 2, "1.0 if {a} < {b} else 0.0", ("0.0", "0.0"), ("__lt__",), (R, R), False, False, CMP),
-    Op("le", 2, "1.0 if {a} <= {b} else 0.0", ("0.0", "0.0"), ("__le__",), (R, R), False, False, CMP),
-    Op("gt", 2, "1.0 if {a} > {b} else 0.0", ("0.0", "0.0"), ("__gt__",), (R, R), False, False, CMP),
-    Op("ge", 2, "1.0 if {a} >= {b} else 0.0", ("0.0", "0.0"), ("__ge__",), (R, R), False, False, CMP),
-    Op("eq", 2, "1.0 if {a} == {b} else 0.0", ("0.0", "0.0"), ("__eq__",), (R, R), False, False, CMP, True),
-    Op("ne", 2, "1.0 if {a} != {b} else 0.0", ("0.0", "0.0"), ("__ne__",), (R, R), False, False, CMP, True),
+    Op("lt", 2, "1.0 if {a} < {b} else 0.0", ("0.0", "0.0"), ("__lt__",), (R, R), False, False, CMP,
+       numpy=("less",)),
+    Op("le", 2, "1.0 if {a} <= {b} else 0.0", ("0.0", "0.0"), ("__le__",), (R, R), False, False, CMP,
+       numpy=("less_equal",)),
+    Op("gt", 2, "1.0 if {a} > {b} else 0.0", ("0.0", "0.0"), ("__gt__",), (R, R), False, False, CMP,
+       numpy=("greater",)),
+    Op("ge", 2, "1.0 if {a} >= {b} else 0.0", ("0.0", "0.0"), ("__ge__",), (R, R), False, False, CMP,
+       numpy=("greater_equal",)),
+    Op("eq", 2, "1.0 if {a} == {b} else 0.0", ("0.0", "0.0"), ("__eq__",), (R, R), False, False, CMP, True,
+       numpy=("equal",)),
+    Op("ne", 2, "1.0 if {a} != {b} else 0.0", ("0.0", "0.0"), ("__ne__",), (R, R), False, False, CMP, True,
+       numpy=("not_equal",)),
     # User-defined ops (record/custom.py); the literal is the op's id. Last: the rarest, tested last.
     Op("custom1", 1, "custom({lit}, 0, {a}, 0.0)", ("custom({lit}, 1, {a}, 0.0)",), (), (R,), literal=True,
        public=False, note="a unary op registered with sg.custom_op"),
@@ -139,6 +148,24 @@ CUSTOM_ROWS = {1: OPCODE["custom1"], 2: OPCODE["custom2"]}  # arity -> opcode of
 # Ops a user calls as sg.<name> (leaves are created by the recorder, not called).
 USER_OPS: tuple[Op, ...] = tuple(op for op in OPS if op.arity > 0 and op.public)
 COMPARISONS = frozenset(("lt", "le", "gt", "ge", "eq", "ne"))
+
+
+def called_functions(expr: str) -> frozenset[str]:
+    """The names of ``FUNCTIONS`` that an expression calls."""
+    return frozenset(name for name in FUNCTIONS if re.search(rf"\b{name}\(", expr))
+
+
+def _is_call(op: Op, name: str) -> bool:
+    return op.forward == f"{name}({', '.join('{' + p + '}' for p in 'abc'[: op.arity])})"
+
+
+# FUNCTIONS name -> the op whose forward is exactly that call (``asin`` -> ``arcsin``): what a call
+# in a derivative rule records when the rule is replayed on Variables (record/symbolic.py).
+OP_OF_FUNCTION = {name: op.name for op in OPS if op.arity and not op.literal
+                  for name in called_functions(op.forward) if _is_call(op, name)}
+# Ops whose forward calls out of the compiled code, into libm or a custom op's C function (fabs and
+# isnan compile to instructions): generated loops store their values instead of recomputing them.
+CALLS_OUT = frozenset(OPCODE[op.name] for op in OPS if called_functions(op.forward) - {"fabs", "isnan"})
 
 
 def display_name(opcode: int, lit: float) -> str:
@@ -167,7 +194,7 @@ def _placeholders(expr: str) -> set[str]:
 
 def validate_table(ops: tuple[Op, ...] = OPS) -> None:
     """Check every row is well formed; raises ValueError naming the op at fault."""
-    seen = set()
+    seen, ufuncs = set(), {}
     allowed_calls = set(FUNCTIONS)
     for op in ops:
         if op.name in seen:
@@ -188,6 +215,12 @@ def validate_table(ops: tuple[Op, ...] = OPS) -> None:
                 raise ValueError(f"op {op.name!r}: expression {expr!r} calls unknown {sorted(unknown)}")
         if "y" in _placeholders(op.forward) and op.name != "input":
             raise ValueError(f"op {op.name!r}: the forward expression cannot use its own value")
+        for name in op.numpy:
+            if not isinstance(getattr(np, name, None), np.ufunc):
+                raise ValueError(f"op {op.name!r}: numpy={name!r} is not a NumPy ufunc")
+            if name in ufuncs:
+                raise ValueError(f"op {op.name!r}: NumPy's {name} already records {ufuncs[name]!r}")
+            ufuncs[name] = op.name
     if len(ops) > 127:
         raise ValueError("opcodes must fit in int8")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS
+from ..core.ops import CALLS_OUT, CONST, DIFF_MASK, INPUT, OPS
 from ..core.tape import Tape
 from .flags import njit
 
@@ -30,8 +30,7 @@ MIN_COUNT = 8     # fewest copies worth a loop
 # Ops whose values a loop's reverse sweep reads as its forward sweep stored them instead of
 # recomputing them: a call into libm costs more than a store and a load (the MLP's tanh: value and
 # gradient 122 -> 86 µs, against 110 µs hand-written). The others are recomputed.
-STORED_OPS = frozenset(code for code, op in enumerate(OPS)
-                       if any(f"{name}(" in op.forward for name in FUNCTIONS if name not in ("fabs", "isnan")))
+STORED_OPS = CALLS_OUT
 
 
 @dataclass

@@ -328,15 +328,9 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 _install_operators()
 FUNCTIONS_BY_NAME = {name: _public(fn, name) for name, fn in RECORD.items()}
 
-# NumPy ufuncs that record when applied to a Variable (np.sin(v), np.float64(2) * v, ...).
-UFUNCS = {getattr(np, name): FUNCTIONS_BY_NAME[op] for name, op in {
-    "add": "add", "subtract": "sub", "multiply": "mul", "true_divide": "div", "negative": "neg",
-    "absolute": "abs", "fabs": "abs", "square": "square", "reciprocal": "reciprocal", "exp": "exp",
-    "log": "log", "log1p": "log1p", "expm1": "expm1", "sqrt": "sqrt", "sin": "sin", "cos": "cos",
-    "tan": "tan", "tanh": "tanh", "sinh": "sinh", "cosh": "cosh", "arcsin": "arcsin",
-    "arccos": "arccos", "arctan": "arctan", "arctan2": "arctan2", "maximum": "maximum",
-    "minimum": "minimum", "less": "lt", "less_equal": "le", "greater": "gt",
-    "greater_equal": "ge", "equal": "eq", "not_equal": "ne"}.items()}
+# NumPy ufuncs that record when applied to a Variable (np.sin(v), np.float64(2) * v, ...): the
+# table's ``numpy`` names, and power with the operator's dispatch.
+UFUNCS = {getattr(np, name): FUNCTIONS_BY_NAME[op.name] for op in USER_OPS for name in op.numpy}
 UFUNCS[np.power] = power
 REDUCTIONS = (np.add, np.multiply, np.maximum, np.minimum)
 UFUNCS[np.positive] = lambda x: x

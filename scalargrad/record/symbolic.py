@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..core.ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OPS, substitute
+from ..core.ops import CONST, DIFF_MASK, FUNCTIONS, INPUT, OP_OF_FUNCTION, OPS, substitute
 from ..core.registry import custom_op_by_id
 from ..core.tape import Tape
 from .operators import FUNCTIONS_BY_NAME, power
@@ -153,15 +153,8 @@ def _custom(op_id, which, a, b):
 
 
 def _function_ops():
-    """FUNCTIONS name -> scalargrad function, read off the table's forward expressions
-    (``asin({a})`` is the forward of ``arcsin``, so ``asin`` maps to ``sg.arcsin``)."""
-    table = {}
-    for op in OPS:
-        if op.arity and not op.literal:
-            args = ", ".join("{" + p + "}" for p in "abc"[: op.arity])
-            for name in FUNCTIONS:
-                if op.forward == f"{name}({args})":
-                    table[name] = FUNCTIONS_BY_NAME[op.name]
+    """FUNCTIONS name -> scalargrad function (``asin`` -> ``sg.arcsin``, ops.OP_OF_FUNCTION)."""
+    table = {name: FUNCTIONS_BY_NAME[op] for name, op in OP_OF_FUNCTION.items()}
     table["pow"] = power  # pow(x, 2.0) with a constant exponent records powc/square
     table["isnan"] = _isnan
     table["custom"] = _custom
