@@ -26,7 +26,7 @@ from numba.extending import overload
 
 from ..core import resources
 from . import liveness, vector_math
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): d1c6e50f83f8ebea
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 419d4ddfcb4dd4d8
 from ._interp import forward_batch, forward_partials_batch, forward_partials_vector, forward_vector
 from .flags import FLAGS, njit
 

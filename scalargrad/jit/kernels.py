@@ -60,12 +60,18 @@ class Program:
         if not self.n_outputs:
             raise ValueError(NO_OUTPUT)
 
+    @property
+    def workspace_size(self) -> int:
+        """Floats in a workspace: vals (n + 1), two partials (n each), adjoints (n + 1); see
+        ``split_workspace``."""
+        return 4 * self.ins.shape[1] + 2
+
     def workspace(self) -> np.ndarray:
-        """This thread's buffer for vals, partials and adjoints (4 n + 2 floats)."""
+        """This thread's buffer for vals, partials and adjoints (``workspace_size`` floats)."""
         try:
             return self.local.work
         except AttributeError:
-            size = 4 * self.ins.shape[1] + 2
+            size = self.workspace_size
             resources.require(8 * size, f"a workspace for a program of {self.ins.shape[1]:,} instructions")
             work = self.local.work = np.empty(size)
             return work

@@ -68,14 +68,10 @@ def _scratch(work, size):
     return work
 
 
-def _workspace_size(program: kernels.Program) -> int:
-    return 4 * program.ins.shape[1] + 2
-
-
 def value_and_grad_kernel(program: kernels.Program):
     """``k(x, g[, work]) -> value``: writes the gradient with respect to the flat inputs into ``g``."""
     ins, lit, io = program.ins, program.lit, program.io
-    n_in, size = program.n_inputs, _workspace_size(program)
+    n_in, size = program.n_inputs, program.workspace_size
     vg = kernels.value_and_grad
 
     @_njit
@@ -98,7 +94,7 @@ def evaluate_kernel(program: kernels.Program):
     """``k(x[, work]) -> value`` of the first output."""
     ins, lit, io = program.ins, program.lit, program.io
     n_in, n_out = program.n_inputs, program.n_outputs
-    base = _workspace_size(program)
+    base = program.workspace_size
     size = base + n_out  # the sweep's scratch, then every output (the sweep writes them all)
     evaluate = kernels.evaluate
 
