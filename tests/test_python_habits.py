@@ -279,3 +279,15 @@ def test_in_place_on_traced_values_rebinds():
     for x in (1.5, -0.3):
         assert sg.jit(f)(x) == pytest.approx(f(x), rel=1e-15)
         assert sg.grad(f)(x) == pytest.approx(central_diff(f, [x])[0], rel=1e-7)
+
+
+# --- x ** 2 is the correctly rounded square (docs/semantics.md), which libm's pow can miss -------
+
+@pytest.mark.parametrize("backend", ["interp", "codegen"])
+def test_x_squared_is_the_correctly_rounded_square_in_every_backend(backend):
+    from fractions import Fraction
+    x = 900.7093261133584  # glibc's pow(x, 2.0), which CPython's x ** 2 calls, is 1 ulp below
+    exact = float(Fraction(x) ** 2)  # the exact square, rounded once
+    assert sg.jit(lambda v: v ** 2, backend=backend)(x) == exact == x * x
+    assert sg.value_and_grad(lambda v: v ** 2, backend=backend)(x) == (exact, 2.0 * x)
+    assert (sg.Variable(x) ** 2).data == exact
