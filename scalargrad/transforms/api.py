@@ -12,8 +12,8 @@ import numpy as np
 from . import debug, embed
 from ..core.tape import Tape
 from ..record.symbolic import replay, reverse
-from ..record.variable import TracingError
-from ..record.tracing import VariableArguments, describe_structure, shaped, structured, trace_at
+from ..record.variable import Recorder, TracingError, active_recorder
+from ..record.tracing import FLOAT64, VariableArguments, describe_structure, shaped, structured, trace_at
 from .transformed import Signature, Transformed, argnums_tuple, require_callable, wrap
 
 
@@ -41,17 +41,20 @@ class ValueAndGrad(Transformed):
 
     def flat(self, args, kwargs=None):
         """(signature, value, flat gradient with respect to every input)."""
-        g = None
+        sig, x = self._prepare(args, kwargs)
+        g = np.empty(len(x))
+        paths = sig.paths
+        if paths:  # the last call's path (Transformed._run, without its function-call overhead)
+            path = paths[0]
+            value, ok = path.tier.value_and_grad(path.program, x, g)
+            if ok:
+                return sig, value, g
 
         def attempt(path, x):
-            nonlocal g
-            if g is None:
-                g = np.empty(len(x))
             value, ok = path.tier.value_and_grad(path.program, x, g)
             return value if ok else None
 
-        sig, value = self._run(args, kwargs, attempt)
-        return sig, value, g
+        return sig, self._search(sig, x, attempt), g
 
     def compile(self, *args):
         """A Numba function ``k(x, g[, work]) -> value`` for the path traced at ``args``: ``x`` is the flat
@@ -67,6 +70,10 @@ class ValueAndGrad(Transformed):
         return embed.value_and_grad_kernel(path.program)
 
     def __call__(self, *args, **kwargs):
+        if len(args) == 1 and not kwargs:
+            result = self._vector_call(args[0])
+            if result is not None:
+                return result
         try:
             sig, value, g = self.flat(args, kwargs)
         except VariableArguments:
@@ -76,6 +83,29 @@ class ValueAndGrad(Transformed):
         if self.single:
             return value, sig.piece(g, sig.argnums[0])
         return value, tuple(sig.piece(g, i) for i in sig.argnums)
+
+    def _vector_call(self, x):
+        """``self(x)`` for one float64 vector whose last traced path holds, by the shortest route
+        (an optimiser's call: about half the general path's overhead), else None: the general path
+        then handles everything this one leaves to it (other arguments, a call inside a trace,
+        debug_nans, a signature not yet traced, another branch, which it evaluates again)."""
+        if type(x) is not np.ndarray or x.dtype is not FLOAT64 or x.ndim != 1:
+            return None
+        rec = active_recorder.get()
+        if (type(rec) is Recorder and rec.trace) or debug.enabled(self.debug_nans):
+            return None
+        captured = self.captured
+        if captured is not None and captured.entries:
+            self._check_captured(captured)  # a change clears the cache: the general path retraces
+        sig = self.cache.get((x.shape,))
+        if sig is None or not sig.paths:
+            return None
+        path = sig.paths[0]
+        g = np.empty(x.shape[0])
+        value, ok = path.tier.value_and_grad(path.program, x, g)
+        if not ok:
+            return None
+        return (value, g) if self.single else (value, (g,))
 
     def batched(self, sig, values, G):
         """``__call__``'s result for a batch: a leading point axis on the value and gradients."""
@@ -134,11 +164,19 @@ class Jit(Transformed):
 
     def flat(self, args, kwargs=None):
         """(signature, flat outputs, output structure)."""
+        sig, x = self._prepare(args, kwargs)
+        paths = sig.paths
+        if paths:  # the last call's path (Transformed._run, without its function-call overhead)
+            path = paths[0]
+            out = np.empty(path.program.n_outputs)
+            if path.tier.evaluate(path.program, x, out):
+                return sig, out, path.structure
+
         def attempt(path, x):
             out = np.empty(path.program.n_outputs)
             return (out, path.structure) if path.tier.evaluate(path.program, x, out) else None
 
-        sig, (out, structure) = self._run(args, kwargs, attempt)
+        out, structure = self._search(sig, x, attempt)
         return sig, out, structure
 
     def compile(self, *args):

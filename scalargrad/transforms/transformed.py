@@ -16,7 +16,7 @@ from ..jit import custom_ops, kernels, tier
 from ..jit.passes import optimize
 from ..core.tape import Tape
 from ..record.captured import Captured
-from ..record.variable import in_trace
+from ..record.variable import Recorder, active_recorder
 from ..record.tracing import VariableArguments, flatten_args, function_name, param_names, trace_into
 
 MAX_PATHS = 32  # control-flow paths cached per argument structure
@@ -98,12 +98,14 @@ class Transformed:
         self.retraces_for_captured = 0
         self.compile_seconds = 0.0  # spent making paths (passes, program, generated code): for the bench
 
-    def _run(self, args, kwargs, attempt):
-        """(signature, result of ``attempt(path, x)`` for the first path whose guards hold)."""
+    def _prepare(self, args, kwargs):
+        """(signature, flat float64 inputs) of a call; VariableArguments where the call must record
+        symbolically instead (Variable arguments, or a call inside a traced function)."""
         if kwargs:
             raise TypeError(f"{self.__name__}: keyword arguments are not supported by transformed "
                             "functions; bind them with functools.partial")
-        if in_trace():  # inside a trace: record symbolically, so closed-over traced values connect
+        rec = active_recorder.get()
+        if type(rec) is Recorder and rec.trace:  # in_trace(), inlined: this runs at every call
             raise VariableArguments(f"{self.__name__} called inside a traced function")
         captured = self.captured
         if captured is not None and captured.entries:
@@ -112,17 +114,31 @@ class Transformed:
         sig = self.cache.get(shapes)
         if sig is None:
             sig = self.cache[shapes] = self._signature(shapes)
+        return sig, x
+
+    def _run(self, args, kwargs, attempt):
+        """(signature, result of ``attempt(path, x)`` for the first path whose guards hold)."""
+        sig, x = self._prepare(args, kwargs)
         paths = sig.paths
-        for i, path in enumerate(tuple(paths)):  # a snapshot: other threads may reorder the list
+        if paths:  # the last call's path: the common case, tried without a search
+            result = attempt(paths[0], x)
+            if result is not None:
+                return sig, result
+        return sig, self._search(sig, x, attempt)
+
+    def _search(self, sig, x, attempt):
+        """The result of the first cached path after the most recent one whose guards hold for
+        ``x`` (moved to the front), else of a path traced now."""
+        paths = sig.paths
+        for path in tuple(paths)[1:]:  # a snapshot: other threads may reorder the list
             result = attempt(path, x)
             if result is not None:
-                if i:
-                    with sig.lock:
-                        if path in paths:
-                            paths.remove(path)
-                        paths.insert(0, path)
-                return sig, result
-        return sig, self._retrace(sig, x, attempt)
+                with sig.lock:
+                    if path in paths:
+                        paths.remove(path)
+                    paths.insert(0, path)
+                return result
+        return self._retrace(sig, x, attempt)
 
     def _check_captured(self, captured):
         """Drop every traced path when a value the traces read from the function's closure or
