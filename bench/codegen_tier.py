@@ -6,7 +6,10 @@ Run: python bench/codegen_tier.py [compile|speed|load|tierup|all]
            timed inside an njit loop (no Python dispatch) and through sg.value_and_grad
   load     time for a fresh process to be ready from the disk cache
   tierup   backend="auto": call times before, during and after the background compile
-Writes generated files to a temporary SCALARGRAD_CACHE_DIR, never the user's cache.
+Generated files go to SCALARGRAD_CACHE_DIR when it is set: scalargrad's own cache setting, so point
+it at a scratch directory (compile figures are cold only while it starts empty), e.g.
+  SCALARGRAD_CACHE_DIR=/tmp/sg-bench python bench/codegen_tier.py compile
+Unset, they go to a fresh temporary directory removed at exit, never the user's default cache.
 """
 import atexit
 import os
@@ -19,14 +22,13 @@ import time
 import numba
 import numpy as np
 
-if os.environ.get("SCALARGRAD_BENCH_CACHE_DIR"):
-    os.environ["SCALARGRAD_CACHE_DIR"] = os.environ["SCALARGRAD_BENCH_CACHE_DIR"]
-else:  # a fresh directory, so that compile times are cold; removed at exit
+if not os.environ.get("SCALARGRAD_CACHE_DIR"):  # a fresh directory, so that compiles are cold
     os.environ["SCALARGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="sg-codegen-bench-")
     atexit.register(shutil.rmtree, os.environ["SCALARGRAD_CACHE_DIR"], ignore_errors=True)
 
 import scalargrad as sg  # noqa: E402
 from scalargrad.bench.handwritten import rosen_value_and_grad  # noqa: E402
+from scalargrad.bench.timing import interleaved_seconds  # noqa: E402
 from scalargrad.jit import codegen, kernels, tier as tiering  # noqa: E402
 from scalargrad.jit.passes import optimize  # noqa: E402
 from scalargrad.bench.workloads import make_random, make_rosenbrock  # noqa: E402
@@ -85,28 +87,12 @@ def _loop_interp(ins, lit, io, x, g, work, reps):
     return s
 
 
-def best(fn, reps, repeat=7):
-    fn(10)
-    out = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(reps)
-        out = min(out, (time.perf_counter() - t) / reps)
-    return out
-
-
-def best_interleaved(fns, reps, repeat=21):
-    """Per-call seconds of each function, the minimum over ``repeat`` rounds that run every function
-    once in turn (on a shared machine, interleaving exposes all of them to the same load)."""
-    for fn in fns:
-        fn(10)
-    out = [np.inf] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn(reps)
-            out[i] = min(out[i], (time.perf_counter() - t) / reps)
-    return out
+def per_call(fns, reps, rounds):
+    """Seconds per call of each ``fn(reps)`` (a loop of ``reps`` calls): the minimum over ``rounds``
+    rounds that run every function once in turn (on a shared machine, interleaving exposes all of
+    them to the same load)."""
+    loops = [lambda fn=fn: fn(reps) for fn in fns]
+    return [seconds / reps for seconds in interleaved_seconds(*loops, rounds=rounds, best=True)]
 
 
 def speed_figures():
@@ -119,14 +105,14 @@ def speed_figures():
         k = codegen.compile_kernel(tape, "value_and_grad")
         x, g = np.linspace(-1.2, 1.2, n), np.empty(n)
         work = prog.workspace()
-        hand, gen = best_interleaved([lambda r: _loop_hand(x, g, r), lambda r: _loop(k, x, g, r)], 20_000)
-        interp = best(lambda r: _loop_interp(prog.ins, prog.lit, prog.io, x, g, work, r), 20_000)
+        hand, gen = per_call([lambda r: _loop_hand(x, g, r), lambda r: _loop(k, x, g, r)], 20_000, 21)
+        interp, = per_call([lambda r: _loop_interp(prog.ins, prog.lit, prog.io, x, g, work, r)], 20_000, 7)
         fun, _ = make_rosenbrock(n)
         py = {}
         for backend in ("interp", "codegen"):
             vg = sg.value_and_grad(fun, backend=backend)
-            py[backend] = best(lambda r: [vg(x) for _ in range(r)], 20_000)
-        py_hand = best(lambda r: [rosen_value_and_grad(x, g) for _ in range(r)], 20_000)
+            py[backend], = per_call([lambda r: [vg(x) for _ in range(r)]], 20_000, 7)
+        py_hand, = per_call([lambda r: [rosen_value_and_grad(x, g) for _ in range(r)]], 20_000, 7)
         print(f"{n:>4} {len(tape):>5} {hand * 1e9:>10.1f} {gen * 1e9:>9.1f} {interp * 1e9:>8.1f} "
               f"{gen / hand:>8.2f} {interp / gen:>9.2f} | {'':>13} {py_hand * 1e9:>6.0f} "
               f"{py['codegen'] * 1e9:>8.0f} {py['interp'] * 1e9:>7.0f}")

@@ -1,23 +1,13 @@
 """Batch value-and-gradient on the GPU (sg.vmap(..., device="cuda")) against the CPU batch kernel
 and single-point calls. Run: python bench/gpu_batch.py [B]. Needs a CUDA GPU for the GPU column."""
 import sys
-import time
 
 import numpy as np
 
 import scalargrad as sg
 from scalargrad.jit.cuda import unavailable_reason
+from scalargrad.bench.timing import best_seconds, timed
 from scalargrad.bench.workloads import WORKLOADS
-
-
-def best_of(fn, repeat=5):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main(B=1024):
@@ -30,16 +20,14 @@ def main(B=1024):
         vg(x0)
         n = len(vg.cache[(x0.shape,)].paths[0].program.tape)
         X = x0 + 0.01 * np.random.default_rng(0).standard_normal((B, x0.size))
-        single = best_of(lambda: vg(X[0])) / n * 1e9
+        single = best_seconds(lambda: vg(X[0]), 5) / n * 1e9
         cpu = sg.vmap(vg)
-        t_cpu = best_of(lambda: cpu(X), 3) / n / B * 1e9
+        t_cpu = best_seconds(lambda: cpu(X), 3) / n / B * 1e9
         row = f"{name + '-' + str(size or x0.size):18s} {n:8d} {single:13.2f} {t_cpu:19.3f}"
         if gpu is None:
             g = sg.vmap(vg, device="cuda")
-            t = time.perf_counter()
-            v_gpu, G_gpu = g(X)
-            first = time.perf_counter() - t
-            t_gpu = best_of(lambda: g(X), 3) / n / B * 1e9
+            (v_gpu, G_gpu), first = timed(lambda: g(X))
+            t_gpu = best_seconds(lambda: g(X), 3) / n / B * 1e9
             v_cpu, G_cpu = cpu(X)
             agree = np.allclose(v_gpu, v_cpu, rtol=1e-12) and np.allclose(G_gpu, G_cpu, rtol=1e-10, atol=1e-12)
             row += f" {t_gpu:13.3f} {first:12.2f}  {agree}"

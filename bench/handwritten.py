@@ -8,24 +8,14 @@ Rosenbrock points (sg.vmap with the interpreter and with generated code vs a han
 loop).
 """
 import sys
-import time
 
 import numba
 import numpy as np
 
 import scalargrad as sg
 from scalargrad.bench.handwritten import mlp_value_and_grad, rosen_batch, rosen_value_and_grad
+from scalargrad.bench.timing import best_seconds, timed
 from scalargrad.bench.workloads import MLP_LAYERS, WORKLOADS, two_moons
-
-
-def best_of(fn, repeat=7):
-    fn()
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main(n=10_000, B=1024):
@@ -34,11 +24,9 @@ def main(n=10_000, B=1024):
     g = np.empty(n)
     for backend in ("interp", "codegen"):  # codegen: the tape's generated code, written with loops
         vg = sg.value_and_grad(fun, backend=backend)
-        t0 = time.perf_counter()
-        value, grad = vg(x)
-        first = time.perf_counter() - t0
+        (value, grad), first = timed(lambda: vg(x))
         assert np.isclose(rosen_value_and_grad(x, g), value, rtol=1e-12) and np.allclose(g, grad, rtol=1e-10)
-        ours, theirs = best_of(lambda: vg(x)), best_of(lambda: rosen_value_and_grad(x, g))
+        ours, theirs = best_seconds(lambda: vg(x)), best_seconds(lambda: rosen_value_and_grad(x, g))
         print(f"rosenbrock n={n}: scalargrad (backend {backend}, first call {first:.1f} s) {ours * 1e6:.1f} µs, "
               f"hand-written {theirs * 1e6:.1f} µs, ratio {ours / theirs:.1f}")
     loss, params = WORKLOADS["mlp"].make(None)
@@ -47,13 +35,11 @@ def main(n=10_000, B=1024):
     g = np.empty(len(params))
     for backend in ("interp", "codegen"):
         vg_mlp = sg.value_and_grad(loss, backend=backend)
-        t0 = time.perf_counter()
-        value, grad = vg_mlp(params)
-        first = time.perf_counter() - t0
+        (value, grad), first = timed(lambda: vg_mlp(params))
         assert np.isclose(mlp_value_and_grad(params, points, labels, sizes, g), value, rtol=1e-12)
         assert np.allclose(g, grad, rtol=1e-9, atol=1e-13)
-        ours = best_of(lambda: vg_mlp(params))
-        theirs = best_of(lambda: mlp_value_and_grad(params, points, labels, sizes, g))
+        ours = best_seconds(lambda: vg_mlp(params))
+        theirs = best_seconds(lambda: mlp_value_and_grad(params, points, labels, sizes, g))
         print(f"mlp ({len(params)} parameters, 100 points): scalargrad (backend {backend}, first call {first:.1f} s) "
               f"{ours * 1e6:.1f} µs, hand-written {theirs * 1e6:.1f} µs, ratio {ours / theirs:.1f}")
     m = 100
@@ -63,11 +49,9 @@ def main(n=10_000, B=1024):
     rosen_batch(X, values, G)
     for backend in ("interp", "codegen"):
         batched = sg.vmap(sg.value_and_grad(fun_m, backend=backend))
-        t0 = time.perf_counter()
-        v_ours, G_ours = batched(X)
-        first = time.perf_counter() - t0
+        (v_ours, G_ours), first = timed(lambda: batched(X))
         assert np.allclose(values, v_ours, rtol=1e-12) and np.allclose(G, G_ours, rtol=1e-10, atol=1e-12)
-        ours, theirs = best_of(lambda: batched(X)), best_of(lambda: rosen_batch(X, values, G))
+        ours, theirs = best_seconds(lambda: batched(X)), best_seconds(lambda: rosen_batch(X, values, G))
         print(f"rosenbrock n={m}, B={B} points: sg.vmap (backend {backend}, first call {first:.1f} s) "
               f"{ours * 1e6:.1f} µs, hand-written prange {theirs * 1e6:.1f} µs, ratio {ours / theirs:.1f} "
               f"({numba.get_num_threads()} threads)")

@@ -8,7 +8,6 @@ Run: python bench/higher_order.py [--quick]
 Times are the best of repeated calls after a warm-up call.
 """
 import sys
-import time
 
 import numpy as np
 
@@ -16,21 +15,8 @@ import scalargrad as sg
 from scalargrad.jit import kernels
 from scalargrad.jit.passes import optimize
 from scalargrad.record.symbolic import grad_tape, jvp_tape, with_outputs
+from scalargrad.bench.timing import interleaved_seconds
 from scalargrad.bench.workloads import make_mlp, make_rosenbrock
-
-
-def best(*fns, reps=30):
-    """Best time of each function, calls interleaved so that load from other processes on the
-    machine affects all of them alike."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(reps):
-        for fn, ts in zip(fns, times):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return [min(ts) for ts in times]
 
 
 def main(quick=False):
@@ -46,7 +32,7 @@ def main(quick=False):
         p = kernels.Program(jt)
         xv, out = np.concatenate([x, v]), np.empty(p.n_outputs)
         evaluate_b = lambda: kernels.evaluate(p.ins, p.lit, p.io, xv, out, p.workspace())  # noqa: E731
-        t_vg, t_hvp, t_b = best(lambda: vg(x), lambda: hvp(x, v), evaluate_b)
+        t_vg, t_hvp, t_b = interleaved_seconds(lambda: vg(x), lambda: hvp(x, v), evaluate_b, rounds=30, best=True)
         if not np.allclose(out, hvp(x, v), rtol=1e-10, atol=1e-10):
             raise AssertionError(f"{name}: the two Hessian-vector products disagree")
         print(f"{name}: tapes f {len(ft)}, gradient {len(g)} ({len(g) / len(ft):.2f}x), "
@@ -59,7 +45,7 @@ def main(quick=False):
             print(f"  grad(x -> grad(f)(x) @ v) tape after optimize: {len(gg)} = {len(gg) / len(ft):.2f}x f's tape")
         else:
             sparse = sg.hessian(f, sparse=True)
-            t_vg, t_sh = best(lambda: vg(x), lambda: sparse(x), reps=15)
+            t_vg, t_sh = interleaved_seconds(lambda: vg(x), lambda: sparse(x), rounds=15, best=True)
             print(f"  sparse hessian {t_sh * 1e6:.0f} us = {t_sh / t_vg:.2f}x value_and_grad "
                   f"({sparse.colours(x)} colours, nnz {sparse(x).nnz})")
 

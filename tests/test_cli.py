@@ -15,10 +15,13 @@ import pytest
 
 import scalargrad as sg
 from scalargrad.bench import higher as bench_higher, cli, handwritten, info
+from scalargrad.bench import compare as bench_compare, measure as bench_measure, output as bench_output
+from scalargrad.bench import table as bench_table
 from scalargrad.bench.cli import main
 from scalargrad.jit import kernel_cache, tier, vector_math
 from scalargrad.core.ops import USER_OPS
-from scalargrad.bench.workloads import WORKLOADS, check_textbook_examples, finite_difference_check, make_random
+from scalargrad.bench.workloads import (WORKLOADS, check_textbook_examples, finite_difference_check, make_random,
+                                        relative_error)
 
 QUICK_ROWS = ["seed", "rosenbrock-100", "rosenbrock-1000", "mlp", "random-10000"]
 SMALL_SIZES = {"seed": None, "rosenbrock": 50, "mlp": None, "random": 2000}
@@ -58,15 +61,15 @@ def test_default_bench_reports_higher_order_ratios_in_the_documented_layout(quic
 
 def test_bench_rows_have_every_number(quick_bench):
     _, results = quick_bench
-    keys = {"name", "workload", "size", "ok", "detail", *cli.ROW_KEYS}
+    keys = {"name", "workload", "size", "ok", "detail", *bench_table.ROW_KEYS}
     for row in results["rows"]:
         assert set(row) == keys
     for row in results["rows"][1:]:
         assert row["ops"] > 0
         assert row["kernel"].split()[0] in ("interp", "codegen")
-        assert all(math.isfinite(row[key]) for key in cli.ROW_NUMBERS), row
+        assert all(math.isfinite(row[key]) for key in bench_table.ROW_NUMBERS), row
         assert min(row["trace_ms"], row["compile_ms"], row["fwd_us"], row["vg_us"], row["eager_us_per_op"]) > 0
-        assert row["fd_err"] < cli.FD_TOLERANCE
+        assert row["fd_err"] < bench_measure.FD_TOLERANCE
 
 
 def legend_titles(out: str) -> list[str]:
@@ -83,7 +86,7 @@ def test_bench_prints_table_and_targets(capsys):
     assert "ns/op" in out and "random-300" in out
     assert not any(line.startswith("rosenbrock") for line in out.splitlines())  # only the rows asked for
     assert out.rstrip().endswith("\ntargets: ratio ≤ 3")  # random-100000 did not run: its target is left out
-    assert legend_titles(out) == [title for title, *_ in cli.COLUMNS] + ["check"]
+    assert legend_titles(out) == [title for title, *_ in bench_table.COLUMNS] + ["check"]
 
 
 def test_bench_without_timed_rows_prints_no_targets(capsys):
@@ -92,17 +95,20 @@ def test_bench_without_timed_rows_prints_no_targets(capsys):
 
 
 def test_targets_name_only_the_rows_that_ran():
-    assert cli.targets_line([], batch=True) is None
-    assert cli.targets_line(["random-100000"], batch=False) == "targets: ≤15 ns/op vg on random-100000; ratio ≤ 3"
-    assert cli.targets_line(["random-100000", "rosenbrock-100"], batch=True) == (
+    assert bench_table.targets_line([], batch=True) is None
+    assert bench_table.targets_line(["random-100000"], batch=False) == \
+        "targets: ≤15 ns/op vg on random-100000; ratio ≤ 3"
+    assert bench_table.targets_line(["random-100000", "rosenbrock-100"], batch=True) == (
         "targets: ≤15 ns/op vg on random-100000; ratio ≤ 3; with --batch 1024, B/single ≤ 0.25 on random-100000; "
         "B/hand ≤ 2 on rosenbrock-100")
-    assert cli.targets_line(["rosenbrock-100"], batch=True) == "targets: ratio ≤ 3; B/hand ≤ 2 on rosenbrock-100"
+    assert bench_table.targets_line(["rosenbrock-100"], batch=True) == \
+        "targets: ratio ≤ 3; B/hand ≤ 2 on rosenbrock-100"
 
 
 def test_legends_explain_every_column():
-    for columns, check in ((cli.COLUMNS + cli.BATCH_COLUMNS, cli.CHECK), (cli.COMPARE_COLUMNS, cli.COMPARE_CHECK)):
-        entries = [entry.split(": ", 1) for line in cli.legend(columns, check) for entry in line.split("; ")]
+    for columns, check in ((bench_table.COLUMNS + bench_table.BATCH_COLUMNS, bench_table.CHECK),
+                           (bench_compare.COMPARE_COLUMNS, bench_compare.COMPARE_CHECK)):
+        entries = [entry.split(": ", 1) for line in bench_output.legend(columns, check) for entry in line.split("; ")]
         assert [title for title, _ in entries] == [title for title, *_ in columns] + ["check"]
         assert all(meaning.strip() for _, meaning in entries)
 
@@ -156,7 +162,7 @@ def test_bench_unknown_workload_is_a_usage_error(capsys):
 
 
 def test_bench_exits_1_when_a_gradient_check_fails(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "finite_difference_check", lambda fun, x, grad: 1.0)
+    monkeypatch.setattr(bench_measure, "finite_difference_check", lambda fun, x, grad: 1.0)
     assert main(["bench", "--repeat", "1", "--workload", "random-300"]) == 1
     assert "FAIL" in capsys.readouterr().out
 
@@ -218,7 +224,7 @@ def test_workload_gradient_matches_finite_differences(name):
     value, grad = sg.value_and_grad(fun)(x0)
     assert math.isfinite(value) and grad.shape == x0.shape and np.isfinite(grad).all()
     assert math.isclose(value, float(fun(x0)), rel_tol=1e-12)  # compiled vs plain Python floats
-    assert finite_difference_check(fun, x0, grad) < cli.FD_TOLERANCE
+    assert finite_difference_check(fun, x0, grad) < bench_measure.FD_TOLERANCE
 
 
 def test_finite_difference_check_detects_a_wrong_gradient():
@@ -307,7 +313,7 @@ def test_bench_json_matches_documented_schema(tmp_path):
     path = tmp_path / "bench.json"
     assert main(["bench", "--workload", "seed,random-300", "--batch", "8", "--repeat", "1", "--json", str(path)]) == 0
     results, doc = json.loads(path.read_text()), documented_keys()
-    assert set(results) == set(doc["Top level"]) and results["schema"] == cli.SCHEMA == 2
+    assert set(results) == set(doc["Top level"]) and results["schema"] == bench_output.SCHEMA == 2
     assert results["command"] == "bench"
     assert set(results["header"]) == set(doc["header: bench"])
     for row in results["rows"]:
@@ -376,15 +382,15 @@ def test_size_option_overrides_workload_sizes(capsys):
 
 def test_batch_rows_report_ratio_and_check_points(monkeypatch, capsys):
     fun, x0 = WORKLOADS["rosenbrock"].make(20)
-    single = cli.measure(fun, x0, repeat=1)
-    got = cli.measure_batch(fun, x0, 16, single, repeat=1)
+    single = bench_measure.measure(fun, x0, repeat=1)
+    got = bench_measure.measure_batch(fun, x0, 16, single, repeat=1)
     assert got["batch_detail"] == "" and got["batch"] == 16
     assert got["batch_ns_per_op"] == pytest.approx(got["batch_us"] * 1e3 / 16 / single["ops"])
     assert got["batch_vs_single"] == pytest.approx(got["batch_ns_per_op"] / single["ns_per_op"])
     assert got["batch_kernel"] == "interp" and got["batch_vs_handwritten"] is None
-    X = cli.batch_points(x0, 16)
+    X = bench_measure.batch_points(x0, 16)
     assert np.array_equal(X[0], x0) and np.all(np.abs(X / x0 - 1.0) <= 0.01)
-    monkeypatch.setattr(cli, "BATCH_TOLERANCE", -1.0)  # every comparison now fails
+    monkeypatch.setattr(bench_measure, "BATCH_TOLERANCE", -1.0)  # every comparison now fails
     assert main(["bench", "--workload", "rosenbrock-20", "--batch", "4", "--repeat", "1"]) == 1
     assert "batch point 0 differs" in capsys.readouterr().out
 
@@ -400,7 +406,7 @@ def test_timings_wait_for_a_background_compile_in_flight():
 
     threading.Thread(target=finish).start()
     calls = []
-    cli.steady_seconds(lambda: calls.append(time.perf_counter()), lambda: "interp", repeat=1)
+    bench_measure.steady_seconds(lambda: calls.append(time.perf_counter()), lambda: "interp", repeat=1)
     assert released and calls and min(calls) >= released[0]
 
 
@@ -412,27 +418,27 @@ def test_a_batch_row_runs_the_batch_code_its_path_compiles_after_another_paths_c
     other = sg.value_and_grad(lambda x: fun(x) * 2.0)
     for _ in range(3):
         other(x0)  # hot: its generated code compiles in the background now
-    got = cli.measure_batch(fun, x0, 64, cli.measure(fun, x0, repeat=1, eager=False), repeat=1)
+    got = bench_measure.measure_batch(fun, x0, 64, bench_measure.measure(fun, x0, repeat=1, eager=False), repeat=1)
     assert got["batch_detail"] == "" and got["batch_kernel"] == "codegen"
 
 
 def test_relative_error_scales_by_the_expected_magnitude_and_keeps_nans():
-    assert cli.relative_error(np.array([1.5, 102.0]), [1.0, 100.0]) == pytest.approx(0.5)
-    assert cli.relative_error(np.array([]), []) == 0.0
-    err = cli.relative_error(np.array([1.0, np.nan]), [1.0, 2.0])  # a NaN anywhere fails a check
-    assert math.isnan(err) and not err <= cli.BATCH_TOLERANCE
+    assert relative_error(np.array([1.5, 102.0]), [1.0, 100.0]) == pytest.approx(0.5)
+    assert relative_error(np.array([]), []) == 0.0
+    err = relative_error(np.array([1.0, np.nan]), [1.0, 2.0])  # a NaN anywhere fails a check
+    assert math.isnan(err) and not err <= bench_measure.BATCH_TOLERANCE
 
 
 @pytest.mark.slow  # 6.5 s: compiles the hand-written batch kernels
 def test_batch_rows_hold_vmap_against_hand_written_numba(monkeypatch, capsys):
     fun, x0 = WORKLOADS["rosenbrock"].make(20)
-    single = cli.measure(fun, x0, repeat=1)
-    got = cli.measure_batch(fun, x0, 16, single, repeat=1, options={"backend": "codegen"},
-                            handwritten=handwritten.batch_reference("rosenbrock"))
+    single = bench_measure.measure(fun, x0, repeat=1)
+    got = bench_measure.measure_batch(fun, x0, 16, single, repeat=1, options={"backend": "codegen"},
+                                      handwritten=handwritten.batch_reference("rosenbrock"))
     assert got["batch_detail"] == "" and got["batch_kernel"] == "codegen" and got["batch_vs_handwritten"] > 0
     params_fun, params = WORKLOADS["mlp"].make(10)
-    got = cli.measure_batch(params_fun, params, 4, cli.measure(params_fun, params, repeat=1), repeat=1,
-                            handwritten=handwritten.batch_reference("mlp", 10))
+    got = bench_measure.measure_batch(params_fun, params, 4, bench_measure.measure(params_fun, params, repeat=1),
+                                      repeat=1, handwritten=handwritten.batch_reference("mlp", 10))
     assert got["batch_detail"] == "" and got["batch_vs_handwritten"] > 0
     with pytest.raises(ValueError, match="no hand-written Numba reference for the random workload"):
         handwritten.batch_reference("random")
@@ -441,12 +447,12 @@ def test_batch_rows_hold_vmap_against_hand_written_numba(monkeypatch, capsys):
         handwritten.rosen_batch(X, values, G)
         G[0, 0] += 1.0
 
-    got = cli.measure_batch(fun, x0, 16, single, repeat=1, handwritten=wrong)
+    got = bench_measure.measure_batch(fun, x0, 16, single, repeat=1, handwritten=wrong)
     assert "the hand-written batch differs from sg.vmap by" in got["batch_detail"]
     assert main(["bench", "--workload", "rosenbrock-20,random-300", "--batch", "8", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "B/hand" in out and "B/hand ≤ 2" not in out  # its target row, rosenbrock-100, did not run
-    assert legend_titles(out) == [title for title, *_ in cli.COLUMNS + cli.BATCH_COLUMNS] + ["check"]
+    assert legend_titles(out) == [title for title, *_ in bench_table.COLUMNS + bench_table.BATCH_COLUMNS] + ["check"]
 
 
 @pytest.mark.slow  # 12 s: compiles the vector-math batch kernels
@@ -473,8 +479,8 @@ def test_batch_and_compare_together_is_a_usage_error(capsys):
 
 
 def test_backend_is_passed_through():
-    assert cli.backend_options(None) == {}
-    assert cli.backend_options("codegen") == {"backend": "codegen"}
+    assert bench_measure.backend_options(None) == {}
+    assert bench_measure.backend_options("codegen") == {"backend": "codegen"}
 
 
 @pytest.mark.parametrize("backend", cli.BACKENDS)
@@ -497,7 +503,7 @@ def test_plot_has_two_panels(tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(figure.Figure, "savefig", savefig)
-        assert cli.plot(rows, str(tmp_path / "p.png"))
+        assert bench_output.plot(rows, str(tmp_path / "p.png"))
     assert calls == [["cost per op", "time against tape size"]]
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -526,12 +532,12 @@ def test_unwritable_output_paths_are_refused_before_the_run(option, case, monkey
     def never(*args):
         raise AssertionError("the run started")
 
-    monkeypatch.setattr(cli, "load_kernels", never)
+    monkeypatch.setattr(bench_table, "load_kernels", never)
     path, why = {"missing directory": (tmp_path / "nope" / "out", f"directory {tmp_path / 'nope'} does not exist"),
                  "a directory": (tmp_path, "is a directory"),
                  "read-only": (tmp_path / "out", f"directory {tmp_path} is not writable")}[case]
     if case == "read-only":  # chmod does not stop root, so the access check itself answers no
-        monkeypatch.setattr(cli.os, "access", lambda *args: False)
+        monkeypatch.setattr(bench_output.os, "access", lambda *args: False)
     assert main(["bench", "--workload", "seed", option, str(path)]) == 2
     assert capsys.readouterr().err == f"scalargrad bench: {option} {path}: {why}\n"
 
@@ -554,7 +560,7 @@ def test_json_dash_writes_only_the_json_to_stdout(tmp_path):
 
 def test_plot_without_matplotlib_says_so(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    assert cli.plot([], str(tmp_path / "p.png")) is False
+    assert bench_output.plot([], str(tmp_path / "p.png")) is False
     assert "--plot needs matplotlib" in capsys.readouterr().err
 
 
@@ -569,7 +575,7 @@ class FakeTerminal(io.StringIO):
 
 def test_progress_bar_only_on_a_terminal_and_after_the_delay():
     terminal = FakeTerminal(tty=True)
-    bar = cli.Progress(4, stream=terminal, delay=0.0, interval=60.0)
+    bar = bench_output.Progress(4, stream=terminal, delay=0.0, interval=60.0)
     bar.update("mlp: torch")
     bar.advance()
     bar.update("random: jax")
@@ -578,12 +584,12 @@ def test_progress_bar_only_on_a_terminal_and_after_the_delay():
     bar.close()
     assert terminal.getvalue().endswith("\r\033[K")
     late = FakeTerminal(tty=True)
-    bar = cli.Progress(4, stream=late, delay=3600.0, interval=60.0)
+    bar = bench_output.Progress(4, stream=late, delay=3600.0, interval=60.0)
     bar.update("quick row")
     bar.close()
     assert late.getvalue() == ""
     pipe = FakeTerminal(tty=False)
-    bar = cli.Progress(4, stream=pipe, delay=0.0)
+    bar = bench_output.Progress(4, stream=pipe, delay=0.0)
     bar.update("row")
     bar.close()
     assert pipe.getvalue() == ""

@@ -7,11 +7,10 @@ program, not a formula); the peer says so on its rows.
 """
 from __future__ import annotations
 
-import time
-
 import numba
 import numpy as np
 
+from .timing import timed
 from .workloads import MLP_LAYERS, two_moons
 
 
@@ -174,9 +173,6 @@ def numba_peer(program, n):
     g = np.empty(n)
 
     def record(x):
-        t0 = time.perf_counter()
-        value(x)
-        value_and_grad(x, g)
-        return time.perf_counter() - t0, 0.0
+        return timed(lambda: (value(x), value_and_grad(x, g)))[1], 0.0
 
     return dict(record=record, fwd=value, vg=lambda x: (value_and_grad(x, g), g.copy()))

@@ -1,11 +1,22 @@
 """Output helpers of ``scalargrad bench``: the progress bar on stderr, the note for a row or option
-that needs a package not installed here, and the ``--plot`` figure."""
+that needs a package not installed here, a table's legend, the ``--json`` document (its header's
+versions, the check that its path is writable, the writer) and the ``--plot`` figure."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import platform
 import sys
 import threading
 import time
+
+import numba
+import numpy as np
+
+import scalargrad as sg
+
+SCHEMA = 2                 # version of the --json layout documented in docs/bench-json.md
 
 
 def missing_package(module: str) -> str | None:
@@ -71,6 +82,55 @@ class Progress:
     def close(self) -> None:
         self.clear()
         self.stopped.set()
+
+
+def legend(columns, check: str, width: int = 110) -> list[str]:
+    """'title: meaning' of every column and of the check column, joined by '; ' into lines of about
+    ``width`` characters (never breaking one entry across lines)."""
+    lines = [""]
+    for entry in [f"{title}: {meaning}" for title, _, _, meaning in columns] + [f"check: {check}"]:
+        if lines[-1] and len(lines[-1]) + len(entry) + 2 > width:
+            lines.append("")
+        lines[-1] += ("; " if lines[-1] else "") + entry
+    return lines
+
+
+def versions() -> dict:
+    """The versions and machine of the ``--json`` header (and the table's first line)."""
+    return dict(scalargrad=sg.__version__, python=platform.python_version(), numpy=np.__version__,
+                numba=numba.__version__, cpu_count=os.cpu_count(), machine=platform.machine(),
+                platform=platform.platform())
+
+
+def write_json(target, command: str, header: dict, rows: list[dict], higher_order=None) -> None:
+    """The results in the documented schema (docs/bench-json.md), to a path or an open stream."""
+    document = dict(schema=SCHEMA, command=command, header=header, rows=rows, higher_order=higher_order)
+    if hasattr(target, "write"):
+        json.dump(document, target, indent=1)
+        target.write("\n")
+        target.flush()
+        return
+    with open(target, "w") as f:
+        json.dump(document, f, indent=1)
+
+
+def check_writable(option: str, path: str | None) -> None:
+    """ValueError naming ``option`` and ``path`` when the file could not be written after the run
+    (missing or read-only directory, a directory); the file itself is not touched."""
+    if not path:
+        return
+    parent = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        why = "is a directory"
+    elif not os.path.isdir(parent):
+        why = f"directory {parent} does not exist" if not os.path.exists(parent) else f"{parent} is not a directory"
+    elif os.path.exists(path) and not os.access(path, os.W_OK):
+        why = "the file is read-only"
+    elif not os.path.exists(path) and not os.access(parent, os.W_OK):
+        why = f"directory {parent} is not writable"
+    else:
+        return
+    raise ValueError(f"{option} {path}: {why}")
 
 
 def plot(results: list[dict], path: str) -> bool:

@@ -12,7 +12,6 @@ time budget (or one that crashes, e.g. on deep recursion) can be stopped and rep
 from __future__ import annotations
 
 import atexit
-import gc
 import math
 import multiprocessing
 import operator
@@ -26,14 +25,18 @@ from types import SimpleNamespace
 import numpy as np
 
 from .handwritten import numba_peer
+from .timing import MIN_SECONDS, sample_seconds, without_gc
+from .workloads import relative_error
 
 PEERS = ("micrograd", "autograd", "torch", "jax", "casadi", "numba")
 MODULES = {"micrograd": "micrograd.engine", "autograd": "autograd", "torch": "torch", "jax": "jax",
            "casadi": "casadi", "numba": "numba"}
-RTOL = 1e-8                 # peer value and gradient must match scalargrad's to this relative tolerance
+# Peer value and gradient must match scalargrad's to this relative error (workloads.relative_error):
+# the same program in another library rounds differently (other libm, other summation order), by
+# about 1e-15 of the terms; a wrong derivative is off by far more.
+RTOL = 1e-8
 BUDGET_S = 10.0             # per (peer, workload): record + compile + checks + timing
-MIN_SECONDS = 0.2           # as the bench: time each measurement for at least this long ...
-MIN_REPEATS = 3             # ... and at least this many calls, unless that would exceed the budget
+MIN_REPEATS = 3             # each timing as the bench's (>= MIN_SECONDS), but >= 3 calls, unless over the budget
 
 
 # --- the workloads at scalar level, over any scalar type with an op namespace -------------------
@@ -323,34 +326,11 @@ def version(peer: str) -> str:
 ROW_KEYS = ("record_ms", "compile_ms", "compile_warm_ms", "fwd_us", "vg_us", "ratio", "calls", "ok", "detail")
 
 
-def _timed(call) -> float:
-    """Seconds of one ``call()`` with the cyclic garbage collector paused, as ``timeit`` does; the
-    garbage of earlier calls is collected first, untimed, when there is some. (Eager graphs are full
-    of reference cycles: otherwise every other call pays for a full collection of the last graph, and
-    medians flip.) The youngest generation holds every object made while collection was paused."""
-    if gc.get_count()[0] > gc.get_threshold()[0]:
-        gc.collect(0)
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        call()
-        return time.perf_counter() - t0
-    finally:
-        gc.enable()
-
-
 def _median(call, deadline: float, first: float | None = None) -> tuple[float, int]:
-    """Median seconds of ``call()`` over >= MIN_SECONDS and >= MIN_REPEATS calls, stopping early
-    when another call would pass ``deadline``. ``first``: a sample already taken (the checking call);
-    when even one more call would pass the deadline, that sample alone is the result."""
-    if first is not None and time.perf_counter() + first > deadline:
-        return first, 1
-    times = [] if first is None else [first]
-    stop = time.perf_counter() + MIN_SECONDS
-    while len(times) < MIN_REPEATS or time.perf_counter() < stop:
-        times.append(_timed(call))
-        if time.perf_counter() + times[-1] > deadline:
-            break
+    """(median seconds, calls) of ``call()`` over >= MIN_SECONDS and >= MIN_REPEATS calls, stopping
+    early when another call would pass ``deadline``; ``first``: the checking call's time, counted as
+    a sample (alone when even one more call would pass the deadline)."""
+    times = sample_seconds(call, min_repeats=MIN_REPEATS, min_seconds=MIN_SECONDS, deadline=deadline, first=first)
     return statistics.median(times), len(times)
 
 
@@ -369,25 +349,20 @@ def measure_peer(peer: str, workload: str, size, x0, expected_value, expected_gr
         # Eager peers: best of two graph builds (as the bench's trace time). Staged peers (jax, casadi)
         # record once and return (compile seconds, trace seconds[, warm compile seconds from the
         # peer's compilation cache]).
-        extra = []
-        record_s = _timed(lambda: extra.append(adapter["record"](x0)))
-        if isinstance(extra[0], tuple):
-            row["compile_ms"], record_s = 1e3 * extra[0][0], extra[0][1]
-            if len(extra[0]) > 2:
-                row["compile_warm_ms"] = 1e3 * extra[0][2]
+        staged, record_s = without_gc(lambda: adapter["record"](x0))
+        if isinstance(staged, tuple):
+            row["compile_ms"], record_s = 1e3 * staged[0], staged[1]
+            if len(staged) > 2:
+                row["compile_warm_ms"] = 1e3 * staged[2]
         else:
             report("recording again", dict(row, record_ms=1e3 * record_s))
-            record_s = min(record_s, _timed(lambda: adapter["record"](x0)))
+            record_s = min(record_s, without_gc(lambda: adapter["record"](x0))[1])
         row["record_ms"] = 1e3 * record_s
     report("checking value and gradient", row)
-    got = []
-    check_s = _timed(lambda: got.append(adapter["vg"](x0)))
-    value, grad = got[0]
+    (value, grad), check_s = without_gc(lambda: adapter["vg"](x0))
     grad = np.asarray(grad, dtype=np.float64).reshape(np.shape(expected_grad))
-    value_ok = math.isclose(value, expected_value, rel_tol=RTOL, abs_tol=1e-300)
-    grad_err = float(np.max(np.abs(grad - expected_grad) / np.maximum(np.abs(expected_grad), 1e-300),
-                            initial=0.0))
-    if not value_ok or not np.allclose(grad, expected_grad, rtol=RTOL, atol=1e-12):
+    grad_err = relative_error(grad, expected_grad)
+    if not relative_error(value, expected_value) <= RTOL or not grad_err <= RTOL:
         row.update(ok=False, mismatch=True, detail=f"differs from scalargrad: value {value!r} vs "
                    f"{expected_value!r}, max relative gradient error {grad_err:.1e}")
         return row
