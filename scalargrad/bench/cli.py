@@ -21,14 +21,13 @@ import sys
 from . import info
 from ..core import ops as op_table
 from ..jit import vector_math
+from ..jit.tier import BACKENDS
 from .compare import compare
 from .measure import backend_options
 from .output import check_writable, missing_package
 from .table import bench_table
 from .timing import MIN_REPEATS, MIN_SECONDS
 from .workloads import WORKLOADS
-
-BACKENDS = ("auto", "interp", "codegen")
 
 
 # --- rows -----------------------------------------------------------------------------------------
