@@ -1,4 +1,4 @@
-"""Figures for the compiled-code tier (scalargrad/jit/codegen.py), measured in one run.
+"""Figures for the compiled-code tier (scalargrad/jit/codegen/), measured in one run.
 
 Run: python bench/codegen_tier.py [compile|speed|load|tierup|all]
   compile  compile time of the generated value_and_grad vs optimised tape size (fresh cache dir)

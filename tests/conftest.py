@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-# Generated per-tape code (scalargrad/jit/codegen.py) goes to a throwaway directory, never the
+# Generated per-tape code (scalargrad/jit/codegen/) goes to a throwaway directory, never the
 # user's cache; subprocesses started by tests inherit it.
 os.environ["SCALARGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="scalargrad-test-cache-")
 atexit.register(shutil.rmtree, os.environ["SCALARGRAD_CACHE_DIR"], ignore_errors=True)
@@ -19,7 +19,7 @@ atexit.register(shutil.rmtree, os.environ["SCALARGRAD_CACHE_DIR"], ignore_errors
 
 @pytest.fixture(autouse=True, scope="module")
 def cache_dir(tmp_path_factory):
-    """Generated code (jit/codegen.py) of each test module goes to its own temporary directory
+    """Generated code (jit/codegen/) of each test module goes to its own temporary directory
     (compiled once per module), never to the user's cache."""
     path = tmp_path_factory.mktemp("codegen-cache")
     with pytest.MonkeyPatch.context() as mp:

@@ -264,7 +264,7 @@ def compiled_value_and_grad(program, x) -> tuple[float, np.ndarray, bool]:
     return float(value), grad, bool(ok)
 
 
-# --- generated code (jit/codegen.py) against the interpreter -----------------------------------------
+# --- generated code (jit/codegen/) against the interpreter -----------------------------------------
 
 def generated_value_and_grad(tape, x):
     """(value of output 0, gradient, guards hold) from the generated code of ``tape``."""

@@ -1,6 +1,6 @@
-"""Lane code (jit/lanes.py): generated batch functions that run 32 points per vectorised loop give
-the per-point generated functions' bits at every point, flag the same failing guards, and give way
-to the per-point drivers where the rewrite does not apply."""
+"""Lane code (jit/codegen/lanes.py): generated batch functions that run 32 points per vectorised
+loop give the per-point generated functions' bits at every point, flag the same failing guards, and
+give way to the per-point drivers where the rewrite does not apply."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 from numba import njit
 
 import scalargrad as sg
-from scalargrad.jit import codegen, lanes
+from scalargrad.jit import codegen
+from scalargrad.jit.codegen import intrinsics, lanes, text as codegen_text
 from scalargrad.jit.passes import optimize
 
 from helpers import SPECIAL, random_loop_body, rosen, two_loop_function
@@ -16,12 +17,12 @@ from helpers import SPECIAL, random_loop_body, rosen, two_loop_function
 
 @pytest.fixture(autouse=True)
 def roll_small_tapes(monkeypatch):
-    monkeypatch.setattr(codegen, "ROLL_MIN_OPS", 60)
+    monkeypatch.setattr(codegen_text, "ROLL_MIN_OPS", 60)
 
 
 @njit
 def _transpose_with(src, s, ss, dst, d, ds):
-    lanes.transpose4(src, s, ss, dst, d, ds)
+    intrinsics.transpose4(src, s, ss, dst, d, ds)
 
 
 def test_transpose4_moves_a_block_at_any_offset_and_stride():

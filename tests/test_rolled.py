@@ -1,5 +1,5 @@
-"""Rolled generated code (scalargrad/jit/rolled.py): tapes recorded from loops over array elements
-become loops in the generated code, bit-identical to the interpreter."""
+"""Rolled generated code (scalargrad/jit/codegen/loops.py, rolled.py): tapes recorded from loops
+over array elements become loops in the generated code, bit-identical to the interpreter."""
 from __future__ import annotations
 
 import warnings
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad.jit import codegen, rolled, tier
+from scalargrad.jit import codegen, tier
+from scalargrad.jit.codegen import loops, text as codegen_text
 from scalargrad.core.ops import OPCODE
 from scalargrad.jit.passes import optimize
 
@@ -19,7 +20,7 @@ from helpers import (SPECIAL, apply_op, assert_identical, central_diff, check_ag
 @pytest.fixture(autouse=True)
 def roll_small_tapes(monkeypatch):
     """Roll tapes from 60 instructions, so that the tests compile quickly."""
-    monkeypatch.setattr(codegen, "ROLL_MIN_OPS", 60)
+    monkeypatch.setattr(codegen_text, "ROLL_MIN_OPS", 60)
 
 
 def rolled_tape(fun, x):
@@ -30,7 +31,7 @@ def rolled_tape(fun, x):
 
 def test_rosenbrock_is_one_loop_of_its_block():
     tape = optimize(sg.trace(rosen, np.full(200, 0.5)))
-    the_plan = rolled.plan(tape)
+    the_plan = loops.plan(tape)
     assert [(loop.period, loop.count) for loop in the_plan.loops] == [(8, 198)]
     assert the_plan.statements < 20 and codegen.generated_size(tape) == the_plan.statements
     assert "for t in range(198):" in codegen.source(tape)
@@ -39,7 +40,7 @@ def test_rosenbrock_is_one_loop_of_its_block():
 def test_no_loop_in_a_tape_without_repetition():
     program, x, outputs = random_program(np.random.default_rng(3), n_ops=120)
     tape = optimize(trace_program(program, x, outputs))
-    assert rolled.plan(tape).loops == [] and codegen.rolled_plan(tape) is None
+    assert loops.plan(tape).loops == [] and codegen.rolled_plan(tape) is None
 
 
 @pytest.mark.parametrize("n", [12, 61])
@@ -162,7 +163,7 @@ def test_matrix_products_become_grid_loops():
     tape = rolled_tape(f, params)
     the_plan = codegen.rolled_plan(tape)
     grids = [loop for loop in the_plan.loops if loop.inner]
-    assert grids and max(loop.inner * loop.period for loop in grids) > rolled.MAX_PERIOD
+    assert grids and max(loop.inner * loop.period for loop in grids) > loops.MAX_PERIOD
     assert the_plan.statements * 10 < len(tape)
     assert "    for ti in range(9):" in codegen.source(tape)
     special = [np.where(rng.random(n) < 0.2, v, params) for v in SPECIAL[:5]]

@@ -1,4 +1,4 @@
-"""Which kernel runs a traced path: the tape interpreter or the tape's generated code (codegen.py).
+"""Which kernel runs a traced path: the tape interpreter or the tape's generated code (codegen/).
 
 ``backend="codegen"`` compiles on the path's first call (tapes up to a size cap); ``"auto"`` starts on
 the interpreter and tiers up small tapes that get hot (a vmap batch's points count as calls),
@@ -30,14 +30,14 @@ BACKENDS = ("auto", "interp", "codegen")
 # path are a few milliseconds of interpreter time, enough to show the path is in a loop.
 AUTO_MAX_OPS = 200
 AUTO_HOT_CALLS = 1000
-# Larger tapes tier up when their generated code, written with loops (rolled.py), has at most
+# Larger tapes tier up when their generated code, written with loops (codegen/rolled.py), has at most
 # AUTO_MAX_OPS instruction lines; whether it does is worked out in the background thread, for
 # tapes of at most AUTO_MAX_ROLLED_TAPE instructions (finding the loops is linear in the tape).
 # Lines in loops compile slower than straight ones: the MLP workload's 162 take about 10 s.
 AUTO_MAX_ROLLED_TAPE = 2_000_000
 # backend="codegen" compiles code of at most this many instruction lines (about 5 s; compile time
 # grows faster than linearly: 4.6 s at 832 ops, 21 s at 2000) and runs larger tapes on the
-# interpreter, with a warning. A tape written with loops (rolled.py) counts the lines of its loop
+# interpreter, with a warning. A tape written with loops (codegen/rolled.py) counts the lines of its loop
 # bodies, not its length. SCALARGRAD_CODEGEN_MAX_OPS raises the cap for those who accept the wait.
 CODEGEN_MAX_OPS = 1000
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
@@ -122,7 +122,7 @@ class Tier:
                 warnings.warn(f"scalargrad: backend='codegen' {why}, so this path runs on the interpreter, "
                               "with the same results", RuntimeWarning, stacklevel=2)
         elif (backend == "interp" or uses_custom_ops(tape.op)
-              or AUTO_MAX_OPS < len(tape) < codegen.ROLL_MIN_OPS or len(tape) > AUTO_MAX_ROLLED_TAPE):
+              or AUTO_MAX_OPS < len(tape) < codegen.text.ROLL_MIN_OPS or len(tape) > AUTO_MAX_ROLLED_TAPE):
             self.started = True  # never tiers up (generated code cannot call custom ops)
 
     def count(self, calls: int = 1) -> None:

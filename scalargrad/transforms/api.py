@@ -226,7 +226,7 @@ def value_and_grad(fun=None, argnums=0, debug_nans=None, backend="auto"):
     raises FloatingPointError naming the first op that made a NaN or inf (None: follow
     ``sg.config.debug_nans``; see ``scalargrad/transforms/debug.py``). ``backend``: "interp" runs the tape
     interpreter; "codegen" compiles straight-line code for the tape on the first call (seconds
-    per few hundred ops; cached on disk, see ``scalargrad/jit/codegen.py``); "auto" (default)
+    per few hundred ops; cached on disk, see ``scalargrad/jit/codegen/``); "auto" (default)
     starts on the interpreter and moves small tapes that are called often to generated code,
     compiled in the background. All three give bit-identical results, except for the sign bit and
     payload of NaNs, which LLVM leaves unspecified (NaNs appear in the same places).

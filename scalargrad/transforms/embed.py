@@ -115,7 +115,7 @@ def evaluate_kernel(program: kernels.Program):
 
 
 def generated_value_and_grad_kernel(generated, n_in: int):
-    """As ``value_and_grad_kernel``, calling the tape's generated code (``jit/codegen.py``), which
+    """As ``value_and_grad_kernel``, calling the tape's generated code (``jit/codegen/``), which
     needs no scratch: ``work`` is accepted, for the same call forms, and unused."""
     @_njit
     def k(x, g, work=None):

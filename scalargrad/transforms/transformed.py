@@ -80,7 +80,7 @@ class Signature:
 class Transformed:
     """Shared machinery: per-structure cache of traced paths and the retrace loop."""
 
-    kernel_kind = None  # the generated function a path runs (jit/codegen.py), if any
+    kernel_kind = None  # the generated function a path runs (jit/codegen/), if any
     # How vmap maps it: "batch" (one batch kernel over the points, kernel_kind says which),
     # "pointwise" (the single-point path per point, on a thread pool), or None (vmap refuses it).
     vmap_mode = "batch"

@@ -1,26 +1,26 @@
-"""Lane code: a tape's generated per-point functions rewritten to run LANES points at once.
+"""Lane code: a tape's generated per-point functions rewritten to run POINTS_PER_LOOP points at once.
 
-codegen.py writes ``evaluate(x, out)`` and ``value_and_grad(x, grad)`` for one point. For a batch,
-``lane_function`` rewrites either (its syntax tree) so that every statement runs for LANES points in
-an innermost ``for lane in range(nlanes)`` loop, which LLVM vectorises across points (4 doubles per
-AVX2 instruction): the per-point code's loops over copies stay outside, each run of straight
-statements between them becomes one lane loop. Every per-point array (``x``, ``grad``/``out`` and the
-rolled code's ``V``/``A`` buffers) becomes rows of one flat buffer, element ``(row, lane)`` at
-``buf[row * LANES + lane]``; a variable read outside the lane loop that wrote it (a loop-carried sum,
-a value the reverse sweep reads) gets a row too, read into a scalar at the start of each lane loop
-that uses it and written back at its end; the others stay scalars. With one array and rows a
-compile-time multiple of LANES apart, LLVM sees that no lane's store can reach another lane's
-operands and vectorises without run-time overlap checks (which, with the gradient's rows in a
-separate array, it hoisted out of the copy loop and always failed).
+text.py writes ``evaluate(x, out)`` and ``value_and_grad(x, grad)`` for one point. For a batch,
+``lane_function`` rewrites either (its syntax tree) so that every statement runs for POINTS_PER_LOOP
+points (``LANES`` in generated code) in an innermost ``for lane in range(nlanes)`` loop, which LLVM
+vectorises across points (4 doubles per AVX2 instruction): the per-point code's loops over copies
+stay outside, each run of straight statements between them becomes one lane loop. Every per-point
+array (``x``, ``grad``/``out`` and the rolled code's ``V``/``A`` buffers) becomes rows of one flat
+buffer, element ``(row, lane)`` at ``buf[row * LANES + lane]``; a variable read outside the lane
+loop that wrote it (a loop-carried sum, a value the reverse sweep reads) gets a row too, read into a
+scalar at the start of each lane loop that uses it and written back at its end; the others stay
+scalars. With one array and rows a compile-time multiple of LANES apart, LLVM sees that no lane's
+store can reach another lane's operands and vectorises without run-time overlap checks (which, with
+the gradient's rows in a separate array, it hoisted out of the copy loop and always failed).
 
 Each lane computes exactly the per-point expressions in the per-point order, so results are
 bit-identical to ``value_and_grad``'s. A guard that fails no longer returns early: the lane's ``ok``
 is false and its results are discarded (vmap recomputes such points one by one).
 
 ``batch_functions`` writes the parallel drivers: each worker copies LANES rows of X into its buffer
-(transposed, 4 × 4 blocks at a time with vector shuffles: copied one element at a time, the
-transposes took about 110 ns a point of Rosenbrock-100, as much as the lane code's 163), runs the
-lane function and copies the results out. Tapes whose buffer rows would not
+(transposed, 4 × 4 blocks at a time with vector shuffles, ``intrinsics.transpose4``: copied one
+element at a time, the transposes took about 110 ns a point of Rosenbrock-100, as much as the lane
+code's 163), runs the lane function and copies the results out. Tapes whose buffer rows would not
 fit in a core's cache (``MAX_ROWS``, e.g. the MLP's 21,000 rows of V and A) keep the point-at-a-time
 drivers.
 """
@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import ast
 
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
-
-LANES = 32       # points per lane loop: Rosenbrock's forward loop took 38, 55 and 143 ns a point at 32, 16 and 8
-MAX_ROWS = 2048  # rows × LANES × 8 bytes = 512 KiB: about a core's L2
+# Points per lane loop, LANES in generated code: Rosenbrock's forward loop took 38, 55 and 143 ns a
+# point at 32, 16 and 8. (Not vector_math.LANES, the doubles per AVX2 vector.)
+POINTS_PER_LOOP = 32
+MAX_ROWS = 2048  # rows × POINTS_PER_LOOP × 8 bytes = 512 KiB: about a core's L2
 _BUFFER, _COUNT, _LANE, _VALUES, _OKS = "buf", "nlanes", "lane", "values", "oks"
 
 
@@ -267,9 +265,9 @@ def _promoted(region: _Region, rewrite: _Rewrite) -> list:
 
 def lane_function(kind: str, body_lines: list, n_inputs: int, n_outputs: int) -> tuple[str, int]:
     """(source of ``{kind}_lanes(buf, nlanes, values, oks)``, rows of its buffer) for the per-point
-    function ``kind`` ("value_and_grad" or "evaluate") whose body is ``body_lines`` (codegen's
-    lines, indented by 4). Inputs are rows 1 .. n_inputs, then the gradient (value_and_grad) or
-    the outputs (evaluate). Raises Unsupported for a construct it does not rewrite."""
+    function ``kind`` ("value_and_grad" or "evaluate") whose body is ``body_lines`` (straight.py's
+    or rolled.py's lines, indented by 4). Inputs are rows 1 .. n_inputs, then the gradient
+    (value_and_grad) or the outputs (evaluate). Raises Unsupported for a construct it does not rewrite."""
     second = "grad" if kind == "value_and_grad" else "out"
     tree = ast.parse(f"def f(x, {second}):\n" + "\n".join(body_lines))
     body = tree.body[0].body
@@ -322,33 +320,6 @@ def lane_function(kind: str, body_lines: list, n_inputs: int, n_outputs: int) ->
     return text, layout.rows
 
 
-@intrinsic
-def transpose4(typingctx, src, s, ss, dst, d, ds):
-    """``dst.flat[d + i*ds + j] = src.flat[s + j*ss + i]`` for i, j < 4: a 4 × 4 block of doubles
-    transposed with four vector loads, eight shuffles and four vector stores."""
-    def lower(context, builder, signature, args):
-        src_data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        dst_data = context.make_array(signature.args[3])(context, builder, args[3]).data
-        vector = ir.VectorType(ir.DoubleType(), 4)
-
-        def at(data, start, stride, k):
-            offset = builder.add(start, builder.mul(stride, ir.Constant(stride.type, k)))
-            return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
-
-        def shuffle(a, b, mask):
-            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 4), mask))
-
-        rows = [builder.load(at(src_data, args[1], args[2], k), align=8) for k in range(4)]
-        low01, high01 = shuffle(rows[0], rows[1], [0, 4, 2, 6]), shuffle(rows[0], rows[1], [1, 5, 3, 7])
-        low23, high23 = shuffle(rows[2], rows[3], [0, 4, 2, 6]), shuffle(rows[2], rows[3], [1, 5, 3, 7])
-        columns = [shuffle(low01, low23, [0, 1, 4, 5]), shuffle(high01, high23, [0, 1, 4, 5]),
-                   shuffle(low01, low23, [2, 3, 6, 7]), shuffle(high01, high23, [2, 3, 6, 7])]
-        for k, column in enumerate(columns):
-            builder.store(column, at(dst_data, args[4], args[5], k), align=8)
-        return context.get_dummy_value()
-    return types.void(src, s, ss, dst, d, ds), lower
-
-
 def _rest(columns: int, copy: str) -> list:
     """Driver lines copying what the 4 × 4 blocks leave: the last count % 4 lanes of the block
     columns, then every lane of the last columns % 4 columns."""
@@ -381,7 +352,7 @@ def batch_functions(n_inputs: int, n_outputs: int, evaluate_rows: int, value_and
                 f"            for i in range(0, {m - m % 4}, 4):",
                 f"                transpose4(buf, ({first} + i) * LANES + lane, LANES, {array}, (start + lane) * {m} + i, {m})",
                 *_rest(m, f"{array}[start + lane, i] = buf[({first} + i) * LANES + lane]")]
-    return ([f"LANES = {LANES}"]
+    return ([f"LANES = {POINTS_PER_LOOP}"]
             + driver("evaluate", "out, ok", evaluate_rows, "ok[start:start + count]", (n_outputs, "out"))
             + driver("value_and_grad", "values, G, ok", value_and_grad_rows,
                      "values[start:start + count], ok[start:start + count]", (n_inputs, "G")))

@@ -1,304 +1,27 @@
-"""Rolled generated code: periodic runs of a tape become loops in the compiled-code tier.
-
-A tape recorded from a Python loop over array elements repeats one block of instructions, each
-copy reading operands that move by a fixed stride per copy (``x[i]``, ``x[i + 1]``, the running sum
-of the copy before). ``plan`` finds such runs (a period p, a count m, and per-operand strides that
-stay the same for every copy) and ``function_bodies`` writes them as ``for t in range(m)`` loops, so
+"""Rolled generated code: the loops of a plan (loops.py) written as ``for t in range(m)`` loops, so
 that the generated source grows with the block, not with the tape. The reverse sweep runs each loop
-backwards and recomputes a copy's values from its operands instead of storing them, as
-hand-written gradient code does; only values read outside their own copy are kept, in arrays of m.
+backwards and recomputes a copy's values from its operands instead of storing them, as hand-written
+gradient code does; only values read outside their own copy are kept, in arrays of m.
 
-Results are bit-identical to the interpreter's: the same expressions (codegen.py's), every adjoint
+Results are bit-identical to the interpreter's: the same expressions (expressions.py), every adjoint
 summed in the interpreter's order (instructions in descending order, operands in table order),
 starting from +0.0 (or the seed 1.0), with a zero adjoint propagating nothing (``acc``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from ..core.ops import CALLS_OUT, CONST, DIFF_MASK, INPUT, OPS
-from ..core.tape import Tape
-from .flags import njit
+from ...core.ops import CALLS_OUT, CONST, DIFF_MASK, INPUT, OPS
+from ...core.tape import Tape
+from ..flags import njit
+from .expressions import constant_partial, expr, literal
+from .loops import Loop, Plan
 
-MAX_PERIOD = 64   # every block up to this long is searched for ...
-MAX_LONG_PERIOD = 2048  # ... and longer ones up to this, at the distances the tape suggests
-LONG_PERIODS = 16       # how many such distances are tried
-MAX_BODY = 128    # longest loop body written out: a longer block must itself repeat an inner block
-MIN_COUNT = 8     # fewest copies worth a loop
 # Ops whose values a loop's reverse sweep reads as its forward sweep stored them instead of
 # recomputing them: a call into libm costs more than a store and a load (the MLP's tanh: value and
 # gradient 122 -> 86 µs, against 110 µs hand-written). The others are recomputed.
 STORED_OPS = CALLS_OUT
 
-
-@dataclass
-class Loop:
-    """Instructions [start, start + period * count): copy t, position i is slot start + t*period + i.
-    ``refs[i][j]`` says where operand j of position i lives (see ``_reference``). With ``inner`` > 0
-    the copies form a grid, t = to * inner + ti: a block of ``inner`` copies repeated (a
-    matrix-vector product: the copies of a dot product, per point), and an operand may move
-    differently along ti and along to."""
-
-    start: int
-    period: int
-    count: int
-    inner: int = 0
-    refs: list = field(default_factory=list)
-    kept: set = field(default_factory=set)      # positions whose values are read outside their copy
-    carried: set = field(default_factory=set)   # positions the next copy reads
-    tables: dict = field(default_factory=dict)  # position -> its literal per copy, where that varies
-
-    @property
-    def stop(self) -> int:
-        return self.start + self.period * self.count
-
-
-@dataclass
-class Plan:
-    """How a tape is written: ``segments`` in order, each a Loop or a straight instruction index."""
-
-    segments: list
-    loops: list
-    statements: int   # lines of generated code for instructions (the measure of compile time)
-    owner: np.ndarray  # per slot, the index in ``loops`` of the loop holding it, or -1
-
-
-# --- finding periodic runs -----------------------------------------------------------------------
-
-def _run_lengths(mask: np.ndarray) -> np.ndarray:
-    """Length of the run of True starting at each index."""
-    n = len(mask)
-    index = np.arange(n)
-    next_false = np.minimum.accumulate(np.where(mask, n, index)[::-1])[::-1]
-    return next_false - index
-
-
-def _long_periods(tape: Tape, min_period: int, max_period: int, how_many: int) -> list:
-    """Periods above ``min_period`` worth searching: the commonest distances between consecutive
-    uses of one slot as the same operand of the same op. A loop body that reads a fixed slot (a
-    weight, a constant, an input) reads it once per copy, so its period is such a distance."""
-    n = len(tape)
-    distances = []
-    for j, slots in enumerate((tape.a, tape.b, tape.c)):
-        used = np.flatnonzero(slots >= 0)
-        key = (tape.op[used].astype(np.int64) * 3 + j) * (n + 1) + slots[used]
-        order = np.argsort(key, kind="stable")  # by key, then by position
-        same_key = key[order][1:] == key[order][:-1]
-        distances.append((used[order][1:] - used[order][:-1])[same_key])
-    distance = np.concatenate(distances)
-    distance = distance[(distance > min_period) & (distance <= max_period)]
-    values, counts = np.unique(distance, return_counts=True)
-    common = np.argsort(-counts, kind="stable")[:how_many]
-    return sorted(int(v) for v in values[common])
-
-
-def _periods(tape: Tape, max_period: int) -> list:
-    """The periods searched, ascending: all up to ``max_period``, then the likely longer ones."""
-    return list(range(1, max_period + 1)) + _long_periods(tape, max_period, MAX_LONG_PERIOD, LONG_PERIODS)
-
-
-def _candidates(op, slots, periods: list, min_count: int):
-    """(best cover, its period) per start index: the longest periodic run starting there. Copies
-    agree in ops and in how their operands move; literals may differ (a table per position)."""
-    n = len(op)
-    best_cover = np.zeros(n, np.int64)
-    best_period = np.zeros(n, np.int64)
-    for p in periods:
-        K = n - p
-        if K < p * (min_count - 1):
-            break
-        same = (op[:K] == op[p:]) & (op[:K] != INPUT)
-        delta = slots[:, p:] - slots[:, :K]
-        periodic = np.zeros(K, dtype=bool)
-        periodic[p:] = same[p:] & same[:K - p] & (delta[:, p:] == delta[:, :K - p]).all(axis=0)
-        run_same, run_periodic = _run_lengths(same), _run_lengths(periodic)
-        starts = np.arange(K - p)
-        count = np.where(run_same[starts] >= p, 2 + run_periodic[starts + p] // p, 0)
-        cover = np.where(count >= min_count, p * count, 0)
-        better = cover > best_cover[: K - p]
-        best_cover[: K - p][better] = cover[better]
-        best_period[: K - p][better] = p
-    return best_cover, best_period
-
-
-@njit
-def _run_cover(op, slots, k, p, min_count, input_code):
-    """Instructions covered by the periodic run of period p starting at k (as ``_candidates``
-    finds them), or 0 if it has fewer than min_count copies."""
-    n = len(op)
-    if k + 2 * p > n:
-        return 0
-    for i in range(k, k + p):
-        if op[i] != op[i + p] or op[i] == input_code:
-            return 0
-    i = k + p
-    while i + p < n and op[i] == op[i + p]:
-        if ((slots[:, i + p] - slots[:, i]) != (slots[:, i] - slots[:, i - p])).any():
-            break
-        i += 1
-    count = 2 + (i - k - p) // p
-    return p * count if count >= min_count else 0
-
-
-def plan(tape: Tape, max_period: int = MAX_PERIOD, min_count: int = MIN_COUNT) -> Plan:
-    """Loops and straight instructions covering the tape, chosen greedily from the left: at each
-    index the run covering most instructions whose operands resolve (``_resolve``)."""
-    n = len(tape)
-    periods = _periods(tape, max_period)
-    op = tape.op.astype(np.int64)
-    slots = np.stack([tape.a, tape.b, tape.c]).astype(np.int64)
-    best_cover, best_period = _candidates(op, slots, periods, min_count)
-    input_index = np.full(n, -1, np.int64)
-    input_index[tape.inputs] = np.arange(len(tape.inputs))
-    owner = np.full(n, -1, np.int64)  # index into loops of the loop holding each slot
-    segments, loops = [], []
-    statements = 0
-    retry_from = 0  # starts inside a run whose periods all failed try only their best period
-    k = 0
-    while k < n:
-        tries = [(int(best_cover[k]), int(best_period[k]))] if best_cover[k] else []
-        loop = None
-        while tries and loop is None:
-            cover, p = tries.pop(0)
-            shapes = _shapes(op, slots, owner, k, p, cover // p, periods, min_count)
-            loop = next((shape for shape in shapes if _resolve(tape, shape, loops, owner, input_index)), None)
-            if loop is None and k >= retry_from:  # the other periods, most instructions covered first
-                retry_from = k + cover
-                covers = [(_run_cover(op, slots, k, q, min_count, INPUT), q) for q in periods if q != p]
-                tries = sorted(((c, q) for c, q in covers if c), key=lambda cq: (-cq[0], cq[1]))
-        if loop is not None:
-            owner[loop.start: loop.stop] = len(loops)
-            loops.append(loop)
-            segments.append(loop)
-            statements += loop.period
-            k = loop.stop
-            continue
-        segments.append(k)
-        if tape.op[k] not in (INPUT, CONST):
-            statements += 1
-        k += 1
-    return Plan(segments, loops, statements, owner)
-
-
-def _shapes(op, slots, owner, k, period, count, periods, min_count):
-    """The loops to try for a run of ``count`` copies of ``period`` at k, best first: a grid, the
-    run, the run up to where an operand passes from one earlier loop's copies to another's."""
-    grid = _grid(op, slots, k, period, count, periods)
-    if grid is not None:
-        yield grid
-    if period <= MAX_BODY:
-        yield Loop(k, period, count)
-        shorter = _copies_reading_one_loop(slots, owner, k, period, count)
-        if min_count <= shorter < count:
-            yield Loop(k, period, shorter)
-
-
-def _copies_reading_one_loop(slots, owner, k, period, count) -> int:
-    """How many of the run's first copies read each operand from the loop (or straight code) the
-    first copy reads it from: a run over the copies of two loops can be rolled up to the border."""
-    block = slots[:, k: k + period]
-    copies = block[:, :, None] + (slots[:, k + period: k + 2 * period] - block)[:, :, None] * np.arange(count)
-    outside = (block >= 0) & (block < k)
-    where = np.where(outside[:, :, None], copies, -1).clip(-1, len(owner) - 1)
-    same = np.where(where >= 0, owner[where] == owner[where[:, :, :1]], True).all(axis=(0, 1))
-    return int(count if same.all() else np.argmin(same))
-
-
-def _grid(op, slots, k, period, count, periods):
-    """The run of ``count`` blocks of ``period`` at k as a grid loop, if each block is ``inner``
-    copies of a shorter block (the same ones in every block, moving the same way): else None."""
-    if count < 2:
-        return None
-    outer = slots[:, k + period: k + 2 * period] - slots[:, k: k + period]
-    for q in periods:
-        if q >= period or q > MAX_BODY or period % q:
-            continue
-        inner = period // q
-        if (_run_cover(op, slots, k, q, 2, INPUT) == period
-                and (outer.reshape(3, inner, q) == outer[:, None, :q]).all()):
-            return Loop(k, q, count * inner, inner=inner)
-    return None
-
-
-def _resolve(tape, loop, loops, owner, input_index) -> bool:
-    """Fill ``loop.refs``; False if some operand does not move the same way in every copy."""
-    s, p = loop.start, loop.period
-    for i in range(p):
-        k = s + i
-        refs = []
-        for slots in (tape.a, tape.b, tape.c)[: OPS[tape.op[k]].arity]:
-            first, delta = int(slots[k]), int(slots[k + p]) - int(slots[k])
-            outer = int(slots[k + p * loop.inner]) - int(slots[k]) if loop.inner else None
-            ref = _reference(tape, loop, first, delta, outer, loops, owner, input_index)
-            if ref is None:
-                return False
-            refs.append(ref)
-        loop.refs.append(refs)
-    for i in range(p):
-        if OPS[tape.op[s + i]].literal:
-            literals = tape.lit[s + i: loop.stop: p]
-            if (literals.view(np.int64) != literals[:1].view(np.int64)).any():
-                loop.tables[i] = literals.copy()
-    for refs in loop.refs:  # what the chosen loop reads from outside its copies must be kept
-        for ref in refs:
-            if ref[0] == "carried":
-                loop.carried.add(ref[1])
-                ref = ref[2]
-            if ref[0] == "kept":
-                loops[ref[1]].kept.add(ref[2])
-    return True
-
-
-def _reference(tape, loop, first, delta, outer, loops, owner, input_index):
-    """Where an operand at slot ``first + t * delta`` (copy t) lives; in a grid loop at
-    ``first + ti * delta + to * outer`` (``outer`` None where that is the same):
-    ("same", i)                 position i of the same copy
-    ("carried", i, initial)     position i of the copy before; ``initial`` (a fixed reference) in copy 0
-    ("const", slot)             a constant
-    ("straight", slot)          a slot outside every loop
-    ("input", index, step, outer_step)      x[index + t * step], or x[index + ti * step + to * outer_step]
-    ("kept", loop, i, t0, step, outer_step) position i of copy t0 + t * step (or + ti * step + to *
-                                outer_step) of an earlier loop
-    None where it is none of these."""
-    s, p, m = loop.start, loop.period, loop.count
-    if outer is not None and outer == loop.inner * delta:
-        outer = None  # moves with t
-    if first >= s:
-        return ("same", first - s) if delta == p and outer is None else None
-    if delta == p and outer is None and first + p >= s:
-        initial = _reference(tape, loop, first, 0, None, loops, owner, input_index)
-        return None if initial is None else ("carried", first + p - s, initial)
-    where = first + _moves(loop, delta, outer)
-    if where.max() >= s or where.min() < 0:
-        return None
-    if delta == 0 and outer is None and tape.op[first] == CONST:
-        return ("const", first)
-    if owner[first] < 0 and tape.op[first] != INPUT:
-        return ("straight", first) if delta == 0 and outer is None else None
-    if tape.op[first] == INPUT:
-        index = input_index[where]
-        step = int(index[1] - index[0]) if m > 1 else 0
-        outer_step = None if outer is None else int(index[loop.inner] - index[0])
-        ok = (tape.op[where] == INPUT).all() and (index == index[0] + _moves(loop, step, outer_step)).all()
-        return ("input", int(index[0]), step, outer_step) if ok else None
-    L = owner[first]
-    other = loops[L]
-    if not (owner[where.min()] == owner[where.max()] == L) or delta % other.period or (outer or 0) % other.period:
-        return None
-    i, t0 = (first - other.start) % other.period, (first - other.start) // other.period
-    return ("kept", int(L), i, t0, delta // other.period, None if outer is None else outer // other.period)
-
-
-def _moves(loop, step, outer_step) -> np.ndarray:
-    """Per copy, how far an index moving ``step`` per copy (or per ti, and ``outer_step`` per to) goes."""
-    if outer_step is None:
-        return step * np.arange(loop.count)
-    return (outer_step * np.arange(loop.count // loop.inner)[:, None] + step * np.arange(loop.inner)).ravel()
-
-
-# --- writing the functions ---------------------------------------------------------------------------
 
 @njit
 def _leads_to_input(op, a, b, c, diff_mask, input_code):
@@ -349,9 +72,8 @@ class _Writer:
     position i in copy t where needed (``_at``); ``K<L>_<i>[t]`` its literal where that differs
     between copies (a module constant)."""
 
-    def __init__(self, tape: Tape, the_plan: Plan, literal, expr, constant_partial, constants: dict):
+    def __init__(self, tape: Tape, the_plan: Plan, constants: dict):
         self.tape, self.plan = tape, the_plan
-        self.literal, self.expr, self.constant_partial = literal, expr, constant_partial
         self.constants = constants
         self.input_index = {int(s): i for i, s in enumerate(tape.inputs)}
         self.owner = the_plan.owner
@@ -421,7 +143,7 @@ class _Writer:
         if op == INPUT:
             return f"x[{self.input_index[slot]}]"
         if op == CONST:
-            return self.literal(self.tape.lit[slot], slot, self.constants)
+            return literal(self.tape.lit[slot], slot, self.constants)
         if self.owner[slot] >= 0:
             L, i, t = self._position(slot)
             return f"c{L}_{i}" if self._last_carried(slot) else self._at("V", L, i, t)
@@ -518,7 +240,7 @@ class _Writer:
             self.constants[f"K{L}_{i}"] = loop.tables[i]
             lit = f"K{L}_{i}[t]"
         else:
-            lit = self.literal(self.tape.lit[k], k, self.constants)
+            lit = literal(self.tape.lit[k], k, self.constants)
         names = dict(y=own, lit=lit)
         names.update(zip("abc", operand_values))
         return names
@@ -529,7 +251,7 @@ class _Writer:
         return variable if version is None else f"{variable}_{version}"
 
     def _step_line(self, target, partial, g, fresh=False) -> str:
-        """``target`` plus partial times adjoint g, as the interpreter adds it (see codegen.py).
+        """``target`` plus partial times adjoint g, as the interpreter adds it (see straight.py).
         Variables in ``versions`` (straight adjoints, a loop copy's adjoints) get a new name per step
         where ``fresh`` (straight code within one block): Numba's compile time grows with the number
         of reassigned variables times blocks. In a loop over copies a straight adjoint is updated in
@@ -538,7 +260,7 @@ class _Writer:
         if fresh and target in self.versions:
             self.versions[target] += 1
         new = self._name(target)
-        if self.constant_partial(partial):
+        if constant_partial(partial):
             c = float(partial.strip("()"))
             if c == 1.0:
                 return f"{new} = {old} + {g}"
@@ -555,7 +277,7 @@ class _Writer:
             elif self.tape.op[seg] not in (INPUT, CONST):
                 op = OPS[self.tape.op[seg]]
                 names = self._names(op, seg, [self.value(s) for s in self._operands(seg)], f"v{seg}")
-                lines.append(f"v{seg} = {self.expr(op, None, names)}")
+                lines.append(f"v{seg} = {expr(op, None, names)}")
         return lines
 
     def _body(self, loop, carried_prefix, positions) -> list:
@@ -565,7 +287,7 @@ class _Writer:
             op = OPS[self.tape.op[k]]
             values = [self.ref_value(ref, carried_prefix) for ref in loop.refs[i]]
             own = self._local("u", i)
-            lines.append(f"{own} = {self.expr(op, None, self._names(op, k, values, own))}")
+            lines.append(f"{own} = {expr(op, None, self._names(op, k, values, own))}")
         return lines
 
     def _carried_initial(self, loop) -> dict:
@@ -605,7 +327,7 @@ class _Writer:
                 for j, slot in enumerate(operands):
                     target = self.adjoint(slot) if DIFF_MASK[self.tape.op[seg], j] else None
                     if target is not None:
-                        lines.append(self._step_line(target, self.expr(op, j, names), self._name(f"g{seg}"), fresh=True))
+                        lines.append(self._step_line(target, expr(op, j, names), self._name(f"g{seg}"), fresh=True))
         start = ["for i in range(grad.shape[0]):", "    grad[i] = 0.0"]
         for L, i in sorted(self.adjoint_arrays):
             self._at("A", L, i, 0)
@@ -655,7 +377,7 @@ class _Writer:
             for j, ref in enumerate(loop.refs[i]):
                 if not DIFF_MASK[self.tape.op[k], j]:
                     continue
-                partial = self.expr(op, j, names)
+                partial = expr(op, j, names)
                 if ref[0] == "carried":
                     outside = self.ref_adjoint(loop, ref[2]) if ref[2][0] != "const" else None
                     if outside is None or ref[1] in deferrable:
@@ -719,11 +441,10 @@ class _Writer:
         return lines
 
 
-def function_bodies(tape: Tape, the_plan: Plan, literal, expr, constant_partial, constants: dict):
-    """(evaluate body, value_and_grad body) as lists of lines, indented for a function. ``literal``,
-    ``expr`` and ``constant_partial`` are codegen.py's writers of literals, op expressions and the
-    constant-partial test (passed in: codegen.py imports this module)."""
-    writer = _Writer(tape, the_plan, literal, expr, constant_partial, constants)
+def function_bodies(tape: Tape, the_plan: Plan, constants: dict):
+    """(evaluate body, value_and_grad body) as lists of lines, indented for a function; the module
+    constants they use added to ``constants``."""
+    writer = _Writer(tape, the_plan, constants)
     guards = writer.guard_test()
     outputs = [int(s) for s in tape.outputs]
     ev = writer.forward(False) + guards + [f"out[{i}] = {writer.value(s)}" for i, s in enumerate(outputs)]
