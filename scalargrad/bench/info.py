@@ -14,6 +14,7 @@ import numpy as np
 
 import scalargrad as sg
 
+from .. import config
 from ..jit import codegen, kernel_cache
 
 THREADING_LAYERS = (("tbb", "tbbpool"), ("omp", "omppool"), ("workqueue", "workqueue"))
@@ -95,7 +96,13 @@ def info_lines() -> list[str]:
         ("cuda gpu", cuda_status()),
     ]
     width = max(len(name) for name, _ in rows)
-    return [f"{name + ':':<{width + 1}} {value}" for name, value in rows]
+    settings = [(name, f"{os.environ[name]} (set)" if os.environ.get(name)
+                 else "unset" if setting.default is None else f"{setting.default} (default)")
+                for name, setting in config.SETTINGS.items()]
+    setting_width = max(len(name) for name, _ in settings)
+    return ([f"{name + ':':<{width + 1}} {value}" for name, value in rows]
+            + ["settings (environment variables, docs/guide.md#settings):"]
+            + [f"  {name:<{setting_width}}  {value}" for name, value in settings])
 
 
 def run(args) -> int:

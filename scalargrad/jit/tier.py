@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 from numba.core.compiler_lock import global_compiler_lock
 
-from ..config import env_number
+from ..config import codegen_max_ops, codegen_max_tapes
 from .custom_ops import uses_custom_ops
 from ..core.tape import Tape
 from . import codegen, kernels
@@ -35,11 +35,8 @@ AUTO_HOT_CALLS = 1000
 # tapes of at most AUTO_MAX_ROLLED_TAPE instructions (finding the loops is linear in the tape).
 # Lines in loops compile slower than straight ones: the MLP workload's 162 take about 10 s.
 AUTO_MAX_ROLLED_TAPE = 2_000_000
-# backend="codegen" compiles code of at most this many instruction lines (about 5 s; compile time
-# grows faster than linearly: 4.6 s at 832 ops, 21 s at 2000) and runs larger tapes on the
-# interpreter, with a warning. A tape written with loops (codegen/rolled.py) counts the lines of its loop
-# bodies, not its length. SCALARGRAD_CODEGEN_MAX_OPS raises the cap for those who accept the wait.
-CODEGEN_MAX_OPS = 1000
+# backend="codegen" compiles code of at most config.codegen_max_ops() instruction lines and runs
+# larger tapes on the interpreter, with a warning.
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
 
 
@@ -75,11 +72,6 @@ def wait_for_compiles() -> None:
         pass
 
 
-def codegen_max_ops() -> int:
-    """The size cap of backend="codegen": ``$SCALARGRAD_CODEGEN_MAX_OPS`` or CODEGEN_MAX_OPS."""
-    return env_number("SCALARGRAD_CODEGEN_MAX_OPS", CODEGEN_MAX_OPS)
-
-
 def check_backend(backend) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
@@ -112,7 +104,7 @@ class Tier:
                 why = (f"compiles code of at most {cap:,} instruction lines (set SCALARGRAD_CODEGEN_MAX_OPS to "
                        f"change it); this {len(tape):,}-instruction path would need {size:,}")
             elif not codegen.room_for(tape):
-                why = (f"compiles code for at most {codegen.max_tapes()} distinct tapes per process, since Numba "
+                why = (f"compiles code for at most {codegen_max_tapes()} distinct tapes per process, since Numba "
                        "never frees compiled code (set SCALARGRAD_CODEGEN_MAX_TAPES to change it)")
             else:
                 why = None

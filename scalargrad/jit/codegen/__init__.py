@@ -19,10 +19,10 @@ Which backend runs a path is decided in ``jit/tier.py``. Modules, lowest first:
 """
 from .cache import LOCK, cache_dir, module_path, prune_cache, tape_key, write_atomic
 from .expressions import branchless
-from .load import (compile_batch, compile_kernel, evaluate_batch, load_module, max_tapes, room_for,
+from .load import (compile_batch, compile_kernel, evaluate_batch, load_module, room_for,
                    value_and_grad_batch)
 from .text import batch_source, generated_size, rolled_plan, source
 
 __all__ = ["LOCK", "batch_source", "branchless", "cache_dir", "compile_batch", "compile_kernel",
-           "evaluate_batch", "generated_size", "load_module", "max_tapes", "module_path", "prune_cache",
+           "evaluate_batch", "generated_size", "load_module", "module_path", "prune_cache",
            "rolled_plan", "room_for", "source", "tape_key", "value_and_grad_batch", "write_atomic"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import env_number, user_cache_dir
+from ...config import codegen_cache_dir
 from ...core.ops import FUNCTIONS, OPS
 from ...core.tape import Tape
 from ..flags import FLAGS
@@ -23,9 +23,9 @@ LOCK = threading.RLock()
 
 
 def cache_dir() -> Path:
-    """``$SCALARGRAD_CACHE_DIR``, else ``codegen`` in ``config.user_cache_dir()``. Read on every call."""
-    explicit = os.environ.get("SCALARGRAD_CACHE_DIR")
-    return Path(explicit) if explicit else user_cache_dir() / "codegen"
+    """Where generated files live: ``config.codegen_cache_dir()`` (``$SCALARGRAD_CACHE_DIR``, read
+    at every call)."""
+    return codegen_cache_dir()
 
 
 def generator_files() -> list[Path]:
@@ -98,15 +98,6 @@ def module_path(key: str, batch: bool = False) -> Path:
 def module_name(key: str, batch: bool = False) -> str:
     """The name a tape's generated module (``batch``: its batch module) is imported under."""
     return f"_scalargrad_codegen_{key}{'_batch' if batch else ''}"
-
-
-# The cache holds at most this much (generated sources and Numba's compiled files); writing a new
-# module removes the oldest ones beyond it. $SCALARGRAD_CACHE_MAX_MB overrides.
-CACHE_MAX_BYTES = 256 << 20
-
-
-def cache_max_bytes() -> int:
-    return env_number("SCALARGRAD_CACHE_MAX_MB", CACHE_MAX_BYTES, lambda mb: int(float(mb) * (1 << 20)), "a number")
 
 
 def prune_cache(directory: Path, max_bytes: int, keep=frozenset()) -> list[Path]:

@@ -1,7 +1,7 @@
 """Generated modules imported from the cache directory (written there first if missing) and their
 functions compiled: ``load_module(tape)`` and ``load_module(tape, batch=True)``, ``compile_kernel``
 and ``compile_batch`` (loading Numba's disk cache, repairing a damaged entry), and the batch runners
-vmap calls. A process loads code for at most ``max_tapes()`` distinct tapes.
+vmap calls. A process loads code for at most ``config.codegen_max_tapes()`` distinct tapes.
 """
 from __future__ import annotations
 
@@ -13,23 +13,17 @@ from pathlib import Path
 import numpy as np
 from numba import types
 
-from ...config import env_number
+from ...config import cache_max_bytes, codegen_max_tapes as max_tapes
 from ...core.tape import Tape
 from ..custom_ops import ops_in, uses_custom_ops
-from .cache import (LOCK, cache_dir, cache_max_bytes, holds_text, module_name, module_path, prune_cache,
-                    tape_key, write_atomic)
+from .cache import LOCK, cache_dir, holds_text, module_name, module_path, prune_cache, tape_key, write_atomic
 from .text import batch_source, source
 
 _ARGS = (types.float64[::1], types.float64[::1])  # the one signature compiled: C-contiguous x, out/grad
 
 _MODULES: dict[str, object] = {}  # module name -> the imported generated module (under cache.LOCK)
 # Numba never frees compiled code (about 1 MiB per tape), so a process compiles generated code for
-# at most this many distinct tapes (SCALARGRAD_CODEGEN_MAX_TAPES); later ones stay on the interpreter.
-MAX_TAPES = 100
-
-
-def max_tapes() -> int:
-    return env_number("SCALARGRAD_CODEGEN_MAX_TAPES", MAX_TAPES)
+# at most config.codegen_max_tapes() distinct tapes; later ones stay on the interpreter.
 
 
 def loaded_tapes() -> set[str]:
