@@ -307,6 +307,27 @@ def test_compile_uses_generated_code_with_the_same_results():
         f(np.array([1.0, 2.0]))
 
 
+def test_compile_under_the_default_backend_hands_out_generated_code_from_the_first_call():
+    """compile() gives the best kernel the path can have, however often it was called: generated
+    code under "auto" too (compiled now), bit-identical to the interpreter's kernel."""
+    k_auto = sg.value_and_grad(rosen2).compile(np.zeros(2))
+    k_int = sg.value_and_grad(rosen2, backend="interp").compile(np.zeros(2))
+    assert k_auto.workspace_size == 0 and k_int.workspace_size > 0  # generated code needs no scratch
+    assert_identical(descend(k_auto, np.zeros(2), 5000, 1e-3), descend(k_int, np.zeros(2), 5000, 1e-3))
+    f = sg.jit(branchy).compile(2.0, 1.0)
+    assert f.workspace_size == 1 and f(np.array([2.0, 1.0])) == branchy(2.0, 1.0)  # scratch: its outputs
+
+
+def test_compile_keeps_the_interpreter_where_generated_code_cannot_go(monkeypatch):
+    monkeypatch.setenv("SCALARGRAD_CODEGEN_MAX_OPS", "4")  # rosen2's code is longer
+    assert sg.value_and_grad(rosen2).compile(np.zeros(2)).workspace_size > 0
+    monkeypatch.delenv("SCALARGRAD_CODEGEN_MAX_OPS")
+    cube = sg.custom_op("test_codegen_cube", lambda a: a * a * a, [lambda a: 3.0 * a * a])
+    k = sg.value_and_grad(lambda x: cube(x[0]) + x[1]).compile(np.ones(2))  # custom ops: interpreter
+    g = np.empty(2)
+    assert k.workspace_size > 0 and k(np.array([2.0, 1.0]), g) == 9.0 and list(g) == [12.0, 1.0]
+
+
 # --- files: cache directory, atomic writes, a second process -----------------------------------------
 
 def test_pruning_removes_the_oldest_modules_and_their_compiled_files(tmp_path):

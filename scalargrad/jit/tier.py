@@ -174,9 +174,29 @@ class Tier:
         return kernels.evaluate(program.ins, program.lit, program.io, x, out, program.workspace())
 
     def generated(self):
-        """The compiled generated function under backend "codegen", else None (``compile()`` with
-        "auto" keeps the interpreter: its result must not depend on how often a path was called)."""
+        """The compiled generated function under backend "codegen", else None."""
         return self.kernel if self.backend == "codegen" else None
+
+    def best_kernel(self):
+        """The generated function for a kernel handed out by ``compile()``: under "codegen" the one
+        compiled at the first call; under "auto" compiled now (or taken from a background compile of
+        this path, waited for) when the tape qualifies, whatever the number of calls so far, since
+        the caller is about to run it in a loop of its own. None under "interp" and for tapes that
+        stay on the interpreter: custom ops, generated code over ``codegen_max_ops()`` lines, or a
+        process that has compiled ``codegen_max_tapes()`` tapes."""
+        if self.backend != "auto":
+            return self.generated()
+        self.settle()
+        if (self.kernel is None and self.error is None and not uses_custom_ops(self.tape.op)
+                and codegen.generated_size(self.tape) <= codegen_max_ops() and codegen.room_for(self.tape)):
+            self.started = True  # nothing left for the background to compile
+            try:
+                self.kernel = codegen.compile_kernel(self.tape, self.kind)
+            except Exception as exc:  # the interpreter's kernel, which gives the same results
+                self.error = exc
+                warnings.warn(f"scalargrad: generated code for a {len(self.tape)}-instruction tape failed to "
+                              f"compile ({exc!r}); compile() hands out the interpreter's kernel", RuntimeWarning)
+        return self.kernel
 
     def generated_module(self):
         """The generated batch module (``codegen.batch_source``) vmap runs, else None: under

@@ -60,11 +60,13 @@ class ValueAndGrad(Transformed):
         """A Numba function ``k(x, g[, work]) -> value`` for the path traced at ``args``: ``x`` is the flat
         float64 vector of all inputs (arguments concatenated), the gradient is written into ``g``;
         ``work`` (``k.workspace_size`` floats, one per thread) saves an allocation per call.
-        Callable from Python and from the user's ``@numba.njit`` code. With backend "codegen" it
-        runs the tape's generated code (``k.workspace_size`` is then 0: no scratch needed)."""
+        Callable from Python and from the user's ``@numba.njit`` code. It runs the tape's generated
+        code (``k.workspace_size`` is then 0: no scratch needed) under the default backend "auto" and
+        under "codegen", compiled now if need be (seconds for a few hundred lines; cached on disk),
+        unless the tape stays on the interpreter (see ``Tier.best_kernel``); "interp" never compiles."""
         sig = self.flat(args)[0]
         path = sig.paths[0]
-        generated = path.tier.generated()
+        generated = path.tier.best_kernel()
         if generated is not None:
             return embed.generated_value_and_grad_kernel(generated, path.program.n_inputs)
         return embed.value_and_grad_kernel(path.program)
@@ -187,7 +189,7 @@ class Jit(Transformed):
         if not path.program.n_outputs:  # an empty array: the kernel would return garbage
             raise ValueError(f"jit({self.__name__}).compile: the function has no outputs at these "
                              "arguments (an empty array), and the compiled kernel returns the first")
-        generated = path.tier.generated()
+        generated = path.tier.best_kernel()
         if generated is not None:
             return embed.generated_evaluate_kernel(generated, path.program.n_inputs, path.program.n_outputs)
         return embed.evaluate_kernel(path.program)
