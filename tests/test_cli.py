@@ -18,7 +18,7 @@ from scalargrad.bench import higher as bench_higher, cli, handwritten, info
 from scalargrad.bench import compare as bench_compare, measure as bench_measure, output as bench_output
 from scalargrad.bench import table as bench_table
 from scalargrad.bench.cli import main
-from scalargrad.jit import kernel_cache, tier, vector_math
+from scalargrad.jit import kernel_cache, tier
 from scalargrad.core.ops import USER_OPS
 from scalargrad.bench.workloads import (WORKLOADS, check_textbook_examples, finite_difference_check, make_random,
                                         relative_error)
@@ -313,7 +313,7 @@ def test_bench_json_matches_documented_schema(tmp_path):
     path = tmp_path / "bench.json"
     assert main(["bench", "--workload", "seed,random-300", "--batch", "8", "--repeat", "1", "--json", str(path)]) == 0
     results, doc = json.loads(path.read_text()), documented_keys()
-    assert set(results) == set(doc["Top level"]) and results["schema"] == bench_output.SCHEMA == 2
+    assert set(results) == set(doc["Top level"]) and results["schema"] == bench_output.SCHEMA == 3
     assert results["command"] == "bench"
     assert set(results["header"]) == set(doc["header: bench"])
     for row in results["rows"]:
@@ -336,7 +336,7 @@ def test_compare_json_matches_documented_schema(tmp_path, capsys):
         "not_installed_module_xyz" in out.splitlines()
     assert "over budget (> 1 s) while recording; stopped" in out
     results, doc = json.loads(path.read_text()), documented_keys()
-    assert results["schema"] == 2 and results["command"] == "compare"
+    assert results["schema"] == 3 and results["command"] == "compare"
     assert set(results["header"]) == set(doc["header: compare"])
     assert set(results["header"]["peers"]) == {"fake_peer:exact", "fake_peer:slow"}
     rows = {row["library"]: row for row in results["rows"]}
@@ -453,24 +453,6 @@ def test_batch_rows_hold_vmap_against_hand_written_numba(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "B/hand" in out and "B/hand ≤ 2" not in out  # its target row, rosenbrock-100, did not run
     assert legend_titles(out) == [title for title, *_ in bench_table.COLUMNS + bench_table.BATCH_COLUMNS] + ["check"]
-
-
-@pytest.mark.slow  # 12 s: compiles the vector-math batch kernels
-def test_vector_math_batch_rows(monkeypatch, tmp_path, capsys):
-    assert main(["bench", "--vector-math"]) == 2
-    assert "--vector-math applies to the batch rows: give --batch B" in capsys.readouterr().err
-    if vector_math.AVAILABLE:
-        path = tmp_path / "vm.json"
-        assert main(["bench", "--workload", "random-300", "--batch", "9", "--vector-math", "--repeat", "1",
-                     "--backend", "interp", "--json", str(path)]) == 0
-        results = json.loads(path.read_text())
-        assert results["header"]["vector_math"] is True
-        assert results["rows"][0]["batch_kernel"] == "interp vm" and results["rows"][0]["ok"]
-        capsys.readouterr()
-    monkeypatch.setattr(vector_math, "AVAILABLE", False)
-    monkeypatch.setattr(vector_math, "UNAVAILABLE_REASON", "this CPU has no AVX2")
-    assert main(["bench", "--workload", "random-300", "--batch", "9", "--vector-math"]) == 2
-    assert "--vector-math: this CPU has no AVX2" in capsys.readouterr().err
 
 
 def test_batch_and_compare_together_is_a_usage_error(capsys):

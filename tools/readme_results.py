@@ -5,7 +5,7 @@ markers; the README's figures then always come from one committed `scalargrad be
     python tools/readme_results.py            # rewrite the README's section from the JSON
     python tools/readme_results.py --check    # exit 1 if the README's section is not that rendering
 
-The JSON layout is docs/bench-json.md (schema 2). tests/test_readme_results.py checks the README.
+The JSON layout is docs/bench-json.md (schema 3). tests/test_readme_results.py checks the README.
 """
 from __future__ import annotations
 
@@ -30,16 +30,16 @@ COLUMNS = ["workload", "ops", "ops after passes", "value µs", "value and gradie
 
 
 def check_layout(data: dict) -> None:
-    """Raise ValueError unless data is what COMMAND writes: schema 2, a plain default bench run."""
-    if data.get("schema") != 2 or data.get("command") != "bench":
-        raise ValueError(f"expected a `scalargrad bench --json` file of schema 2, got schema "
+    """Raise ValueError unless data is what COMMAND writes: schema 3, a plain default bench run."""
+    if data.get("schema") != 3 or data.get("command") != "bench":
+        raise ValueError(f"expected a `scalargrad bench --json` file of schema 3, got schema "
                          f"{data.get('schema')!r}, command {data.get('command')!r}")
     header = data["header"]
-    options = {"backend": "default", "batch": None, "vector_math": False, "repeat": None}
+    options = {"backend": "default", "batch": None, "repeat": None}
     changed = [f"{key}={header.get(key)!r}" for key, want in options.items() if header.get(key) != want]
     if changed or data.get("higher_order") is None:
         raise ValueError("the README's table is a default `scalargrad bench` run (no --backend, --batch, "
-                         "--vector-math, --repeat, --workload or --size); this file has "
+                         "--repeat, --workload or --size); this file has "
                          + (", ".join(changed) or "no higher-order rows"))
 
 

@@ -20,7 +20,6 @@ import sys
 
 from . import info
 from ..core import ops as op_table
-from ..jit import vector_math
 from ..jit.tier import BACKENDS
 from .compare import compare
 from .measure import backend_options
@@ -81,10 +80,6 @@ def bench(args) -> int:
         options = backend_options(args.backend)
         if args.batch and args.compare:
             raise ValueError("--batch applies to the scalargrad table; leave --compare out")
-        if args.vector_math and not args.batch:
-            raise ValueError("--vector-math applies to the batch rows: give --batch B")
-        if args.vector_math and not vector_math.AVAILABLE:
-            raise ValueError(f"--vector-math: {vector_math.UNAVAILABLE_REASON}")
         growth = bool(args.plot) and not plot_skipped and not sizes
         names = [n for item in args.workload or () for n in item.split(",") if n]
         rows = select_rows(names, args.quick, sizes, growth) if names else default_rows(args.quick, sizes, growth)
@@ -165,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "scalargrad). A speed target printed MISSED is reported but leaves the exit status 0: timings "
                     "on a shared machine are noisy. Rows and options needing a package that is not installed "
                     "(the sparse Hessian: SciPy; --plot: matplotlib; --compare peers) are skipped with a note. "
-                    "--json writes the layout documented in docs/bench-json.md (schema 2).")
+                    "--json writes the layout documented in docs/bench-json.md (schema 3).")
     bench_parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI")
     bench_parser.add_argument("--workload", action="append", metavar="NAME",
                               help="rows to run: a workload (" + ", ".join(WORKLOADS) + "), a row name "
@@ -186,10 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--batch", type=positive_int, metavar="B",
                               help="also time sg.vmap(sg.value_and_grad(f)) on B points per row: ns per op per "
                               "point and its ratio to the single-point ns/op")
-    bench_parser.add_argument("--vector-math", action="store_true",
-                              help="with --batch: sg.vmap(..., vector_math=True), whose batch interpreter calls "
-                              "libm functions 4 points at a time through glibc's libmvec (Linux, AVX2; results "
-                              "within a few ulp of the single-point ones instead of identical)")
     bench_parser.add_argument("--backend", choices=BACKENDS,
                               help="the compiled backend passed to value_and_grad and jit (default: theirs)")
     bench_parser.add_argument("--plot", metavar="PATH",

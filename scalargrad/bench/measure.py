@@ -21,7 +21,6 @@ EAGER_TOLERANCE = 1e-9     # relative; eager backward and value_and_grad run the
 EAGER_MAX_OPS = 200_000    # larger rows skip the (slow, memory-hungry) eager measurement
 BATCH_TOLERANCE = 1e-12    # relative; batch and single-point sweeps run the same program
 HANDWRITTEN_TOLERANCE = 1e-9  # relative; hand-written code rounds differently (other operation order)
-VECTOR_MATH_TOLERANCE = 1e-9  # relative; --vector-math: libmvec rounds differently from libm (≤ 4 ulp a call)
 
 
 def backend_options(backend: str | None) -> dict:
@@ -156,26 +155,23 @@ def batch_points(x0: np.ndarray, points: int, seed: int = 0) -> np.ndarray:
 
 
 def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None, options: dict | None = None,
-                  handwritten=None, vector_math: bool = False) -> dict:
-    """Batch numbers of one row: ``sg.vmap(sg.value_and_grad(fun), vector_math=vector_math)`` over
-    ``points`` points, checked against single-point value_and_grad at three of them; ``single`` is
-    ``measure``'s row. With ``handwritten`` (``handwritten.batch_reference``'s function), also that
-    on the same points, timed right after, and checked against ours at every point."""
+                  handwritten=None) -> dict:
+    """Batch numbers of one row: ``sg.vmap(sg.value_and_grad(fun))`` over ``points`` points, checked
+    against single-point value_and_grad at three of them; ``single`` is ``measure``'s row. With
+    ``handwritten`` (``handwritten.batch_reference``'s function), also that on the same points,
+    timed right after, and checked against ours at every point."""
     X = batch_points(x0, points)
     single_vg = sg.value_and_grad(fun, **(options or {}))
     vg = sg.value_and_grad(fun, **(options or {}))
-    batched = sg.vmap(vg, vector_math=vector_math)
+    batched = sg.vmap(vg)
     (values, grads), _ = timed(lambda: batched(X))
     settle(lambda: batched(X), vg)
     batch_s, kernel = steady_seconds(lambda: batched(X), lambda: kernel_name(vg, batch=True), repeat)
-    if vector_math and kernel == "interp":
-        kernel = "interp vm"  # generated code calls libm either way
     problems = []
-    tolerance = VECTOR_MATH_TOLERANCE if vector_math else BATCH_TOLERANCE
     for i in sorted({0, points // 2, points - 1}):
         value, grad = single_vg(X[i])
         err = relative_error(np.append(values[i], grads[i]), np.append(value, grad))
-        if not err <= tolerance:
+        if not err <= BATCH_TOLERANCE:
             problems.append(f"batch point {i} differs from value_and_grad by {err:.1e}")
     vs_handwritten = None
     if handwritten is not None:

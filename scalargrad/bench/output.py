@@ -16,7 +16,7 @@ import numpy as np
 
 import scalargrad as sg
 
-SCHEMA = 2                 # version of the --json layout documented in docs/bench-json.md
+SCHEMA = 3                 # version of the --json layout documented in docs/bench-json.md
 
 
 def missing_package(module: str) -> str | None:

@@ -35,7 +35,7 @@ COLUMNS = (
 BATCH_COLUMNS = (
     ("B ns/op", "batch_ns_per_op", "{:.2f}", "sg.vmap(sg.value_and_grad(f)) over the --batch points, per point per op"),
     ("B/single", "batch_vs_single", "{:.3f}", "B ns/op / ns/op"),
-    ("B kernel", "batch_kernel", "{}", "what ran the batch (vm: libm calls 4 points at a time, --vector-math)"),
+    ("B kernel", "batch_kernel", "{}", "what ran the batch"),
     ("B/hand", "batch_vs_handwritten", "{:.2f}", "batch time over hand-written Numba's prange loop (rosenbrock, mlp)"),
 )
 CHECK = "ok, or FAIL with the reason on the line below"
@@ -80,8 +80,7 @@ class Table:
 
 def bench_table(args, rows, options, higher_order: bool) -> int:
     """The scalargrad table (and with ``higher_order`` the higher-order rows); the exit status."""
-    header = dict(versions(), backend=args.backend or "default", batch=args.batch, vector_math=args.vector_math,
-                  repeat=args.repeat)
+    header = dict(versions(), backend=args.backend or "default", batch=args.batch, repeat=args.repeat)
     header["kernel_load_ms"] = 1e3 * load_kernels(options)
     print(f"scalargrad {header['scalargrad']} bench: Python {header['python']}, NumPy {header['numpy']}, "
           f"Numba {header['numba']}, {header['cpu_count']} CPUs, {header['machine']}"
@@ -111,7 +110,7 @@ def bench_table(args, rows, options, higher_order: bool) -> int:
                     progress.update(f"{name} --batch {args.batch}")
                     hand = (handwritten.batch_reference(workload_name, size)
                             if workload_name in handwritten.WORKLOADS else None)
-                    got = measure_batch(fun, x0, args.batch, row, args.repeat, options, hand, args.vector_math)
+                    got = measure_batch(fun, x0, args.batch, row, args.repeat, options, hand)
                     problem = got.pop("batch_detail")
                     if problem:
                         row.update(ok=False, detail="; ".join(filter(None, [row["detail"], problem])))

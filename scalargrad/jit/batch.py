@@ -8,12 +8,6 @@ the T ``prange`` workers takes every T-th chunk and reuses one buffer set, held 
 between calls (fresh buffers per chunk would page-fault on every call: on 2 cores that made a
 batch slower than single points). ``ok[p]`` reports whether point p took the traced control-flow
 path (its guards held); other points are evaluated apart.
-
-With ``vector_math`` the sweeps are the ``_vector`` flavour (vector_math.py): ops that call libm
-run four points at a time through glibc's libmvec, within a few ulp of libm rather than bit-identical.
-The choice reaches the compiled kernels as the type of their ``vector`` argument (None or a bool),
-so each of the two compiles only its own sweeps, and the libmvec one is never compiled where it
-cannot run.
 """
 from __future__ import annotations
 
@@ -21,14 +15,12 @@ import numpy as np
 from numba import prange
 
 import numba
-from numba import types
-from numba.extending import overload
 
 from ..core import resources
-from . import liveness, vector_math
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 419d4ddfcb4dd4d8
-from ._interp import forward_batch, forward_partials_batch, forward_partials_vector, forward_vector
-from .flags import FLAGS, njit
+from . import liveness
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 9650fce940d9dedd
+from ._interp import forward_batch, forward_partials_batch
+from .flags import njit
 
 WORKING_SET = 1 << 15  # a chunk is as wide as keeps a partials buffer (n x chunk) within this many floats,
 MIN_CHUNK = 16         # and at least this wide: long tapes stream their partials through L3 at any width,
@@ -37,38 +29,8 @@ MIN_CHUNK = 16         # and at least this wide: long tapes stream their partial
 
 
 def chunk_size(n: int) -> int:
-    """Points per chunk for an n-instruction tape (16 to 256, a multiple of vector_math.LANES)."""
-    return int(min(256, max(MIN_CHUNK, WORKING_SET // max(n, 1))) // vector_math.LANES * vector_math.LANES)
-
-
-def _vector_flag(wanted: bool):
-    """The ``vector`` argument of the kernels: its type picks their sweeps."""
-    if not wanted:
-        return None
-    if not vector_math.AVAILABLE:
-        raise RuntimeError(f"vector math is unavailable here: {vector_math.UNAVAILABLE_REASON}")
-    return True
-
-
-def _forward(vector, ins, lit, vals, n, m):
-    """forward_batch, or forward_vector when ``vector`` is a bool (compiled code only)."""
-
-
-@overload(_forward, jit_options=FLAGS)
-def _forward_typed(vector, ins, lit, vals, n, m):
-    sweep = forward_batch if isinstance(vector, types.NoneType) else forward_vector
-    return lambda vector, ins, lit, vals, n, m: sweep(ins[0], ins[1], ins[2], ins[3], ins[6], lit, vals, n, m)
-
-
-def _forward_partials(vector, ins, lit, vals, pa, pb, n, m):
-    """forward_partials_batch, or forward_partials_vector when ``vector`` is a bool (compiled code only)."""
-
-
-@overload(_forward_partials, jit_options=FLAGS)
-def _forward_partials_typed(vector, ins, lit, vals, pa, pb, n, m):
-    sweep = forward_partials_batch if isinstance(vector, types.NoneType) else forward_partials_vector
-    return lambda vector, ins, lit, vals, pa, pb, n, m: sweep(ins[0], ins[1], ins[2], ins[3], ins[6], lit, vals, pa, pb,
-                                                              n, m)
+    """Points per chunk for an n-instruction tape (16 to 256)."""
+    return int(min(256, max(MIN_CHUNK, WORKING_SET // max(n, 1))))
 
 
 @njit
@@ -124,22 +86,22 @@ def _prepared(program):
     return ins, io, rows, chunk, work
 
 
-def value_and_grad(program, X, vector_math: bool = False):
+def value_and_grad(program, X):
     """(values, G, ok) of output 0 and its gradient at every row of X (ok: the guards held)."""
     program.require_output()
     B = len(X)
     values, G, ok = np.empty(B), np.empty((B, program.n_inputs)), np.empty(B, dtype=np.bool_)
     ins, io, rows, chunk, work = _prepared(program)
-    _value_and_grad(ins, program.lit, io, rows, X, values, G, ok, chunk, work, _vector_flag(vector_math))
+    _value_and_grad(ins, program.lit, io, rows, X, values, G, ok, chunk, work)
     return values, G, ok
 
 
-def evaluate(program, X, vector_math: bool = False):
+def evaluate(program, X):
     """(out, ok): every output at every row of X (ok: the guards held)."""
     B = len(X)
     out, ok = np.empty((B, program.n_outputs)), np.empty(B, dtype=np.bool_)
     ins, io, rows, chunk, work = _prepared(program)
-    _evaluate(ins, program.lit, io, rows, X, out, ok, chunk, work, _vector_flag(vector_math))
+    _evaluate(ins, program.lit, io, rows, X, out, ok, chunk, work)
     return out, ok
 
 
@@ -153,7 +115,7 @@ def _buffers(work, t, rows, n, chunk):
 
 
 @njit(parallel=True)
-def _evaluate(ins, lit, io, rows, X, out, ok, chunk, work, vector):
+def _evaluate(ins, lit, io, rows, X, out, ok, chunk, work):
     n = ins.shape[1]
     B = X.shape[0]
     n_in, n_out = io[0], io[1]
@@ -165,7 +127,7 @@ def _evaluate(ins, lit, io, rows, X, out, ok, chunk, work, vector):
             p0 = c * chunk
             m = min(chunk, B - p0)
             _load(io, X, p0, m, vals)
-            _forward(vector, ins, lit, vals, n, m)
+            forward_batch(ins[0], ins[1], ins[2], ins[3], ins[6], lit, vals, n, m)
             _check_guards(io, vals, p0, m, ok)
             for i in range(n_out):
                 slot = io[3 + n_in + i]
@@ -174,7 +136,7 @@ def _evaluate(ins, lit, io, rows, X, out, ok, chunk, work, vector):
 
 
 @njit(parallel=True)
-def _value_and_grad(ins, lit, io, rows, X, values, G, ok, chunk, work, vector):
+def _value_and_grad(ins, lit, io, rows, X, values, G, ok, chunk, work):
     n = ins.shape[1]
     B = X.shape[0]
     n_in = io[0]
@@ -187,7 +149,7 @@ def _value_and_grad(ins, lit, io, rows, X, values, G, ok, chunk, work, vector):
             p0 = c * chunk
             m = min(chunk, B - p0)
             _load(io, X, p0, m, vals)
-            _forward_partials(vector, ins, lit, vals, pa, pb, n, m)
+            forward_partials_batch(ins[0], ins[1], ins[2], ins[3], ins[6], lit, vals, pa, pb, n, m)
             _check_guards(io, vals, p0, m, ok)
             adj[:, :] = 0.0
             for j in range(m):

@@ -20,8 +20,7 @@ DELAY_S = 1.0  # compile seconds of one kind before the notice
 BACKGROUND_THREAD = "scalargrad-codegen"  # the name of tier.py's compile thread
 # Kind of kernel by defining module (the last part of its name); generated modules start with
 # GENERATED. Modules not listed here, in scalargrad, count as the interpreter.
-KINDS = {"batch": "batch kernels for vmap", "lanes": "batch kernels for vmap",
-         "vector_math": "batch kernels for vmap", "tangent": "forward-mode kernels",
+KINDS = {"batch": "batch kernels for vmap", "lanes": "batch kernels for vmap", "tangent": "forward-mode kernels",
          "handwritten": "the benchmark's hand-written kernels"}
 INTERPRETER = "the tape interpreter"
 GENERATED = "_scalargrad_codegen_"

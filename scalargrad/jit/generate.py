@@ -7,8 +7,6 @@ which is why the interpreter is written to disk rather than exec'd.
 """
 from __future__ import annotations
 
-import ast
-import copy
 import hashlib
 import re
 import sys
@@ -16,7 +14,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..core.ops import CUSTOM_ROWS, FROM_MATH, OPCODE, OPS, substitute
-from .vector_math import ARITY, LANES
 
 TARGET = Path(__file__).with_name("_interp.py")
 _LOCALS = dict(a="va", b="vb", c="vc", y="y", lit="vl")
@@ -70,78 +67,6 @@ def _live_partials(op) -> list[str]:
     return live
 
 
-class _Hoist(ast.NodeTransformer):
-    """Replaces each call of a vector-math function whose arguments vary by point (innermost
-    first) by a new per-point name ``h<i>``, collecting ``(name, function, arguments)``."""
-
-    def __init__(self, calls: list, per_point: set[str]):
-        self.calls, self.per_point = calls, per_point
-
-    def visit_Call(self, node):
-        self.generic_visit(node)
-        varies = any(isinstance(n, ast.Name) and n.id in self.per_point for n in ast.walk(node))
-        if isinstance(node.func, ast.Name) and node.func.id in ARITY and varies:
-            name = f"h{len(self.calls)}"
-            self.calls.append((name, node.func.id, node.args))
-            self.per_point.add(name)
-            return ast.Name(name, ast.Load())
-        return node
-
-
-def _lane(tree, lane: int, per_point: set[str]) -> str:
-    """An expression tree as code for one lane: per-point names get the suffix ``_<lane>``."""
-    class Rename(ast.NodeTransformer):
-        def visit_Name(self, node):
-            return ast.Name(f"{node.id}_{lane}", node.ctx) if node.id in per_point else node
-    return ast.unparse(Rename().visit(copy.deepcopy(tree)))
-
-
-_PER_POINT = ("va", "vb", "vc", "y")  # the locals of an op's expressions that vary by point
-
-
-def _hoisted(expr: str, calls: list, per_point: set[str]):
-    """The tree of an op expression (as code) with its vector-math calls hoisted into ``calls``."""
-    return _Hoist(calls, per_point).visit(ast.parse(_code(expr), mode="eval")).body
-
-
-def _vector_calls(op) -> bool:
-    """Whether an op's expressions call a function that vector_math evaluates four lanes at a time."""
-    calls: list = []
-    for expr in (op.forward, *op.partials):
-        _hoisted(expr, calls, set(_PER_POINT))
-    return bool(calls)
-
-
-def _at(lane: int) -> str:
-    return "j" if lane == 0 else f"j + {lane}"
-
-
-def _lanes_branch(op, with_partials: bool) -> list[str]:
-    """Dispatch branch of the ``_vector`` flavour for an op that calls vector-math functions: a
-    loop over the points LANES at a time (chunks are a multiple of LANES wide, so the last lanes
-    of a short chunk compute throwaway values inside the buffers), every call to such a function
-    made once for all lanes through ``v_<function>``, the rest of each expression per lane. It
-    follows the op's ``_preamble``."""
-    lanes = range(LANES)
-    per_point = set(_PER_POINT)
-    operands, _ = _used(op)
-    body = [f"v{s}_{lane} = vals[i{s}, {_at(lane)}]" for s in operands for lane in lanes]
-    outputs = [("y", op.forward, "vals[r")]
-    if with_partials:
-        outputs += [(buf, partial, f"{buf}[k") for buf, partial in zip(("pa", "pb"), _live_partials(op))]
-    calls: list = []
-    for name, expr, buffer in outputs:
-        done = len(calls)
-        tree = _hoisted(expr, calls, per_point)
-        for temp, function, args in calls[done:]:
-            lane_args = ", ".join(_lane(arg, lane, per_point) for arg in args for lane in lanes)
-            body.append(", ".join(f"{temp}_{lane}" for lane in lanes) + f" = v_{function}({lane_args})")
-        for lane in lanes:
-            body.append(f"{name}_{lane} = {_lane(tree, lane, per_point)}")
-            body.append(f"{buffer}, {_at(lane)}] = {name}_{lane}")
-    return [f"for j in range(0, m, {LANES}):"] + ["    " + line for line in body]
-
-
 class _Flavour(NamedTuple):
     """How a sweep flavour is written: the parameters after the arrays, whether it is batched (each
     instruction loops over points, and writes row ``dst[k]``, of liveness.py, not k), the index
@@ -157,12 +82,9 @@ class _Flavour(NamedTuple):
 # into rows by lifetime (liveness.py), partials stay one row per instruction. "column": one point p
 # of (n, B) buffers, undecorated, so that it can be compiled for a GPU thread as well (without the
 # custom-op rows: a GPU cannot call the CPU functions, and jit/cuda.py refuses such tapes).
-# "vector": "batch" whose ops calling libm functions run LANES points at a time through
-# vector_math (opt-in: results within a few ulp of libm's, not bit-identical).
 _FLAVOURS = {
     "": _Flavour("n", False, "", "@njit"),
     "_batch": _Flavour("n, m", True, ", j", "@njit"),
-    "_vector": _Flavour("n, m", True, ", j", "@njit"),
     "_column": _Flavour("n, p", False, ", p", None),
 }
 _CUSTOM = set(CUSTOM_ROWS.values())
@@ -191,9 +113,6 @@ def _sweep(name: str, with_partials: bool, doc: str, flavour: str, custom: bool)
         lines.append(f"        {keyword} o == {OPCODE[op.name]}:  # {op.name}")
         if batched:
             lines.extend("            " + stmt for stmt in _preamble(op))
-        if flavour == "_vector" and _vector_calls(op):
-            lines.extend("            " + stmt for stmt in _lanes_branch(op, with_partials))
-            continue
         if batched:
             lines.append("            for j in range(m):")
         lines.extend(indent + stmt for stmt in _branch(op, with_partials, col, batched))
@@ -238,10 +157,6 @@ def source() -> str:
         "",
         "from .custom_call import custom",
         "from .flags import FLAGS, njit",
-        "from .vector_math import VECTOR",
-        "",
-        "# Four lanes at a time (vector_math.py); the _vector sweeps call them, only where vector_math.AVAILABLE.",
-        *(f'v_{name} = VECTOR["{name}"]' for name in ARITY),
         "",
         f"# Inlined sources ({', '.join(INLINED)}) as of: "
         + _hash("".join(TARGET.with_name(name).read_text() for name in INLINED)),
@@ -260,7 +175,7 @@ def source() -> str:
 # them. _interp.py itself carries a hash of the modules it inlines from (INLINED).
 DEPENDENTS = {"kernels.py": ("_interp.py",), "batch.py": ("_interp.py", "kernels.py"),
               "tangent.py": ("_interp.py", "kernels.py")}
-INLINED = ("custom_call.py", "flags.py", "vector_math.py")
+INLINED = ("custom_call.py", "flags.py")
 STAMP_PREFIX = "# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): "
 
 

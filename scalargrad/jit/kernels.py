@@ -17,7 +17,7 @@ from . import custom_ops
 from ..core import resources
 from ..core.ops import DIFF_MASK, INPUT
 from ..core.tape import Tape
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 755b64326fe12461
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): f7bbfe275d976c5a
 from ._interp import forward_partials
 from .flags import njit
 

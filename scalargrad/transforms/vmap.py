@@ -5,18 +5,16 @@ The function is traced at the first point; all points run through that path in p
 by one through the single-point path, which retraces as needed: never silently wrong. Dask arrays
 chunked along the batch axis are mapped chunk by chunk (``chunked.py``) and give Dask arrays back.
 ``jvp``, ``hvp``, ``hessian`` and ``jacobian`` are mapped point by point over a thread pool (no
-batched tangent kernels yet). ``vector_math=True`` lets the batch interpreter call libm functions
-four points at a time (``jit/vector_math.py``).
+batched tangent kernels yet).
 """
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
-from ..jit import batch, codegen, cuda, vector_math as libmvec
+from ..jit import batch, codegen, cuda
 from ..record.tracing import describe_structure
 from . import chunked, debug
 
@@ -24,7 +22,7 @@ from . import chunked, debug
 class VMap:
     """``vmap(fn, in_axes)(*args)``: ``fn`` at each point along the batch axes of ``args``."""
 
-    def __init__(self, fn, in_axes=0, device="cpu", vector_math=False):
+    def __init__(self, fn, in_axes=0, device="cpu"):
         mode = getattr(fn, "vmap_mode", None)  # each transform says how it is mapped (transformed.py)
         if mode is None:
             raise TypeError(getattr(fn, "vmap_refusal", None) or "vmap expects a function made by sg.jit, "
@@ -36,17 +34,8 @@ class VMap:
         if device == "cuda" and self.pointwise:
             raise ValueError(f"device='cuda' maps jit, grad and value_and_grad; {type(fn).__name__.lower()} "
                              "runs on the CPU")
-        if not isinstance(vector_math, (bool, np.bool_)):
-            raise TypeError(f"vector_math must be True or False, got {vector_math!r}")
-        if vector_math and (device != "cpu" or self.pointwise):
-            raise ValueError("vector_math=True applies to the CPU batch kernels of jit, grad and value_and_grad")
-        if vector_math and not libmvec.AVAILABLE:
-            warnings.warn(f"vector_math=True: {libmvec.UNAVAILABLE_REASON}; the batch calls libm instead",
-                          RuntimeWarning, stacklevel=3)
-            vector_math = False
         if device == "cuda":
             cuda.require_gpu()
-        self.vector_math = bool(vector_math)
         self.fn = fn
         self.in_axes = in_axes
         self.device = device
@@ -107,20 +96,19 @@ class VMap:
             path.tier.count(len(X))  # B points are B evaluations: a large batch makes a path hot at once
             module = path.tier.generated_module()
         program = path.program
-        options = {} if self.device == "cuda" else {"vector_math": self.vector_math}
         backend = cuda if self.device == "cuda" else batch
         if transformed.kernel_kind == "value_and_grad":
             if module is not None:  # the tape's own code (codegen, or auto after tier-up), in parallel
                 values, G, ok = codegen.value_and_grad_batch(module, X, program.n_inputs)
             else:
-                values, G, ok = backend.value_and_grad(program, X, **options)
+                values, G, ok = backend.value_and_grad(program, X)
             for i in np.flatnonzero(~ok):
                 _, values[i], G[i] = transformed.flat(self._unflatten(sig, X[i]))
             return values, G
         if module is not None:
             out, ok = codegen.evaluate_batch(module, X, program.n_outputs)
         else:
-            out, ok = backend.evaluate(program, X, **options)
+            out, ok = backend.evaluate(program, X)
         for i in np.flatnonzero(~ok):
             _, point_out, structure = transformed.flat(self._unflatten(sig, X[i]))
             if structure != path.structure:  # out[i] would broadcast one into the other's slots
@@ -166,13 +154,8 @@ class VMap:
         return transformed.batched(path.structure, results)
 
 
-def vmap(fn, in_axes=0, device="cpu", vector_math=False):
+def vmap(fn, in_axes=0, device="cpu"):
     """Map a function made by ``jit``/``grad``/``value_and_grad`` (or ``jvp``/``hvp``/``hessian``/
     ``jacobian``) over a leading batch axis of its arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis.
-    ``device="cuda"`` evaluates the points on an NVIDIA GPU (one thread per point).
-    ``vector_math=True``: the batch interpreter computes exp, log, sin, tanh and the other libm
-    functions four points at a time with glibc's libmvec (Linux, AVX2; elsewhere a RuntimeWarning
-    and libm): faster on tapes rich in them, with results that may differ from the single-point
-    ones in the last bits (libmvec: within 4 ulp a call). Generated code (backend "codegen",
-    or "auto" after tier-up) calls libm either way."""
-    return VMap(fn, in_axes, device, vector_math)
+    ``device="cuda"`` evaluates the points on an NVIDIA GPU (one thread per point)."""
+    return VMap(fn, in_axes, device)

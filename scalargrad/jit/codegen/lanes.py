@@ -29,7 +29,7 @@ from __future__ import annotations
 import ast
 
 # Points per lane loop, LANES in generated code: Rosenbrock's forward loop took 38, 55 and 143 ns a
-# point at 32, 16 and 8. (Not vector_math.LANES, the doubles per AVX2 vector.)
+# point at 32, 16 and 8.
 POINTS_PER_LOOP = 32
 MAX_ROWS = 2048  # rows × POINTS_PER_LOOP × 8 bytes = 512 KiB: about a core's L2
 _BUFFER, _COUNT, _LANE, _VALUES, _OKS = "buf", "nlanes", "lane", "values", "oks"
