@@ -177,7 +177,8 @@ def tierup_figures(n=17):  # a size no other section compiles
     if started is None:
         print(f"tier-up, rosenbrock-{n}: already compiled in this process; run the tierup section alone")
         return
-    print(f"tier-up, rosenbrock-{n} ({len(tier.tape)} ops): hot after {tiering.AUTO_HOT_CALLS} calls, "
+    print(f"tier-up, rosenbrock-{n} ({len(tier.tape)} ops): hot after {len(phases['interpreter'])} calls "
+          f"({1e6 * tier.rent:.1f} µs each, predicted compile {tiering.predicted_compile_seconds(tier.tape):.2f} s), "
           f"compiled in the background in {ready - started:.2f} s (compile thread: "
           f"{tier.compile_times[0]:.2f} s wall, {tier.compile_times[1]:.2f} s CPU)")
     for phase, times in phases.items():

@@ -19,6 +19,7 @@ from scalargrad.bench import compare as bench_compare, measure as bench_measure,
 from scalargrad.bench import table as bench_table
 from scalargrad.bench.cli import main
 from scalargrad.jit import kernel_cache, tier
+from helpers import hot_after
 from scalargrad.core.ops import USER_OPS
 from scalargrad.bench.workloads import (WORKLOADS, check_textbook_examples, finite_difference_check, make_random,
                                         relative_error)
@@ -413,7 +414,7 @@ def test_timings_wait_for_a_background_compile_in_flight():
 def test_a_batch_row_runs_the_batch_code_its_path_compiles_after_another_paths_compile(monkeypatch):
     # With backend auto one compile runs at a time: a batch row timed while another path (here the
     # single-point row's) compiles must wait for it, then let its own path tier up.
-    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 3)
+    hot_after(monkeypatch, 3)
     fun, x0 = WORKLOADS["rosenbrock"].make(12)
     other = sg.value_and_grad(lambda x: fun(x) * 2.0)
     for _ in range(3):

@@ -17,14 +17,14 @@ import pytest
 
 import scalargrad as sg
 from scalargrad.core import reference
-from scalargrad.jit import codegen, tier
+from scalargrad.jit import codegen
 from scalargrad.jit.codegen import cache, load
 from scalargrad.jit.passes import optimize
 from scalargrad.core.tape import Tape
 from scalargrad.core.ops import OPCODE
 
-from helpers import (SPECIAL, assert_identical, assert_same, central_diff, check_against_interpreter,
-                     descend, generated_evaluate, generated_value_and_grad, op_cases, op_function,
+from helpers import (SPECIAL, assert_identical, assert_same, central_diff, check_against_interpreter, descend,
+                     generated_evaluate, generated_value_and_grad, hot_after, op_cases, op_function,
                      random_program, sample_domain, trace_program, wait_for_kernel)
 
 
@@ -238,7 +238,7 @@ def test_backend_is_checked():
 # --- tiering -----------------------------------------------------------------------------------------
 
 def test_auto_tiers_up_a_hot_small_path_in_the_background(monkeypatch):
-    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 5)
+    hot_after(monkeypatch, 5)
     f = lambda x: sg.tanh(x[0] * x[1]) + x[1] ** 3.0  # noqa: E731
     vg = sg.value_and_grad(f)
     x = np.array([0.3, -1.2])
@@ -259,8 +259,8 @@ def test_auto_tiers_up_a_hot_small_path_in_the_background(monkeypatch):
 
 
 def test_auto_never_tiers_up_a_large_tape_or_the_interp_backend(monkeypatch):
-    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 2)
-    monkeypatch.setattr(tier, "AUTO_MAX_OPS", 3)
+    hot_after(monkeypatch, 2)
+    monkeypatch.setenv("SCALARGRAD_CODEGEN_MAX_OPS", "3")
     f = lambda x, y: x * y + x / y  # noqa: E731
     for vg in (sg.value_and_grad(f), sg.value_and_grad(lambda x, y: x * y, backend="interp")):
         for _ in range(5):
@@ -504,7 +504,7 @@ def test_a_damaged_numba_cache_entry_is_deleted_and_compiled_again(tmp_path, cac
 # jit: 10 s (the forward batch code compiles on top of the per-point code), so with -m slow.
 @pytest.mark.parametrize("transform", [sg.value_and_grad, pytest.param(sg.jit, marks=pytest.mark.slow)])
 def test_vmap_switches_to_generated_batch_code_after_an_auto_tier_up(transform, monkeypatch):
-    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 3)
+    hot_after(monkeypatch, 3)
     f = lambda x: sg.sin(x[0]) * x[1] + x[2] / x[0]  # noqa: E731
     fn = transform(f)
     for _ in range(4):
@@ -530,7 +530,7 @@ def test_vmap_switches_to_generated_batch_code_after_an_auto_tier_up(transform, 
 
 
 def test_a_large_batch_makes_a_path_hot_at_once(monkeypatch):
-    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 40)
+    hot_after(monkeypatch, 40)
     f = lambda x: sg.sin(x[0]) * x[1] + x[2] / x[0]  # noqa: E731
     X = np.random.default_rng(3).uniform(0.5, 2.0, (50, 3))
     want = sg.vmap(sg.value_and_grad(f, backend="interp"))(X)
@@ -578,3 +578,48 @@ def test_vmap_with_codegen_runs_the_generated_batch_kernel_with_the_interpreters
             fd = (branchy(X[p] + step) - branchy(X[p] - step)) / 2e-6
             assert G[p, j] == pytest.approx(fd, rel=1e-6, abs=1e-8)
             assert G[p, j] == g(X[p])[j]
+
+
+# --- tier-up by time ---------------------------------------------------------------------------------
+
+def test_auto_tiers_up_once_the_interpreter_has_cost_the_predicted_compile_time(monkeypatch):
+    """Ski rental: with a measured call of 1 ms and a compile predicted at 10 ms, the path compiles
+    at its tenth call, not before; a compile predicted 10x longer waits 10x more calls."""
+    from scalargrad.jit import tier
+    started = []
+
+    def start(self, compile_):  # instead of a compile thread (which releases the lock when done)
+        started.append(self.calls)
+        tier._COMPILING.release()
+
+    monkeypatch.setattr(tier.Tier, "_start", start)
+    tape = sg.trace(lambda x: sg.sin(x) * x + 1.0, 0.5)
+    for predicted, hot in ((0.01, 10), (0.1, 100)):
+        monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape: predicted)
+        t = tier.Tier(tape, "value_and_grad", "auto")
+        t.count()
+        t.rent = 1e-3  # what the second call's timing would have measured
+        for _ in range(hot - 2):
+            t.count()
+        assert not t.started and t.hot_calls == hot
+        t.count()
+        assert t.started and started[-1] == hot
+
+
+def test_compile_times_are_learned_per_kind_and_a_cached_tape_only_loads(monkeypatch, tmp_path):
+    from scalargrad.jit import compile_timings
+    monkeypatch.setenv("SCALARGRAD_CACHE_DIR", str(tmp_path))
+    tape = sg.trace(lambda x: sg.exp(x) * x - 2.0, 0.5)
+    lines = codegen.generated_size(tape)
+    prior = compile_timings.predicted_seconds(tape)
+    assert prior == compile_timings.FIXED_SECONDS + lines * compile_timings.PRIOR_SECONDS_PER_LINE["straight"]
+    for seconds in (0.4, 0.5, 10.0):  # the median ignores the outlier
+        compile_timings.record(tape, compile_timings.FIXED_SECONDS + seconds * lines)
+    assert compile_timings.seconds_per_line("straight") == pytest.approx(0.5)
+    assert compile_timings.seconds_per_line("rolled") == compile_timings.PRIOR_SECONDS_PER_LINE["rolled"]
+    assert not compile_timings.compiled_on_disk(tape)
+    codegen.compile_kernel(tape, "value_and_grad")
+    assert compile_timings.compiled_on_disk(tape)
+    assert compile_timings.predicted_seconds(tape) == compile_timings.LOAD_SECONDS
+    (tmp_path / compile_timings.FILE).write_text("not json")  # damaged: start again from the prior
+    assert compile_timings.seconds_per_line("straight") == compile_timings.PRIOR_SECONDS_PER_LINE["straight"]

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad.jit import codegen, tier
+from scalargrad.jit import codegen
 from scalargrad.jit.codegen import loops, text as codegen_text
 from scalargrad.core.ops import OPCODE
 from scalargrad.jit.passes import optimize
 
-from helpers import (SPECIAL, apply_op, assert_identical, central_diff, check_against_interpreter,
+from helpers import (SPECIAL, apply_op, assert_identical, central_diff, check_against_interpreter, hot_after,
                      random_loop_body, random_program, rosen, trace_program, two_loop_function, wait_for_kernel)
 
 
@@ -251,7 +251,7 @@ def test_large_tapes_compile_as_loops_under_the_codegen_backend():
 
 
 def test_auto_tiers_up_a_large_tape_that_rolls(monkeypatch):
-    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 3)
+    hot_after(monkeypatch, 3)
     x = np.linspace(-1, 1, 500)
     vg = sg.value_and_grad(rosen)
     first = vg(x)

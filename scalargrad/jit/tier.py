@@ -1,13 +1,15 @@
 """Which kernel runs a traced path: the tape interpreter or the tape's generated code (codegen/).
 
 ``backend="codegen"`` compiles on the path's first call (tapes up to a size cap); ``"auto"`` starts on
-the interpreter and tiers up small tapes that get hot (a vmap batch's points count as calls),
-compiling in a background thread; ``"interp"`` never compiles.
+the interpreter and tiers up by time, compiling in a background thread once the interpreter has cost
+the path as much time as the compile is predicted to take (a vmap batch's points count as calls);
+``"interp"`` never compiles.
 The kernels give bit-identical results (NaNs in the same places, though their sign bit and payload,
 which LLVM leaves unspecified, may differ), so switching is invisible except in speed.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -19,22 +21,24 @@ from numba.core.compiler_lock import global_compiler_lock
 from ..config import codegen_max_ops, codegen_max_tapes
 from .custom_ops import uses_custom_ops
 from ..core.tape import Tape
-from . import codegen, kernels
+from . import codegen, compile_timings, kernels
 from .compile_notice import BACKGROUND_THREAD
 
 BACKENDS = ("auto", "interp", "codegen")
-# "auto" tiers up only tapes of at most AUTO_MAX_OPS instructions (after the passes), after
-# AUTO_HOT_CALLS calls of one path, compiling in a background thread. Measured with
-# bench/codegen_tier.py: compiling costs about 0.5 s of CPU per 100 instructions (about 1 s of wall
-# time on the loaded shared 2-core machine), so 200 keeps a tier-up near 2 s; 1000 calls of a small
-# path are a few milliseconds of interpreter time, enough to show the path is in a loop.
-AUTO_MAX_OPS = 200
-AUTO_HOT_CALLS = 1000
-# Larger tapes tier up when their generated code, written with loops (codegen/rolled.py), has at most
-# AUTO_MAX_OPS instruction lines; whether it does is worked out in the background thread, for
-# tapes of at most AUTO_MAX_ROLLED_TAPE instructions (finding the loops is linear in the tape).
-# Lines in loops compile slower than straight ones: the MLP workload's 162 take about 10 s.
+# "auto" tiers up by time, as in ski rental: a path's generated code is compiled once the
+# interpreter has cost it the predicted compile time (compile_timings.py), so the path never costs
+# much more than twice what the better of the two choices, made in hindsight, would have. The rent
+# is the interpreter time of one call, measured at the path's second call (the first may load the
+# interpreter), times the calls since. Tapes whose generated code would exceed codegen_max_ops()
+# lines stay on the interpreter; whether a tape of ROLL_MIN_OPS or more instructions has loops that
+# make its code short is worked out in the background thread, for tapes of at most
+# AUTO_MAX_ROLLED_TAPE instructions (finding the loops is linear in the tape).
+AUTO_HOT_CALLS = 2  # the fewest calls before a tier-up (the second call's time is the rent)
 AUTO_MAX_ROLLED_TAPE = 2_000_000
+INTERP_SECONDS_PER_OP = 4e-9  # the rent of a batch point when no single call was timed (bench: 4-6 ns)
+# A tape that may have loops is planned (in the background) once the interpreter has cost it as
+# much as the cheapest compile, loading code already in the cache.
+FIRST_LOOK_SECONDS = compile_timings.LOAD_SECONDS
 # backend="codegen" compiles code of at most config.codegen_max_ops() instruction lines and runs
 # larger tapes on the interpreter, with a warning.
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
@@ -78,6 +82,11 @@ def check_backend(backend) -> str:
     return backend
 
 
+def predicted_compile_seconds(tape: Tape) -> float:
+    """Seconds the tape's generated code would take to be ready (compile_timings.py)."""
+    return compile_timings.predicted_seconds(tape)
+
+
 class Tier:
     """The kernel for one traced path: the interpreter, or the generated function once compiled.
 
@@ -86,7 +95,7 @@ class Tier:
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
     __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "batch_started", "error",
-                 "compile_times", "threads")
+                 "compile_times", "threads", "rent", "hot_calls")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
@@ -96,6 +105,8 @@ class Tier:
         self.batch_started = False  # auto: the background compile of the batch function (vmap)
         self.error = None
         self.calls = 0
+        self.rent = None  # interpreter seconds of one call, measured at the second call
+        self.hot_calls = AUTO_HOT_CALLS  # calls at which to look again at tiering up
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
         self.threads = []  # background compiles started and not yet waited for (settle)
         if backend == "codegen":
@@ -114,19 +125,37 @@ class Tier:
                 warnings.warn(f"scalargrad: backend='codegen' {why}, so this path runs on the interpreter, "
                               "with the same results", RuntimeWarning, stacklevel=2)
         elif (backend == "interp" or uses_custom_ops(tape.op)
-              or AUTO_MAX_OPS < len(tape) < codegen.text.ROLL_MIN_OPS or len(tape) > AUTO_MAX_ROLLED_TAPE):
+              or codegen_max_ops() < len(tape) < codegen.text.ROLL_MIN_OPS or len(tape) > AUTO_MAX_ROLLED_TAPE):
             self.started = True  # never tiers up (generated code cannot call custom ops)
 
     def count(self, calls: int = 1) -> None:
         """``calls`` interpreter evaluations (one call, or a batch's points); starts the background
-        compile when the path is hot."""
+        compile once they have cost the predicted compile time."""
         self.calls += calls
-        if self.calls >= AUTO_HOT_CALLS and not self.started and _COMPILING.acquire(blocking=False):
+        if self.calls >= self.hot_calls and not self.started:
+            self._consider()
+
+    def _consider(self) -> None:
+        """Start the background compile if the interpreter has paid for it, else note the calls at
+        which it will have. A tape that may have loops is looked at in the background thread."""
+        rent = self.rent if self.rent is not None else len(self.tape) * INTERP_SECONDS_PER_OP
+        if len(self.tape) < codegen.text.ROLL_MIN_OPS:  # straight code: its size is its length
+            predicted = predicted_compile_seconds(self.tape)
+            if self.calls * rent < predicted:
+                self.hot_calls = self._calls_for(predicted, rent)
+                return
+        elif self.calls * rent < FIRST_LOOK_SECONDS:  # not even worth planning its loops yet
+            self.hot_calls = self._calls_for(FIRST_LOOK_SECONDS, rent)
+            return
+        if _COMPILING.acquire(blocking=False):
             if self.started:  # another thread calling this path got here first
                 _COMPILING.release()
                 return
             self.started = True
             self._start(self._compile)
+
+    def _calls_for(self, seconds: float, rent: float) -> int:
+        return max(self.calls + 1, math.ceil(seconds / max(rent, 1e-9)))
 
     def _start(self, compile_) -> None:
         # Not a daemon: interpreter exit waits for a compile in flight rather than killing it.
@@ -143,12 +172,21 @@ class Tier:
         return bool(threads)
 
     def _compile(self) -> None:
-        wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            if codegen.generated_size(self.tape) > AUTO_MAX_OPS or not codegen.room_for(self.tape):
+            if codegen.generated_size(self.tape) > codegen_max_ops() or not codegen.room_for(self.tape):
                 return  # a large tape without loops that would make its code short, or too many tapes
+            predicted = predicted_compile_seconds(self.tape)
+            rent = self.rent if self.rent is not None else len(self.tape) * INTERP_SECONDS_PER_OP
+            if self.calls * rent < predicted:  # a long compile ahead: not yet paid for
+                self.hot_calls = self._calls_for(predicted, rent)
+                self.started = False
+                return
+            wall, cpu = time.perf_counter(), time.thread_time()
+            on_disk = compile_timings.compiled_on_disk(self.tape)
             kernel = codegen.compile_kernel(self.tape, self.kind)
             self.compile_times = (time.perf_counter() - wall, time.thread_time() - cpu)
+            if not on_disk:
+                compile_timings.record(self.tape, self.compile_times[0])
             self.kernel = kernel
         except Exception as exc:  # stay on the interpreter, which gives the same results
             self.error = exc
@@ -162,16 +200,26 @@ class Tier:
         kernel = self.kernel
         if kernel is not None:
             return kernel(x if x.flags.c_contiguous else np.ascontiguousarray(x), grad)
-        self.count()
-        return kernels.value_and_grad(program.ins, program.lit, program.io, x, grad, program.workspace())
+        args = (program.ins, program.lit, program.io, x, grad, program.workspace())
+        return self._interpret(kernels.value_and_grad, args)
 
     def evaluate(self, program, x, out) -> bool:
         """Writes the outputs of ``program`` at ``x`` into ``out``; returns whether guards hold."""
         kernel = self.kernel
         if kernel is not None:
             return kernel(x if x.flags.c_contiguous else np.ascontiguousarray(x), out)
+        return self._interpret(kernels.evaluate, (program.ins, program.lit, program.io, x, out, program.workspace()))
+
+    def _interpret(self, sweep, args):
+        """``sweep(*args)`` on the interpreter, counted; the second call is timed (the rent)."""
+        if self.calls != 1:
+            self.count()
+            return sweep(*args)
+        started = time.perf_counter()
+        result = sweep(*args)
+        self.rent = time.perf_counter() - started
         self.count()
-        return kernels.evaluate(program.ins, program.lit, program.io, x, out, program.workspace())
+        return result
 
     def generated(self):
         """The compiled generated function under backend "codegen", else None."""
