@@ -221,10 +221,11 @@ def test_guards_inside_a_loop():
     assert_identical([*vg(y)[1]], [*sg.value_and_grad(f, backend="interp")(y)[1]])
 
 
-@pytest.mark.parametrize("fun", [
+@pytest.mark.parametrize("fun", [  # where and two_wheres: 13 s and 34 s (compiles), so with -m slow
     lambda x: np.maximum(0.0, 1.0 - x).sum(),  # a loop of guarded comparisons
-    lambda x: sg.where(x > 0.7, x, 0.0).sum(),  # a loop of conditions
-    lambda x: (sg.where(x > 0.7, x * x, 1.0) + sg.where(x < 0.2, x, -1.0)).sum(),
+    pytest.param(lambda x: sg.where(x > 0.7, x, 0.0).sum(), marks=pytest.mark.slow),  # a loop of conditions
+    pytest.param(lambda x: (sg.where(x > 0.7, x * x, 1.0) + sg.where(x < 0.2, x, -1.0)).sum(),
+                 marks=pytest.mark.slow),
 ], ids=["maximum", "where", "two_wheres"])
 def test_loops_without_a_derivative_write_no_reverse_loop(fun):
     # No adjoint reaches an input through a loop of comparisons: its reverse loop had an empty body
