@@ -324,9 +324,8 @@ def descend(k, x, steps, lr):
 # --- tiering -----------------------------------------------------------------------------------------
 
 def hot_after(monkeypatch, calls: int) -> None:
-    """Backend "auto" tiers a path up at its ``calls``-th interpreter call, whatever its compile is
-    predicted to cost (jit/tier.py's rule would wait until the interpreter had paid for it)."""
+    """Backend "auto" tiers a path up at its ``calls``-th interpreter call, its compile predicted to
+    be instant (jit/tier.py's rule waits AUTO_HOT_CALLS calls, and longer for a long compile)."""
     from scalargrad.jit import tier
     monkeypatch.setattr(tier, "AUTO_HOT_CALLS", calls)
     monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape: 0.0)
-    monkeypatch.setattr(tier, "FIRST_LOOK_SECONDS", 0.0)

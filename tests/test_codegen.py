@@ -582,9 +582,10 @@ def test_vmap_with_codegen_runs_the_generated_batch_kernel_with_the_interpreters
 
 # --- tier-up by time ---------------------------------------------------------------------------------
 
-def test_auto_tiers_up_once_the_interpreter_has_cost_the_predicted_compile_time(monkeypatch):
-    """Ski rental: with a measured call of 1 ms and a compile predicted at 10 ms, the path compiles
-    at its tenth call, not before; a compile predicted 10x longer waits 10x more calls."""
+def test_auto_tiers_up_a_cheap_compile_when_hot_and_a_long_one_once_paid_for(monkeypatch):
+    """A compile predicted to take at most CHEAP_COMPILE_SECONDS starts at AUTO_HOT_CALLS calls; a
+    longer one waits until the calls have cost as much (ski rental): with a measured call of 0.1 s,
+    a 3 s compile starts at the 30th call and a 30 s one at the 300th."""
     from scalargrad.jit import tier
     started = []
 
@@ -593,15 +594,15 @@ def test_auto_tiers_up_once_the_interpreter_has_cost_the_predicted_compile_time(
         tier._COMPILING.release()
 
     monkeypatch.setattr(tier.Tier, "_start", start)
+    monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 5)
     tape = sg.trace(lambda x: sg.sin(x) * x + 1.0, 0.5)
-    for predicted, hot in ((0.01, 10), (0.1, 100)):
+    for predicted, hot in ((tier.CHEAP_COMPILE_SECONDS, 5), (3.0, 30), (30.0, 300)):
         monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape: predicted)
         t = tier.Tier(tape, "value_and_grad", "auto")
-        t.count()
-        t.rent = 1e-3  # what the second call's timing would have measured
-        for _ in range(hot - 2):
+        t.rent = 0.1  # what the second call's timing would have measured
+        for _ in range(hot - 1):
             t.count()
-        assert not t.started and t.hot_calls == hot
+        assert not t.started
         t.count()
         assert t.started and started[-1] == hot
 

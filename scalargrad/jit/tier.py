@@ -25,20 +25,21 @@ from . import codegen, compile_timings, kernels
 from .compile_notice import BACKGROUND_THREAD
 
 BACKENDS = ("auto", "interp", "codegen")
-# "auto" tiers up by time, as in ski rental: a path's generated code is compiled once the
-# interpreter has cost it the predicted compile time (compile_timings.py), so the path never costs
-# much more than twice what the better of the two choices, made in hindsight, would have. The rent
-# is the interpreter time of one call, measured at the path's second call (the first may load the
-# interpreter), times the calls since. Tapes whose generated code would exceed codegen_max_ops()
-# lines stay on the interpreter; whether a tape of ROLL_MIN_OPS or more instructions has loops that
-# make its code short is worked out in the background thread, for tapes of at most
-# AUTO_MAX_ROLLED_TAPE instructions (finding the loops is linear in the tape).
-AUTO_HOT_CALLS = 2  # the fewest calls before a tier-up (the second call's time is the rent)
+# "auto" compiles a path's generated code in a background thread once the path has had
+# AUTO_HOT_CALLS calls (a few milliseconds of a small path: enough to show it is in a loop), if the
+# compile is predicted (compile_timings.py) to take at most CHEAP_COMPILE_SECONDS: on a spare core
+# that costs the caller little. A longer compile waits, as in ski rental, until the interpreter
+# has cost the path as much time as the compile will take, so a path never costs much more than
+# twice the better of compiling and not compiling, in hindsight. The rent is the interpreter time of
+# one call, measured at the path's second call (the first may load the interpreter). Tapes whose
+# generated code would exceed codegen_max_ops() lines stay on the interpreter; whether a tape of
+# ROLL_MIN_OPS or more instructions has loops that make its code short is worked out in the
+# background thread, for tapes of at most AUTO_MAX_ROLLED_TAPE instructions (finding the loops is
+# linear in the tape).
+AUTO_HOT_CALLS = 1000
+CHEAP_COMPILE_SECONDS = 2.0  # the old rule's compiles (200 straight lines) took about this long
 AUTO_MAX_ROLLED_TAPE = 2_000_000
 INTERP_SECONDS_PER_OP = 4e-9  # the rent of a batch point when no single call was timed (bench: 4-6 ns)
-# A tape that may have loops is planned (in the background) once the interpreter has cost it as
-# much as the cheapest compile, loading code already in the cache.
-FIRST_LOOK_SECONDS = compile_timings.LOAD_SECONDS
 # backend="codegen" compiles code of at most config.codegen_max_ops() instruction lines and runs
 # larger tapes on the interpreter, with a warning.
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
@@ -136,16 +137,9 @@ class Tier:
             self._consider()
 
     def _consider(self) -> None:
-        """Start the background compile if the interpreter has paid for it, else note the calls at
-        which it will have. A tape that may have loops is looked at in the background thread."""
-        rent = self.rent if self.rent is not None else len(self.tape) * INTERP_SECONDS_PER_OP
-        if len(self.tape) < codegen.text.ROLL_MIN_OPS:  # straight code: its size is its length
-            predicted = predicted_compile_seconds(self.tape)
-            if self.calls * rent < predicted:
-                self.hot_calls = self._calls_for(predicted, rent)
-                return
-        elif self.calls * rent < FIRST_LOOK_SECONDS:  # not even worth planning its loops yet
-            self.hot_calls = self._calls_for(FIRST_LOOK_SECONDS, rent)
+        """Start the background compile unless it must wait to be paid for. A tape that may have
+        loops is looked at in the background thread (finding them takes a while)."""
+        if len(self.tape) < codegen.text.ROLL_MIN_OPS and self._unpaid(predicted_compile_seconds(self.tape)):
             return
         if _COMPILING.acquire(blocking=False):
             if self.started:  # another thread calling this path got here first
@@ -154,8 +148,14 @@ class Tier:
             self.started = True
             self._start(self._compile)
 
-    def _calls_for(self, seconds: float, rent: float) -> int:
-        return max(self.calls + 1, math.ceil(seconds / max(rent, 1e-9)))
+    def _unpaid(self, predicted: float) -> bool:
+        """Whether a compile predicted to take ``predicted`` seconds must wait for more calls; if so,
+        ``hot_calls`` becomes the call at which the interpreter will have cost that much."""
+        rent = self.rent if self.rent is not None else len(self.tape) * INTERP_SECONDS_PER_OP
+        if predicted <= CHEAP_COMPILE_SECONDS or self.calls * rent >= predicted:
+            return False
+        self.hot_calls = max(self.calls + 1, math.ceil(predicted / max(rent, 1e-9)))
+        return True
 
     def _start(self, compile_) -> None:
         # Not a daemon: interpreter exit waits for a compile in flight rather than killing it.
@@ -175,10 +175,7 @@ class Tier:
         try:
             if codegen.generated_size(self.tape) > codegen_max_ops() or not codegen.room_for(self.tape):
                 return  # a large tape without loops that would make its code short, or too many tapes
-            predicted = predicted_compile_seconds(self.tape)
-            rent = self.rent if self.rent is not None else len(self.tape) * INTERP_SECONDS_PER_OP
-            if self.calls * rent < predicted:  # a long compile ahead: not yet paid for
-                self.hot_calls = self._calls_for(predicted, rent)
+            if self._unpaid(predicted_compile_seconds(self.tape)):  # a long compile, not yet paid for
                 self.started = False
                 return
             wall, cpu = time.perf_counter(), time.thread_time()
