@@ -96,7 +96,7 @@ class Tier:
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
     __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "batch_started", "error",
-                 "compile_times", "threads", "rent", "hot_calls")
+                 "compile_times", "threads", "rent", "hot_calls", "predicted")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
@@ -108,6 +108,7 @@ class Tier:
         self.calls = 0
         self.rent = None  # interpreter seconds of one call, measured at the second call
         self.hot_calls = AUTO_HOT_CALLS  # calls at which to look again at tiering up
+        self.predicted = None  # predicted compile seconds, worked out once (_predicted)
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
         self.threads = []  # background compiles started and not yet waited for (settle)
         if backend == "codegen":
@@ -131,7 +132,7 @@ class Tier:
 
     def count(self, calls: int = 1) -> None:
         """``calls`` interpreter evaluations (one call, or a batch's points); starts the background
-        compile once they have cost the predicted compile time."""
+        compile at AUTO_HOT_CALLS, or for a long compile once the calls have paid for it."""
         self.calls += calls
         if self.calls >= self.hot_calls and not self.started:
             self._consider()
@@ -139,7 +140,7 @@ class Tier:
     def _consider(self) -> None:
         """Start the background compile unless it must wait to be paid for. A tape that may have
         loops is looked at in the background thread (finding them takes a while)."""
-        if len(self.tape) < codegen.text.ROLL_MIN_OPS and self._unpaid(predicted_compile_seconds(self.tape)):
+        if len(self.tape) < codegen.text.ROLL_MIN_OPS and self._unpaid(self._predicted()):
             return
         if _COMPILING.acquire(blocking=False):
             if self.started:  # another thread calling this path got here first
@@ -147,6 +148,13 @@ class Tier:
                 return
             self.started = True
             self._start(self._compile)
+
+    def _predicted(self) -> float:
+        """The predicted compile seconds, worked out once: it hashes the tape and reads the cache,
+        and ``_consider`` may run at every call while another path's compile holds the lock."""
+        if self.predicted is None:
+            self.predicted = predicted_compile_seconds(self.tape)
+        return self.predicted
 
     def _unpaid(self, predicted: float) -> bool:
         """Whether a compile predicted to take ``predicted`` seconds must wait for more calls; if so,
@@ -175,7 +183,7 @@ class Tier:
         try:
             if codegen.generated_size(self.tape) > codegen_max_ops() or not codegen.room_for(self.tape):
                 return  # a large tape without loops that would make its code short, or too many tapes
-            if self._unpaid(predicted_compile_seconds(self.tape)):  # a long compile, not yet paid for
+            if self._unpaid(self._predicted()):  # a long compile, not yet paid for
                 self.started = False
                 return
             wall, cpu = time.perf_counter(), time.thread_time()
