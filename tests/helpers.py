@@ -235,7 +235,7 @@ def two_loop_function(first, second, guard):
     return f
 
 
-# --- the compiled kernels, called the way api.py calls them ----------------------------------------
+# --- the compiled kernels, called the way the transforms call them ----------------------------------------
 
 def _kernel_extra(kernel, program):
     """Trailing arguments beyond (ins, lit, io, x, out): the per-program workspace, if taken."""

@@ -5,7 +5,7 @@ Variables that returns ``g * partial``: ``X if C else Y`` becomes ``sg.where`` (
 ``C`` is a plain bool, e.g. a test on the literal), ``and`` a product of 0/1 values, ``or``
 ``sg.maximum``, and math names map to scalargrad's ops. ``replay`` re-records a Tape onto given
 Variables, ``reverse``/``tangent`` record the symbolic sweeps, ``grad_tape`` / ``jvp_tape`` return
-the derived Tapes; ``call_symbolic`` and ``backward_create_graph`` use them to compose transforms.
+the derived Tapes; the transforms' ``_symbolic`` methods and ``backward_create_graph`` use them to compose.
 Derivative code never calls ``bool()`` on a Variable (that would record a guard).
 """
 from __future__ import annotations

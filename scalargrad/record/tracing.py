@@ -54,7 +54,7 @@ def arg_name(names, i):
 
 class VariableArguments(TypeError):
     """Raised by ``flatten_args`` for Variable arguments: the transform then records symbolically
-    into the caller's recorder (``transforms.call_symbolic``) instead of running a kernel."""
+    into the caller's recorder (each transform's ``_symbolic``) instead of running a kernel."""
 
 
 FLOAT64 = np.dtype(np.float64)
