@@ -421,3 +421,41 @@ def test_create_graph_skips_leaves_that_do_not_require_grad():
     x, c = sg.Variable(1.5), sg.Variable(2.0, requires_grad=False)
     (c * x ** 3).backward(create_graph=True)
     assert c.grad is None and x.grad.data == pytest.approx(2.0 * 3 * 1.5 ** 2)
+
+
+# --- jvp(fun, primals, tangents), as JAX spells it ----------------------------------------------------
+
+def _two_args(x, s):
+    return sg.sin(x[0] * s) * x[1] + s * s * x[0], x[1] / s
+
+
+def test_jvp_with_primals_and_tangents_for_every_argument_matches_finite_differences():
+    x, s = np.array([0.4, 1.3]), 0.7
+    vx, vs = np.array([0.3, -0.5]), 2.0
+    out, tout = sg.jvp(_two_args, (x, s), (vx, vs))
+    assert out == _two_args(x, s) and isinstance(tout, tuple)
+    h = 1e-6
+    plus, minus = _two_args(x + h * vx, s + h * vs), _two_args(x - h * vx, s - h * vs)
+    np.testing.assert_allclose(tout, [(p - m) / (2 * h) for p, m in zip(plus, minus)], rtol=1e-7)
+    # zero tangents for the other arguments: the first-argument spelling, jvp(fun)(x, v, *args)
+    assert sg.jvp(_two_args, [x, s], [vx, 0.0]) == sg.jvp(_two_args)(x, vx, s)
+    assert sg.jvp(lambda t: t ** 3, (2.0,), (1.0,)) == (8.0, 12.0)
+
+
+def test_jvp_with_primals_and_tangents_records_on_variables():
+    x, v = sg.Variable(0.5), sg.Variable(1.0)
+    value, derivative = sg.jvp(lambda t: sg.exp(t) * t, (x,), (v,))
+    derivative.backward()  # d/dx of (e^x (1 + x)) v at v = 1: e^x (2 + x)
+    assert value.data == np.exp(0.5) * 0.5 and x.grad == pytest.approx(np.exp(0.5) * 2.5, rel=1e-14)
+
+
+@pytest.mark.parametrize("primals, tangents, error, match", [
+    ((np.ones(2), 1.0), (np.ones(2),), ValueError, "2 primals but 1 tangents"),
+    ((np.ones(2), 1.0), (np.ones(3), 0.0), ValueError, r"tangent 0 has shape \(3,\), but primal 0 has shape \(2,\)"),
+    (np.ones(2), np.ones(2), TypeError, "must be tuples"),
+])
+def test_jvp_with_primals_and_tangents_names_what_is_wrong(primals, tangents, error, match):
+    with pytest.raises(error, match=match):
+        sg.jvp(_two_args, primals, tangents)
+    with pytest.raises(TypeError, match="needs both primals and tangents"):
+        sg.jvp(_two_args, (np.ones(2), 1.0))

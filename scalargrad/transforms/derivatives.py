@@ -9,6 +9,7 @@ symbolically (``record/symbolic.py``).
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -28,8 +29,30 @@ class Jvp(FirstArgument):
     def __call__(self, x, v, *args):
         return self._dispatch((x, *args), v)
 
+    def _symbolic(self, args, v):
+        return self._symbolic_along(args, (v,))
+
+    def along(self, primals, tangents):
+        """JAX's ``jvp(fun, primals, tangents)``: ``(fun(*primals), its derivative along tangents)``,
+        one tangent per primal, each of its primal's shape."""
+        if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+            raise TypeError(f"jvp({self.__name__}, primals, tangents): primals and tangents must be tuples "
+                            f"(or lists), one entry per argument, got {type(primals).__name__} and "
+                            f"{type(tangents).__name__}")
+        if len(primals) != len(tangents):
+            raise ValueError(f"jvp({self.__name__}, primals, tangents): {len(primals)} primals but "
+                             f"{len(tangents)} tangents; give one tangent per primal")
+        primals, tangents = tuple(primals), tuple(tangents)
+        flat = self._flatten(primals)
+        if flat is None:
+            return self._symbolic_along(primals, tangents)
+        return self._outputs(*self._tangent_run(primals, tangents, flat)[1:])
+
     def _compiled(self, args, flat, v):
-        _, out, tout, structure = self._tangent_run(args, v, flat)
+        return self._outputs(*self._tangent_run(args, (v,), flat)[1:])
+
+    @staticmethod
+    def _outputs(out, tout, structure):
         if structure is None:
             return float(out[0]), float(tout[0])
         kind, size = structure
@@ -37,11 +60,10 @@ class Jvp(FirstArgument):
             return out.reshape(size), tout.reshape(size)
         return kind(float(o) for o in out), kind(float(t) for t in tout)
 
-    def _symbolic(self, args, v):
+    def _symbolic_along(self, args, tangents):
         shapes, flat, tape, structure = trace_at(self, args)
         vals = replay(tape, flat)
-        n_block = 1 if shapes[0] is None else math.prod(shapes[0])
-        touts = tangent(tape, vals, self._symbolic_direction(v, n_block, len(flat)))
+        touts = tangent(tape, vals, self._symbolic_direction(tangents, shapes, len(flat)))
         return structured([vals[s] for s in tape.outputs.tolist()], structure), structured(touts, structure)
 
 
@@ -58,7 +80,7 @@ class Hvp(FirstArgument):
         return self._dispatch((x, *args), v)
 
     def _compiled(self, args, flat, v):
-        sig, _, hv, _ = self._tangent_run(args, v, flat)
+        sig, _, hv, _ = self._tangent_run(args, (v,), flat)
         return sig.piece(hv, 0)
 
     def _symbolic(self, args, v):
@@ -67,7 +89,7 @@ class Hvp(FirstArgument):
         n_block = 1 if shapes[0] is None else math.prod(shapes[0])
         g = grad_tape(tape, wrt=range(n_block), value=False)
         vals = replay(g, flat)
-        return shaped(tangent(g, vals, self._symbolic_direction(v, n_block, len(flat))), shapes[0])
+        return shaped(tangent(g, vals, self._symbolic_direction((v,), shapes, len(flat))), shapes[0])
 
 
 class Hessian(FirstArgument):
@@ -180,10 +202,29 @@ def _out_shape(structure):
     return size if kind is np.ndarray else (size,)
 
 
-def jvp(fun):
-    """``jvp(fun)(x, v, *args) -> (fun(x, *args), d/dt fun(x + t v, *args) at t = 0)``."""
+def jvp(fun, primals=None, tangents=None):
+    """Forward mode, in two spellings:
+
+    - ``jvp(fun, primals, tangents)``, as JAX: ``(fun(*primals), d/dt fun(*(p + t v)) at t = 0)``
+      for tuples of primals and of tangents (one per primal, of its shape);
+    - ``jvp(fun)(x, v, *args)``: the same along v in the first argument only, the others passed
+      through (SciPy's style, and what ``vmap`` maps).
+    """
     require_callable(fun, "jvp")
-    return Jvp(fun)
+    if primals is None and tangents is None:
+        return Jvp(fun)
+    if primals is None or tangents is None:
+        raise TypeError("jvp(fun, primals, tangents) needs both primals and tangents (or neither: jvp(fun))")
+    try:  # the traced paths are kept per function, as a decorated function keeps them
+        transform = _JVPS.get(fun)
+        if transform is None:
+            transform = _JVPS[fun] = Jvp(fun)
+    except TypeError:  # not weakly referable: traced afresh at each call
+        transform = Jvp(fun)
+    return transform.along(primals, tangents)
+
+
+_JVPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fun -> Jvp, for jvp(fun, primals, tangents)
 
 
 def hvp(fun):

@@ -35,24 +35,35 @@ class FirstArgument(Transformed):
         self._require_scalar(structure)
         return Path(grad_tape(tape, wrt=range(sig.offsets[1]), value=False), None)
 
-    def _direction(self, sig, v, xflat):
-        """The tangent direction as a full input vector (zeros for the other arguments)."""
-        shape = sig.shapes[0]
-        v = np.asarray(v, dtype=np.float64)
-        if v.shape != (() if shape is None else shape):
-            raise ValueError(f"{self.what}({self.__name__}): the direction v has shape {v.shape}, "
-                             f"but the first argument has shape {() if shape is None else shape}")
+    def _direction(self, sig, tangents, xflat):
+        """The tangent direction as a full input vector: ``tangents`` holds one tangent for each
+        leading argument (the first only, for ``f(x, v, *args)``); zeros for the others."""
         full = np.zeros(len(xflat))
-        full[: sig.offsets[1]] = v.reshape(-1)
+        for i, v in enumerate(tangents):
+            shape = () if sig.shapes[i] is None else sig.shapes[i]
+            v = np.asarray(v, dtype=np.float64)
+            if v.shape != shape:
+                what = ("the direction v", "the first argument") if len(tangents) == 1 else (f"tangent {i}",
+                                                                                               f"primal {i}")
+                raise ValueError(f"{self.what}({self.__name__}): {what[0]} has shape {v.shape}, but {what[1]} "
+                                 f"has shape {shape}")
+            full[sig.offsets[i]: sig.offsets[i + 1]] = v.reshape(-1)
         return full
 
-    def _symbolic_direction(self, v, n_block, n_total):
-        """The direction as one tangent per tape input (None for the other arguments)."""
-        vflat = symbolic_inputs((v,), ["v"])[1]
-        if len(vflat) != n_block:
-            raise ValueError(f"{self.what}({self.__name__}): the direction v has {len(vflat)} entries, "
-                             f"the first argument {n_block}")
-        return vflat + [None] * (n_total - n_block)
+    def _symbolic_direction(self, tangents, shapes, n_total):
+        """The direction as one tangent per tape input: ``tangents`` for the leading arguments (of
+        ``shapes``), None for the others."""
+        direction = []
+        for i, v in enumerate(tangents):
+            vflat = symbolic_inputs((v,), ["v"])[1]
+            n_block = 1 if shapes[i] is None else math.prod(shapes[i])
+            if len(vflat) != n_block:
+                what = ("the direction v", "the first argument") if len(tangents) == 1 else (f"tangent {i}",
+                                                                                               f"primal {i}")
+                raise ValueError(f"{self.what}({self.__name__}): {what[0]} has {len(vflat)} entries, "
+                                 f"{what[1]} {n_block}")
+            direction += vflat
+        return direction + [None] * (n_total - len(direction))
 
     def _dispatch(self, args, *extra):
         """``self._compiled(args, flat, *extra)`` on the compiled path, or ``self._symbolic(args,
@@ -80,12 +91,12 @@ class FirstArgument(Transformed):
             return None
         return None if in_trace() else (shapes, xf)
 
-    def _tangent_run(self, args, v, flat):
-        """(signature, outputs, their derivatives along v, output structure) from one compiled
-        tangent sweep over the path traced for ``args``."""
+    def _tangent_run(self, args, tangents, flat):
+        """(signature, outputs, their derivatives along ``tangents`` (one per leading argument),
+        output structure) from one compiled tangent sweep over the path traced for ``args``."""
         shapes, xf = flat
         sig = self.cache.get(shapes) or self.cache.setdefault(shapes, self._signature(shapes))
-        full = self._direction(sig, v, xf)
+        full = self._direction(sig, tangents, xf)
 
         def attempt(path, xf):
             p = path.program
