@@ -104,3 +104,16 @@ def test_points_returning_another_structure_are_refused(backend):
     with pytest.raises(ValueError, match=r"point 1 returns a tuple of 2, but point 0 returns a scalar"):
         sg.vmap(jf)(np.array([3.0, 1.0]))
     np.testing.assert_array_equal(sg.vmap(jf)(np.array([1.0, 1.5]))[1], [2.0, 3.0])  # one structure: fine
+
+
+def test_nested_vmap_maps_each_level_with_its_own_in_axes():
+    """vmap(vmap(f, in_axes=(None, 0)), in_axes=(0, None)) is f on the grid of x and y values."""
+    f = sg.jit(lambda x, y: x * y + sg.sin(x * y))
+    X, Y = np.linspace(0.1, 1.0, 4), np.linspace(1.0, 2.0, 3)
+    grid = sg.vmap(sg.vmap(f, in_axes=(None, 0)), in_axes=(0, None))(X, Y)
+    assert grid.shape == (4, 3)
+    assert grid.tolist() == [[f(x, y) for y in Y] for x in X]
+    h = lambda x, y: x * x * y + sg.exp(x - y)  # noqa: E731
+    grads = sg.vmap(sg.vmap(sg.grad(h), in_axes=(None, 0)), in_axes=(0, None))(X, Y)
+    assert grads.tolist() == [[sg.grad(h)(x, y) for y in Y] for x in X]
+    np.testing.assert_allclose(grads, [[2 * x * y + np.exp(x - y) for y in Y] for x in X], rtol=1e-14)

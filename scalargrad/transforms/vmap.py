@@ -20,15 +20,22 @@ from . import chunked, debug
 
 
 class VMap:
-    """``vmap(fn, in_axes)(*args)``: ``fn`` at each point along the batch axes of ``args``."""
+    """``vmap(fn, in_axes)(*args)``: ``fn`` at each point along the batch axes of ``args``.
+
+    A VMap can itself be mapped (``vmap(vmap(f, in_axes=(None, 0)), in_axes=(0, None))``): the outer
+    one calls the inner one per point, one after the other, since the inner batch kernels already
+    use every core (and Numba's workqueue threading layer cannot nest parallel launches)."""
+
+    vmap_mode = "pointwise"
+    map_in_threads = False
 
     def __init__(self, fn, in_axes=0, device="cpu"):
         mode = getattr(fn, "vmap_mode", None)  # each transform says how it is mapped (transformed.py)
         if mode is None:
             raise TypeError(getattr(fn, "vmap_refusal", None) or "vmap expects a function made by sg.jit, "
-                            "sg.grad, sg.value_and_grad, sg.jvp, sg.hvp, sg.hessian or sg.jacobian, got "
-                            f"{type(fn).__name__}")
-        self.pointwise = mode == "pointwise"  # jvp, hvp, hessian, jacobian
+                            "sg.grad, sg.value_and_grad, sg.jvp, sg.hvp, sg.hessian, sg.jacobian or sg.vmap, "
+                            f"got {type(fn).__name__}")
+        self.pointwise = mode == "pointwise"  # jvp, hvp, hessian, jacobian, and a vmap
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda" and self.pointwise:
@@ -128,8 +135,11 @@ class VMap:
         sweeps release the GIL and each thread has its own workspace); results stacked."""
         points = [self._point(moved, batched, p) for p in range(B)]
         first = self.fn(*points[0])  # traces and compiles once, before the threads start
-        with ThreadPoolExecutor(max_workers=numba.get_num_threads()) as pool:
-            results = [first, *pool.map(lambda point: self.fn(*point), points[1:])]
+        if getattr(self.fn, "map_in_threads", True):
+            with ThreadPoolExecutor(max_workers=numba.get_num_threads()) as pool:
+                results = [first, *pool.map(lambda point: self.fn(*point), points[1:])]
+        else:  # a nested vmap: its batch kernels run in parallel already
+            results = [first, *(self.fn(*point) for point in points[1:])]
         if isinstance(first, tuple):
             return tuple(np.stack([r[i] for r in results]) for i in range(len(first)))
         return np.stack(results)
@@ -156,6 +166,7 @@ class VMap:
 
 def vmap(fn, in_axes=0, device="cpu"):
     """Map a function made by ``jit``/``grad``/``value_and_grad`` (or ``jvp``/``hvp``/``hessian``/
-    ``jacobian``) over a leading batch axis of its arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis.
+    ``jacobian``, or another ``vmap``, each level with its own ``in_axes``) over a leading batch axis
+    of its arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis.
     ``device="cuda"`` evaluates the points on an NVIDIA GPU (one thread per point)."""
     return VMap(fn, in_axes, device)
