@@ -459,3 +459,14 @@ def test_jvp_with_primals_and_tangents_names_what_is_wrong(primals, tangents, er
         sg.jvp(_two_args, primals, tangents)
     with pytest.raises(TypeError, match="needs both primals and tangents"):
         sg.jvp(_two_args, (np.ones(2), 1.0))
+
+
+def test_jvp_with_primals_keeps_the_paths_of_a_bounded_number_of_functions():
+    from scalargrad.transforms import derivatives
+    g = lambda t: t * t  # noqa: E731
+    sg.jvp(g, (1.0,), (1.0,))
+    sg.jvp(g, (3.0,), (1.0,))
+    assert len(derivatives._JVPS[g].cache) == 1  # one traced signature, reused
+    for i in range(derivatives.MAX_JVP_FUNCTIONS + 5):
+        sg.jvp(lambda t, i=i: t * i, (1.0,), (1.0,))
+    assert len(derivatives._JVPS) == derivatives.MAX_JVP_FUNCTIONS and g not in derivatives._JVPS

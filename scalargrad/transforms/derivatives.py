@@ -9,7 +9,6 @@ symbolically (``record/symbolic.py``).
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 
@@ -215,16 +214,20 @@ def jvp(fun, primals=None, tangents=None):
         return Jvp(fun)
     if primals is None or tangents is None:
         raise TypeError("jvp(fun, primals, tangents) needs both primals and tangents (or neither: jvp(fun))")
-    try:  # the traced paths are kept per function, as a decorated function keeps them
-        transform = _JVPS.get(fun)
-        if transform is None:
-            transform = _JVPS[fun] = Jvp(fun)
-    except TypeError:  # not weakly referable: traced afresh at each call
+    try:  # the traced paths are kept for the most recent functions, as a decorated function keeps them
+        transform = _JVPS.pop(fun, None) or Jvp(fun)
+        _JVPS[fun] = transform
+        while len(_JVPS) > MAX_JVP_FUNCTIONS:
+            _JVPS.pop(next(iter(_JVPS)), None)
+    except TypeError:  # an unhashable callable: traced afresh at each call
         transform = Jvp(fun)
     return transform.along(primals, tangents)
 
 
-_JVPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # fun -> Jvp, for jvp(fun, primals, tangents)
+# jvp(fun, primals, tangents): fun -> its Jvp, least recently used first. Bounded, since each Jvp
+# holds its function (a weak-keyed cache would keep every one alive through that reference).
+MAX_JVP_FUNCTIONS = 32
+_JVPS: dict = {}
 
 
 def hvp(fun):

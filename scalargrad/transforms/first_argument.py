@@ -43,9 +43,8 @@ class FirstArgument(Transformed):
             shape = () if sig.shapes[i] is None else sig.shapes[i]
             v = np.asarray(v, dtype=np.float64)
             if v.shape != shape:
-                what = ("the direction v", "the first argument") if len(tangents) == 1 else (f"tangent {i}",
-                                                                                               f"primal {i}")
-                raise ValueError(f"{self.what}({self.__name__}): {what[0]} has shape {v.shape}, but {what[1]} "
+                tangent, primal = _names(i, len(tangents))
+                raise ValueError(f"{self.what}({self.__name__}): {tangent} has shape {v.shape}, but {primal} "
                                  f"has shape {shape}")
             full[sig.offsets[i]: sig.offsets[i + 1]] = v.reshape(-1)
         return full
@@ -58,10 +57,9 @@ class FirstArgument(Transformed):
             vflat = symbolic_inputs((v,), ["v"])[1]
             n_block = 1 if shapes[i] is None else math.prod(shapes[i])
             if len(vflat) != n_block:
-                what = ("the direction v", "the first argument") if len(tangents) == 1 else (f"tangent {i}",
-                                                                                               f"primal {i}")
-                raise ValueError(f"{self.what}({self.__name__}): {what[0]} has {len(vflat)} entries, "
-                                 f"{what[1]} {n_block}")
+                tangent, primal = _names(i, len(tangents))
+                raise ValueError(f"{self.what}({self.__name__}): {tangent} has {len(vflat)} entries, "
+                                 f"{primal} {n_block}")
             direction += vflat
         return direction + [None] * (n_total - len(direction))
 
@@ -106,3 +104,8 @@ class FirstArgument(Transformed):
 
         sig, (out, tout, structure) = self._run(args, {}, attempt)
         return sig, out, tout, structure
+
+
+def _names(i: int, count: int) -> tuple[str, str]:
+    """How messages name tangent ``i`` of ``count`` and its argument (one: ``f(x, v, *args)``'s v)."""
+    return ("the direction v", "the first argument") if count == 1 else (f"tangent {i}", f"primal {i}")
