@@ -205,23 +205,26 @@ class Tier:
         kernel = self.kernel
         if kernel is not None:
             return kernel(x if x.flags.c_contiguous else np.ascontiguousarray(x), grad)
-        args = (program.ins, program.lit, program.io, x, grad, program.workspace())
-        return self._interpret(kernels.value_and_grad, args)
+        if self.calls != 1:  # every interpreter call but the second, which is timed (_timed)
+            self.count()
+            return kernels.value_and_grad(program.ins, program.lit, program.io, x, grad, program.workspace())
+        return self._timed(kernels.value_and_grad, program, x, grad)
 
     def evaluate(self, program, x, out) -> bool:
         """Writes the outputs of ``program`` at ``x`` into ``out``; returns whether guards hold."""
         kernel = self.kernel
         if kernel is not None:
             return kernel(x if x.flags.c_contiguous else np.ascontiguousarray(x), out)
-        return self._interpret(kernels.evaluate, (program.ins, program.lit, program.io, x, out, program.workspace()))
-
-    def _interpret(self, sweep, args):
-        """``sweep(*args)`` on the interpreter, counted; the second call is timed (the rent)."""
-        if self.calls != 1:
+        if self.calls != 1:  # every interpreter call but the second, which is timed (_timed)
             self.count()
-            return sweep(*args)
+            return kernels.evaluate(program.ins, program.lit, program.io, x, out, program.workspace())
+        return self._timed(kernels.evaluate, program, x, out)
+
+    def _timed(self, sweep, program, x, buffer):
+        """The interpreter's ``sweep`` at ``x`` (writing ``buffer``), counted, its time kept as the
+        path's rent: the second call (the first may load the interpreter)."""
         started = time.perf_counter()
-        result = sweep(*args)
+        result = sweep(program.ins, program.lit, program.io, x, buffer, program.workspace())
         self.rent = time.perf_counter() - started
         self.count()
         return result
