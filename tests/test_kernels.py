@@ -240,3 +240,19 @@ def test_kernel_results_with_unused_operands_equal_the_reference():
         assert ok
         assert_same([value, *grad], [ref_value, *ref_grad], rtol=1e-14,
                     what=OPS[tape.op[tape.outputs[output]]].name)
+
+
+def test_partials_an_op_does_not_carry_read_as_zero():
+    """The reverse sweep multiplies both partial slots of every instruction; a slot the op never
+    writes must hold 0.0, not leftover memory (subnormal garbage made a reverse sweep 10x slower),
+    in the single-point workspace and the batch buffers."""
+    from scalargrad.jit import batch
+    tape = sg.trace(lambda x: sg.tanh(x[0]) * sg.exp(-x[1]) + x[0] ** 2, np.array([0.3, 0.7]))
+    program = kernels.Program(tape)
+    assert not program.workspace().any()
+    carried = DIFF_MASK[tape.op.astype(np.int64)].sum(axis=1)
+    compiled_value_and_grad(program, np.array([0.3, 0.7]))
+    _, pa, pb, _ = kernels.split_workspace(program.workspace(), len(tape))
+    assert (pb[carried < 2] == 0.0).all() and (pa[carried < 1] == 0.0).all()
+    batch._prepared(program)
+    assert not program.local.batch_work.any()

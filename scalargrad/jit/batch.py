@@ -18,7 +18,7 @@ import numba
 
 from ..core import resources
 from . import liveness
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 9650fce940d9dedd
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 8e917b7e8e1c04a6
 from ._interp import forward_batch, forward_partials_batch
 from .flags import njit
 
@@ -82,7 +82,7 @@ def _prepared(program):
     work = getattr(program.local, "batch_work", None)
     if work is None or work.shape != shape:
         resources.require(8 * shape[0] * shape[1], f"batch buffers for {workers} workers of {chunk} points")
-        work = program.local.batch_work = np.empty(shape)
+        work = program.local.batch_work = np.zeros(shape)  # partials never written must be 0.0: see Program.workspace
     return ins, io, rows, chunk, work
 
 
