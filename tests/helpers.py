@@ -1,6 +1,7 @@
 """Plain helpers shared by the test modules: oracles (finite differences, bit-for-bit comparison),
-op-table sampling, random programs and loop bodies over the op table, and the compiled kernels
-called the way the library calls them.
+op-table sampling, random programs and loop bodies over the op table, the compiled kernels
+called the way the library calls them, and for the bench the documented JSON keys and made-up
+default-path numbers.
 
 Test modules import them with ``from helpers import ...``: pytest puts tests/ (which has no
 ``__init__.py``) on sys.path, for a run of the whole suite and of one file alike. No test module
@@ -8,7 +9,9 @@ imports another; fixtures live in conftest.py.
 """
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -329,3 +332,29 @@ def hot_after(monkeypatch, calls: int) -> None:
     from scalargrad.jit import tier
     monkeypatch.setattr(tier, "AUTO_HOT_CALLS", calls)
     monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape: 0.0)
+
+
+# --- the benchmark harness ---------------------------------------------------------------------------
+
+def documented_keys() -> dict[str, list[str]]:
+    """Keys listed per section of docs/bench-json.md (section title -> keys in order)."""
+    doc = (Path(__file__).parent.parent / "docs" / "bench-json.md").read_text()
+    sections, title = {}, None
+    for line in doc.splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            sections[title] = []
+        elif title and (match := re.match(r"\| `(\w+)` \|", line)):
+            sections[title].append(match.group(1))
+    return sections
+
+
+def fake_first_calls(row, run) -> dict:
+    """Made-up numbers in the layout of scalargrad/bench/first_calls.py's, for a default-path row
+    (``default_path.run_child`` without its child process): first call 0.1 s, first window 40 µs,
+    after tier-up 20 µs (when the run waits for it), hand-written Numba 10 µs."""
+    waits = run.tier_up_wait_s > 0
+    return dict(first_call_s=0.1, first_call_kernel="interp", first_window_s=40e-6, first_window_calls=1000,
+                first_window_codegen_calls=600, first_window_kernel="interp→codegen", tier_up_s=0.5,
+                after_tier_up_s=20e-6 if waits else None, after_tier_up_kernel="codegen" if waits else None,
+                handwritten_s=10e-6, cache_dir="/nonexistent", cache_files_at_start=0, ok=True, detail="")

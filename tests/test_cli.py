@@ -3,12 +3,10 @@ import dataclasses
 import io
 import json
 import math
-import re
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +14,10 @@ import pytest
 import scalargrad as sg
 from scalargrad.bench import higher as bench_higher, cli, handwritten, info
 from scalargrad.bench import compare as bench_compare, measure as bench_measure, output as bench_output
-from scalargrad.bench import table as bench_table
+from scalargrad.bench import default_path, table as bench_table
 from scalargrad.bench.cli import main
 from scalargrad.jit import kernel_cache, tier
-from helpers import hot_after
+from helpers import documented_keys, fake_first_calls, hot_after
 from scalargrad.core.ops import USER_OPS
 from scalargrad.bench.workloads import (WORKLOADS, check_textbook_examples, finite_difference_check, make_random,
                                         relative_error)
@@ -29,6 +27,16 @@ SMALL_SIZES = {"seed": None, "rosenbrock": 50, "mlp": None, "random": 2000}
 
 
 # --- bench ----------------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True, scope="module")
+def no_default_path_processes():
+    """The default-path table that ends a default run, with made-up numbers instead of its child
+    processes (tests/test_default_path.py tests it; a real one takes about 30 s)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(default_path, "run_child", fake_first_calls)
+        mp.setattr(default_path, "warm_kernels", lambda rows: None)
+        yield
+
 
 @pytest.fixture(scope="module")
 def quick_bench(tmp_path_factory):
@@ -60,6 +68,16 @@ def test_default_bench_reports_higher_order_ratios_in_the_documented_layout(quic
     assert "3 colours" in rows[2]["detail"]  # Rosenbrock's Hessian is tridiagonal
 
 
+def test_default_bench_ends_with_the_default_path_table(quick_bench):
+    _, results = quick_bench
+    table, doc = results["default_path"], documented_keys()
+    assert set(table) == set(doc["default_path"])
+    assert table["tier_up_wait_s"] == 0 and table["after_window_s"] is None  # --quick: no after-tier-up window
+    assert [row["name"] for row in table["rows"]] == [row.name for row in default_path.ROWS]
+    for row in table["rows"]:
+        assert set(row) == set(doc["default_path rows"]) and row["after_tier_up_us"] is None
+
+
 def test_bench_rows_have_every_number(quick_bench):
     _, results = quick_bench
     keys = {"name", "workload", "size", "ok", "detail", *bench_table.ROW_KEYS}
@@ -67,7 +85,7 @@ def test_bench_rows_have_every_number(quick_bench):
         assert set(row) == keys
     for row in results["rows"][1:]:
         assert row["ops"] > 0
-        assert row["kernel"].split()[0] in ("interp", "codegen")
+        assert row["kernel"].split()[0] in ("interp", "vector", "codegen")
         assert all(math.isfinite(row[key]) for key in bench_table.ROW_NUMBERS), row
         assert min(row["trace_ms"], row["compile_ms"], row["fwd_us"], row["vg_us"], row["eager_us_per_op"]) > 0
         assert row["fd_err"] < bench_measure.FD_TOLERANCE
@@ -296,26 +314,13 @@ def test_info_never_crashes_without_cuda(monkeypatch, capsys):
 
 # --- bench options: --size, --batch, --backend, --json schema, --plot, progress ---------------------
 
-def documented_keys() -> dict[str, list[str]]:
-    """Keys listed per section of docs/bench-json.md (section title -> keys in order)."""
-    doc = (Path(__file__).parent.parent / "docs" / "bench-json.md").read_text()
-    sections, title = {}, None
-    for line in doc.splitlines():
-        if line.startswith("## "):
-            title = line[3:].strip()
-            sections[title] = []
-        elif title and (match := re.match(r"\| `(\w+)` \|", line)):
-            sections[title].append(match.group(1))
-    return sections
-
-
 @pytest.mark.slow  # 14 s: a bench run with batch rows
 def test_bench_json_matches_documented_schema(tmp_path):
     path = tmp_path / "bench.json"
     assert main(["bench", "--workload", "seed,random-300", "--batch", "8", "--repeat", "1", "--json", str(path)]) == 0
     results, doc = json.loads(path.read_text()), documented_keys()
-    assert set(results) == set(doc["Top level"]) and results["schema"] == bench_output.SCHEMA == 3
-    assert results["command"] == "bench"
+    assert set(results) == set(doc["Top level"]) and results["schema"] == bench_output.SCHEMA == 4
+    assert results["command"] == "bench" and results["default_path"] is None  # --workload: no such table
     assert set(results["header"]) == set(doc["header: bench"])
     for row in results["rows"]:
         assert set(row) == set(doc["rows: bench"]) | set(doc["rows: bench --batch"]), row["name"]
@@ -337,7 +342,7 @@ def test_compare_json_matches_documented_schema(tmp_path, capsys):
         "not_installed_module_xyz" in out.splitlines()
     assert "over budget (> 1 s) while recording; stopped" in out
     results, doc = json.loads(path.read_text()), documented_keys()
-    assert results["schema"] == 3 and results["command"] == "compare"
+    assert results["schema"] == 4 and results["command"] == "compare" and results["default_path"] is None
     assert set(results["header"]) == set(doc["header: compare"])
     assert set(results["header"]["peers"]) == {"fake_peer:exact", "fake_peer:slow"}
     rows = {row["library"]: row for row in results["rows"]}

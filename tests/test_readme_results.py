@@ -58,6 +58,25 @@ def test_render_refuses_a_file_from_another_command(change):
         readme_results.render(data)
 
 
+def test_a_schema_4_file_adds_the_default_path_sentence():
+    """Schema 4 adds the default-path rows; the committed schema 3 file renders without them."""
+    if committed()["schema"] == 3:
+        assert "Default path" not in readme_results.render(committed())
+    data = copy.deepcopy(committed())
+    data.update(schema=4, default_path=dict(first_window_s=1.5, tier_up_wait_s=20.0, after_window_s=1.0, rows=[
+        dict(name="mlp", ok=True, first_call_ms=131.3, first_window_vs_handwritten=2.88, tier_up_s=11.9,
+             after_tier_up_vs_handwritten=0.62),
+        dict(name="rosenbrock-20", ok=False, first_call_ms=None, first_window_vs_handwritten=None, tier_up_s=None,
+             after_tier_up_vs_handwritten=None)]))
+    rendered = readme_results.render(data)
+    assert ("Default path of the same run (a fresh process per row, default backend, empty generated-code cache; "
+            "times over hand-written Numba's): mlp: first call 131.3 ms, first 1.5 s 2.88x, after tier-up "
+            "(from 11.9 s) 0.62x; rosenbrock-20: first call – ms, first 1.5 s –, after tier-up – (FAIL).") in rendered
+    data["schema"] = 5
+    with pytest.raises(ValueError, match="schema 3 or 4, got schema 5"):
+        readme_results.render(data)
+
+
 def test_a_failed_row_shows_as_failed():
     data = copy.deepcopy(committed())
     data["rows"][1].update(ok=False, detail="gradient differs | at x[3]")

@@ -5,7 +5,8 @@ markers; the README's figures then always come from one committed `scalargrad be
     python tools/readme_results.py            # rewrite the README's section from the JSON
     python tools/readme_results.py --check    # exit 1 if the README's section is not that rendering
 
-The JSON layout is docs/bench-json.md (schema 3). tests/test_readme_results.py checks the README.
+The JSON layout is docs/bench-json.md (schema 4; a schema 3 file, which lacks the default-path rows, renders
+without their sentence). tests/test_readme_results.py checks the README.
 """
 from __future__ import annotations
 
@@ -29,10 +30,13 @@ COLUMNS = ["workload", "ops", "ops after passes", "value µs", "value and gradie
            "ns per op", "kernel", "gradient check"]
 
 
+SCHEMAS = (3, 4)  # schema 4 added default_path; the rows rendered here are the same in both
+
+
 def check_layout(data: dict) -> None:
-    """Raise ValueError unless data is what COMMAND writes: schema 3, a plain default bench run."""
-    if data.get("schema") != 3 or data.get("command") != "bench":
-        raise ValueError(f"expected a `scalargrad bench --json` file of schema 3, got schema "
+    """Raise ValueError unless data is what COMMAND writes: schema 3 or 4, a plain default bench run."""
+    if data.get("schema") not in SCHEMAS or data.get("command") != "bench":
+        raise ValueError(f"expected a `scalargrad bench --json` file of schema 3 or 4, got schema "
                          f"{data.get('schema')!r}, command {data.get('command')!r}")
     header = data["header"]
     options = {"backend": "default", "batch": None, "repeat": None}
@@ -51,6 +55,27 @@ def _check(row: dict) -> str:
     if not row["ok"]:
         return "FAIL: " + " ".join(row["detail"].split()).replace("|", "/")
     return "ok" if row["fd_err"] is None else f"ok (error {row['fd_err']:.1e})"
+
+
+def _ratio(x) -> str:
+    return "–" if x is None else f"{x:.2f}x"
+
+
+def default_path(data: dict) -> str:
+    """The sentence on the default-path rows (schema 4), or "" without them."""
+    table = data.get("default_path")
+    if not table:
+        return ""
+    parts = []
+    for row in table["rows"]:
+        part = (f"{row['name']}: first call {_number(row['first_call_ms'], 1)} ms, first {table['first_window_s']:g} s "
+                f"{_ratio(row['first_window_vs_handwritten'])}")
+        if table["tier_up_wait_s"]:
+            tier_up = "" if row["tier_up_s"] is None else f" (from {row['tier_up_s']:.1f} s)"
+            part += f", after tier-up{tier_up} {_ratio(row['after_tier_up_vs_handwritten'])}"
+        parts.append(part + ("" if row["ok"] else " (FAIL)"))
+    return (" Default path of the same run (a fresh process per row, default backend, empty generated-code cache; "
+            "times over hand-written Numba's): " + "; ".join(parts) + ".")
 
 
 def render(data: dict) -> str:
@@ -73,7 +98,7 @@ def render(data: dict) -> str:
     lines += ["",
               f"Measured by `{COMMAND}` with scalargrad {h['scalargrad']}, Python {h['python']}, "
               f"NumPy {h['numpy']} and Numba {h['numba']} on {h['platform']} ({h['cpu_count']} CPUs). "
-              f"Higher-order rows of the same run: {higher}.",
+              f"Higher-order rows of the same run: {higher}.{default_path(data)}",
               "", RESULTS_END]
     return "\n".join(lines)
 

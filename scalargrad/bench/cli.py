@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 
@@ -22,6 +23,7 @@ from . import info
 from ..core import ops as op_table
 from ..jit.tier import BACKENDS
 from .compare import compare
+from .default_path import FIRST_WINDOW_S, QUICK_FIRST_WINDOW_S, TIER_UP_WAIT_S
 from .measure import backend_options
 from .output import check_writable, missing_package
 from .table import bench_table
@@ -80,6 +82,9 @@ def bench(args) -> int:
         options = backend_options(args.backend)
         if args.batch and args.compare:
             raise ValueError("--batch applies to the scalargrad table; leave --compare out")
+        if args.default_path_seconds is not None and (args.compare or args.workload or sizes or args.backend):
+            raise ValueError("--default-path-seconds applies to the default-path table, which a plain run prints; "
+                             "leave --workload, --size, --backend and --compare out")
         growth = bool(args.plot) and not plot_skipped and not sizes
         names = [n for item in args.workload or () for n in item.split(",") if n]
         rows = select_rows(names, args.quick, sizes, growth) if names else default_rows(args.quick, sizes, growth)
@@ -136,6 +141,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text}")
+    return value
+
+
 def parse_sizes(text: str | None) -> tuple[int, ...] | None:
     """``--size 100,1000`` -> (100, 1000); ValueError naming the bad item."""
     if not text:
@@ -160,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "scalargrad). A speed target printed MISSED is reported but leaves the exit status 0: timings "
                     "on a shared machine are noisy. Rows and options needing a package that is not installed "
                     "(the sparse Hessian: SciPy; --plot: matplotlib; --compare peers) are skipped with a note. "
-                    "--json writes the layout documented in docs/bench-json.md (schema 3).")
+                    "A default run (no --workload, --size or --backend) ends with the default-path table: per "
+                    "workload, a fresh process with the default backend and an empty generated-code cache, its first "
+                    "call, its calls in the first 1.5 s and after the tier-up to generated code, each over hand-written "
+                    "Numba. --json writes the layout documented in docs/bench-json.md (schema 4).")
     bench_parser.add_argument("--quick", action="store_true", help="smaller sizes, for CI")
     bench_parser.add_argument("--workload", action="append", metavar="NAME",
                               help="rows to run: a workload (" + ", ".join(WORKLOADS) + "), a row name "
@@ -183,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "point and its ratio to the single-point ns/op")
     bench_parser.add_argument("--backend", choices=BACKENDS,
                               help="the compiled backend passed to value_and_grad and jit (default: theirs)")
+    bench_parser.add_argument("--default-path-seconds", type=non_negative_float, metavar="S",
+                              help="default-path table: how long each row keeps calling, from its first call, for "
+                              "the default backend to switch to generated code before it times the calls after "
+                              f"the tier-up (default {TIER_UP_WAIT_S:g}; with --quick 0, and its first window is "
+                              f"{QUICK_FIRST_WINDOW_S:g} s instead of {FIRST_WINDOW_S:g}); 0 skips the after-tier-up window")
     bench_parser.add_argument("--plot", metavar="PATH",
                               help="write a figure (needs matplotlib): ns/op per library and row, and time against "
                               "tape size; without --size each workload runs at its growth sizes "

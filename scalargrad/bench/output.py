@@ -1,6 +1,7 @@
 """Output helpers of ``scalargrad bench``: the progress bar on stderr, the note for a row or option
-that needs a package not installed here, a table's legend, the ``--json`` document (its header's
-versions, the check that its path is writable, the writer) and the ``--plot`` figure."""
+that needs a package not installed here, the row-at-a-time table and its legend, the ``--json``
+document (its header's versions, the check that its path is writable, the writer) and the ``--plot``
+figure."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +17,7 @@ import numpy as np
 
 import scalargrad as sg
 
-SCHEMA = 3                 # version of the --json layout documented in docs/bench-json.md
+SCHEMA = 4                 # version of the --json layout documented in docs/bench-json.md
 
 
 def missing_package(module: str) -> str | None:
@@ -95,6 +96,34 @@ def legend(columns, check: str, width: int = 110) -> list[str]:
     return lines
 
 
+class Table:
+    """Aligned plain-text table printed a row at a time: numbers right-aligned, '-' where not measured.
+    ``columns``: (title, row key, format, meaning); a column is as wide as its title (at least 8), or
+    ``min_widths[title]``; ``first``: the title of the row names' column."""
+
+    def __init__(self, names: list[str], columns, min_widths=None, first: str = "workload"):
+        self.columns = columns
+        titles = [first] + [title for title, _, _, _ in columns] + ["check"]
+        self.widths = [max(len(titles[0]), *map(len, names))] \
+            + [max(len(t), 8, (min_widths or {}).get(t, 0)) for t in titles[1:-1]] + [0]
+        self.lines = [self._line(titles)]
+
+    def _line(self, cells: list[str]) -> str:
+        last = len(cells) - 1
+        return "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, self.widths))).rstrip()
+
+    def add(self, row: dict) -> list[str]:
+        """The new lines for ``row`` (its detail, if any, on an indented line below)."""
+        cells = [row["name"]] + ["-" if row.get(key) is None else fmt.format(row[key])
+                                 for _, key, fmt, _ in self.columns]
+        new = [self._line(cells + ["ok" if row["ok"] else "FAIL"])]
+        if row["detail"]:
+            new.append(f"    {row['detail']}")
+        self.lines += new
+        return new
+
+
 def versions() -> dict:
     """The versions and machine of the ``--json`` header (and the table's first line)."""
     return dict(scalargrad=sg.__version__, python=platform.python_version(), numpy=np.__version__,
@@ -102,9 +131,10 @@ def versions() -> dict:
                 platform=platform.platform())
 
 
-def write_json(target, command: str, header: dict, rows: list[dict], higher_order=None) -> None:
+def write_json(target, command: str, header: dict, rows: list[dict], higher_order=None, default_path=None) -> None:
     """The results in the documented schema (docs/bench-json.md), to a path or an open stream."""
-    document = dict(schema=SCHEMA, command=command, header=header, rows=rows, higher_order=higher_order)
+    document = dict(schema=SCHEMA, command=command, header=header, rows=rows, higher_order=higher_order,
+                    default_path=default_path)
     if hasattr(target, "write"):
         json.dump(document, target, indent=1)
         target.write("\n")

@@ -1,13 +1,14 @@
 """The scalargrad table of ``scalargrad bench``: its columns and their legend, the speed targets, the
-row-at-a-time ``Table``, and ``bench_table``, which measures every row (measure.py), prints it, adds
-the higher-order rows (higher.py) and writes the JSON and plot. A missed speed target is reported,
-never failed; the exit status is 1 only when a row's check fails.
+row-at-a-time ``Table`` (output.py), and ``bench_table``, which measures every row (measure.py), prints
+it, adds the higher-order rows (higher.py) and the default-path table (default_path.py), and writes
+the JSON and plot. A missed speed target is reported, never failed; the exit status is 1 only when a
+row's check fails.
 """
 from __future__ import annotations
 
-from . import handwritten, higher as bench_higher
+from . import default_path, handwritten, higher as bench_higher
 from .measure import EAGER_MAX_OPS, load_kernels, measure, measure_batch, run_check
-from .output import Progress, legend, plot, versions, write_json
+from .output import Progress, Table, legend, plot, versions, write_json
 from .timing import MIN_REPEATS, MIN_SECONDS
 from .workloads import WORKLOADS
 
@@ -16,7 +17,8 @@ TARGETS = (("random-100000", "≤15 ns/op vg on random-100000"), (None, "ratio �
 BATCH_TARGETS = (("random-100000", "with --batch 1024, B/single ≤ 0.25 on random-100000"),
                  ("rosenbrock-100", "B/hand ≤ 2 on rosenbrock-100"))
 
-KERNEL = "what ran the timed calls: interp (the tape interpreter) or codegen (the tape's generated code)"
+KERNEL = ("what ran the timed calls: interp (the tape interpreter), vector (its vector form of a loop-structured "
+          "tape) or codegen (the tape's generated code)")
 # (title, row key, format, meaning for the legend); the check row leaves the numbers out.
 COLUMNS = (
     ("ops", "ops", "{:d}", "traced instructions"),
@@ -53,33 +55,9 @@ def targets_line(ran: list[str], batch: bool) -> str | None:
     return "targets: " + "; ".join(texts) if texts else None
 
 
-class Table:
-    """Aligned plain-text table printed a row at a time: numbers right-aligned, '-' where not measured."""
-
-    def __init__(self, names: list[str], columns=COLUMNS):
-        self.columns = columns
-        titles = ["workload"] + [title for title, _, _, _ in columns] + ["check"]
-        self.widths = [max(len(titles[0]), *map(len, names))] + [max(len(t), 8) for t in titles[1:-1]] + [0]
-        self.lines = [self._line(titles)]
-
-    def _line(self, cells: list[str]) -> str:
-        last = len(cells) - 1
-        return "  ".join(c.ljust(w) if i in (0, last) else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, self.widths))).rstrip()
-
-    def add(self, row: dict) -> list[str]:
-        """The new lines for ``row`` (its detail, if any, on an indented line below)."""
-        cells = [row["name"]] + ["-" if row.get(key) is None else fmt.format(row[key])
-                                 for _, key, fmt, _ in self.columns]
-        new = [self._line(cells + ["ok" if row["ok"] else "FAIL"])]
-        if row["detail"]:
-            new.append(f"    {row['detail']}")
-        self.lines += new
-        return new
-
-
 def bench_table(args, rows, options, higher_order: bool) -> int:
-    """The scalargrad table (and with ``higher_order`` the higher-order rows); the exit status."""
+    """The scalargrad table (and with ``higher_order`` the higher-order rows and, without --backend,
+    the default-path table); the exit status."""
     header = dict(versions(), backend=args.backend or "default", batch=args.batch, repeat=args.repeat)
     header["kernel_load_ms"] = 1e3 * load_kernels(options)
     print(f"scalargrad {header['scalargrad']} bench: Python {header['python']}, NumPy {header['numpy']}, "
@@ -128,8 +106,13 @@ def bench_table(args, rows, options, higher_order: bool) -> int:
         print()
         higher = bench_higher.rows(args.quick)
         print("\n".join(bench_higher.lines(higher)), flush=True)
+    fresh = None  # the default-path table: fresh processes
+    if higher_order and not args.backend:
+        print()
+        run = default_path.settings(args.quick, args.default_path_seconds)
+        fresh = default_path.document(run, default_path.run_rows(run))
     if args.json:
-        write_json(args.json, "bench", header, results, higher)
+        write_json(args.json, "bench", header, results, higher, fresh)
     if args.plot:
         plot([dict(r, library="scalargrad") for r in results], args.plot)
-    return 0 if all(row["ok"] for row in results + (higher or [])) else 1
+    return 0 if all(row["ok"] for row in results + (higher or []) + (fresh["rows"] if fresh else [])) else 1

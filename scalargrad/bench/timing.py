@@ -38,16 +38,19 @@ def without_gc(call):
 
 def sample_seconds(call, repeat: int | None = None, min_repeats: int = MIN_REPEATS,
                    min_seconds: float = MIN_SECONDS, deadline: float | None = None,
-                   first: float | None = None) -> list[float]:
+                   first: float | None = None, before=None) -> list[float]:
     """Seconds of each of ``repeat`` calls, or of as many as fill ``min_seconds`` (>= ``min_repeats``).
     ``deadline`` (a ``time.perf_counter()`` value): stop early when another call would pass it.
     ``first``: a sample already taken (say, by a checking call), counted among them; when even one
-    more call would pass the deadline, that sample alone is the result."""
+    more call would pass the deadline, that sample alone is the result. ``before()``, if given, runs
+    untimed before each timed call (the default-path table notes there which kernel will run it)."""
     if first is not None and deadline is not None and time.perf_counter() + first > deadline:
         return [first]
     times = [] if first is None else [first]
     stop = time.perf_counter() + min_seconds
     while len(times) < (repeat or min_repeats) or (not repeat and time.perf_counter() < stop):
+        if before is not None:
+            before()
         times.append(without_gc(call)[1])
         if deadline is not None and time.perf_counter() + times[-1] > deadline:
             break
