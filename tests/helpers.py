@@ -198,11 +198,11 @@ def rosen(x):
     return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
 
 
-def random_loop_body(rng):
-    """A loop body: ops over x[i], x[i + 1], the copy before's result and constants."""
+def random_loop_body(rng, ops=USER_OPS):
+    """A loop body: ``ops`` over x[i], x[i + 1], the copy before's result and constants."""
     steps = []
     for _ in range(rng.integers(3, 9)):
-        op = USER_OPS[rng.integers(len(USER_OPS))]
+        op = ops[rng.integers(len(ops))]
         steps.append((op, rng.integers(0, 100, size=3), rng.choice([0.5, 2.0, -1.5])))
     return steps
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import scalargrad as sg
-from scalargrad.jit import codegen
+from scalargrad.jit import codegen, tier
 from scalargrad.jit.codegen import loops, text as codegen_text
 from scalargrad.core.ops import OPCODE
 from scalargrad.jit.passes import optimize
@@ -256,6 +256,7 @@ def test_auto_tiers_up_a_large_tape_that_rolls(monkeypatch):
     x = np.linspace(-1, 1, 500)
     vg = sg.value_and_grad(rosen)
     first = vg(x)
+    tier.wait_for_compiles()  # a first compile of the vector sweeps holds the compile lock a while
     for _ in range(4):
         vg(x)
     path_tier = next(iter(vg.cache.values())).paths[0].tier

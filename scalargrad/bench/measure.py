@@ -52,10 +52,14 @@ def compiled_ops(transformed, tape) -> int:
 def kernel_name(transformed, batch: bool = False) -> str:
     """The kernel running a transformed function's compiled path (``batch``: running
     ``sg.vmap(transformed)``): "codegen" once its generated code (batch function) is in use
-    (backend "codegen", or "auto" after a tier-up), else "interp"."""
+    (backend "codegen", or "auto" after a tier-up), "vector" for single points on the interpreter's
+    vector form (jit/vector.py), else "interp"."""
     tier = getattr(_first_path(transformed), "tier", None)
-    generated = None if tier is None else tier.module if batch else tier.kernel
-    return "interp" if generated is None else "codegen"
+    if tier is None:
+        return "interp"
+    if batch:
+        return "interp" if tier.module is None else "codegen"
+    return tier.running()
 
 
 def settle(call, transformed) -> None:

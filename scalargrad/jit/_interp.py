@@ -7,6 +7,7 @@ derivative, in pa[k] and pb[k], so that the reverse sweep is a branch-free multi
 """
 from math import acos, asin, atan, atan2, cos, cosh, exp, expm1, fabs, isnan, log, log1p, pow, sin, sinh, sqrt, tan, tanh
 
+import numpy as np
 from numba.extending import overload
 
 from .custom_call import custom
@@ -2657,3 +2658,774 @@ def forward_partials_column(op, a, b, c, lit, vals, pa, pb, n, p):
             vb = vals[b[k], p]
             y = 1.0 if va != vb else 0.0
             vals[k, p] = y
+
+
+@njit
+def forward_vector(vop, vx, lit, vals, nv):
+    """Values of vector instructions 0..nv-1 (jit/vector.py)."""
+    for v in range(nv):
+        o = vop[v]
+        d = vx[0, v]
+        ni = vx[1, v]
+        no = vx[2, v]
+        if o == 1:  # const
+            for to in range(no):
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    vl = lit[k]
+                    y = vl
+                    vals[k] = y
+        elif o == 2:  # add
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = va + vb
+                    vals[k] = y
+        elif o == 3:  # mul
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = va * vb
+                    vals[k] = y
+        elif o == 4:  # sub
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = va - vb
+                    vals[k] = y
+        elif o == 5:  # div
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = va / vb
+                    vals[k] = y
+        elif o == 6:  # square
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = va * va
+                    vals[k] = y
+        elif o == 7:  # neg
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = -va
+                    vals[k] = y
+        elif o == 8:  # powc
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vl = lit[k]
+                    y = pow(va, vl)
+                    vals[k] = y
+        elif o == 12:  # exp
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = exp(va)
+                    vals[k] = y
+        elif o == 13:  # log
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = log(va)
+                    vals[k] = y
+        elif o == 14:  # tanh
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = tanh(va)
+                    vals[k] = y
+        elif o == 15:  # sigmoid
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = 1.0 / (1.0 + exp(-va))
+                    vals[k] = y
+        elif o == 16:  # sqrt
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = sqrt(va)
+                    vals[k] = y
+        elif o == 17:  # sin
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = sin(va)
+                    vals[k] = y
+        elif o == 18:  # cos
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = cos(va)
+                    vals[k] = y
+        elif o == 28:  # abs
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = fabs(va)
+                    vals[k] = y
+        elif o == 29:  # relu
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = 0.0 if va <= 0.0 else va
+                    vals[k] = y
+        elif o == 30:  # maximum
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = va if (va >= vb or isnan(va)) else vb
+                    vals[k] = y
+        elif o == 31:  # minimum
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = va if (va <= vb or isnan(va)) else vb
+                    vals[k] = y
+        elif o == 32:  # where
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            ic = vx[9, v]
+            sc = vx[10, v]
+            Sc = vx[11, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                jc = ic + to * Sc
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    vc = vals[jc + ti * sc]
+                    y = vb if va != 0.0 else vc
+                    vals[k] = y
+        elif o == 33:  # stop_gradient
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    y = va
+                    vals[k] = y
+        elif o == 34:  # lt
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = 1.0 if va < vb else 0.0
+                    vals[k] = y
+        elif o == 35:  # le
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = 1.0 if va <= vb else 0.0
+                    vals[k] = y
+        elif o == 36:  # gt
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = 1.0 if va > vb else 0.0
+                    vals[k] = y
+        elif o == 37:  # ge
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            for to in range(no):
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for ti in range(ni):
+                    k = r + ti
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    y = 1.0 if va >= vb else 0.0
+                    vals[k] = y
+
+
+@njit
+def reverse_vector(vop, vx, rev, lit, vals, adj, v0, v1):
+    """Adjoints of vector instructions v1 - 1 down to v0, the copies of each backwards, partials
+    recomputed from the values (jit/vector.py)."""
+    one = np.uint64(1)
+    for w in range(v1 - v0):
+        v = v1 - 1 - w
+        o = vop[v]
+        d = vx[0, v]
+        ni = vx[1, v]
+        no = vx[2, v]
+        m0 = rev[0, v]
+        m1 = rev[4, v]
+        if o == 2:  # add
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            q11 = rev[5, v]
+            q12 = rev[6, v]
+            q13 = rev[7, v]
+            for tu in range(no):
+                to = no - one - tu
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    c = g
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+                    c = g
+                    if m1 != 0:
+                        adj[q11 + ti * q12 + to * q13] += c
+        elif o == 3:  # mul
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            q11 = rev[5, v]
+            q12 = rev[6, v]
+            q13 = rev[7, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    c = (vb) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+                    c = (va) * g if g != 0.0 else 0.0
+                    if m1 != 0:
+                        adj[q11 + ti * q12 + to * q13] += c
+        elif o == 4:  # sub
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            q11 = rev[5, v]
+            q12 = rev[6, v]
+            q13 = rev[7, v]
+            for tu in range(no):
+                to = no - one - tu
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    c = g
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+                    c = -g
+                    if m1 != 0:
+                        adj[q11 + ti * q12 + to * q13] += c
+        elif o == 5:  # div
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            q11 = rev[5, v]
+            q12 = rev[6, v]
+            q13 = rev[7, v]
+            for tu in range(no):
+                to = no - one - tu
+                jb = ib + to * Sb
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    vb = vals[jb + ti * sb]
+                    y = vals[k]
+                    c = (1.0 / vb) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+                    c = (-y / vb) * g if g != 0.0 else 0.0
+                    if m1 != 0:
+                        adj[q11 + ti * q12 + to * q13] += c
+        elif o == 6:  # square
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    c = (2.0 * va) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 7:  # neg
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    c = -g
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 8:  # powc
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    vl = lit[k]
+                    c = (0.0 if vl == 0.0 else vl * pow(va, vl - 1.0)) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 12:  # exp
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    y = vals[k]
+                    c = (y) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 13:  # log
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    c = (1.0 / va) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 14:  # tanh
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    y = vals[k]
+                    c = (1.0 - y * y) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 15:  # sigmoid
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    y = vals[k]
+                    c = (y * (1.0 - y)) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 16:  # sqrt
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    y = vals[k]
+                    c = (0.5 / y) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 17:  # sin
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    c = (cos(va)) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 18:  # cos
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    c = (-sin(va)) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 28:  # abs
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    c = (1.0 if va > 0.0 else (-1.0 if va < 0.0 else 0.0)) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 29:  # relu
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    c = (1.0 if va > 0.0 else 0.0) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+        elif o == 30:  # maximum
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            q11 = rev[5, v]
+            q12 = rev[6, v]
+            q13 = rev[7, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    c = (1.0 if va > vb else (0.5 if va == vb else 0.0)) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+                    c = (1.0 if vb > va else (0.5 if va == vb else 0.0)) * g if g != 0.0 else 0.0
+                    if m1 != 0:
+                        adj[q11 + ti * q12 + to * q13] += c
+        elif o == 31:  # minimum
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            ib = vx[6, v]
+            sb = vx[7, v]
+            Sb = vx[8, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            q11 = rev[5, v]
+            q12 = rev[6, v]
+            q13 = rev[7, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                jb = ib + to * Sb
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    vb = vals[jb + ti * sb]
+                    c = (1.0 if va < vb else (0.5 if va == vb else 0.0)) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+                    c = (1.0 if vb < va else (0.5 if va == vb else 0.0)) * g if g != 0.0 else 0.0
+                    if m1 != 0:
+                        adj[q11 + ti * q12 + to * q13] += c
+        elif o == 32:  # where
+            ia = vx[3, v]
+            sa = vx[4, v]
+            Sa = vx[5, v]
+            q01 = rev[1, v]
+            q02 = rev[2, v]
+            q03 = rev[3, v]
+            q11 = rev[5, v]
+            q12 = rev[6, v]
+            q13 = rev[7, v]
+            for tu in range(no):
+                to = no - one - tu
+                ja = ia + to * Sa
+                r = d + to * ni
+                for tv in range(ni):
+                    ti = ni - one - tv
+                    k = r + ti
+                    g = adj[k]
+                    va = vals[ja + ti * sa]
+                    c = (1.0 if va != 0.0 else 0.0) * g if g != 0.0 else 0.0
+                    if m0 != 0:
+                        adj[q01 + ti * q02 + to * q03] += c
+                    c = (0.0 if va != 0.0 else 1.0) * g if g != 0.0 else 0.0
+                    if m1 != 0:
+                        adj[q11 + ti * q12 + to * q13] += c

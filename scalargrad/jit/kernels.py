@@ -17,7 +17,7 @@ from . import custom_ops
 from ..core import resources
 from ..core.ops import DIFF_MASK, INPUT
 from ..core.tape import Tape
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): f7bbfe275d976c5a
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): e4ebe5bea909d825
 from ._interp import forward_partials
 from .flags import njit
 
@@ -116,14 +116,16 @@ def reverse(ra, rb, pa, pb, adj, n):
 
 
 @njit
-def _load_inputs(ins, io, x, vals):
+def load_inputs(io, x, vals):
+    """vals[input slot i] = x[i]."""
     n_in = io[0]
     for i in range(n_in):
         vals[io[3 + i]] = x[i]
 
 
 @njit
-def _guards_hold(io, vals):
+def guards_hold(io, vals):
+    """Whether every guard slot holds the truth value it had when traced."""
     n_in, n_out, n_guard = io[0], io[1], io[2]
     start = 3 + n_in + n_out
     for i in range(n_guard):
@@ -144,9 +146,9 @@ def forward_sweep(ins, lit, io, x, work):
     of ``work``; ``scratch`` (n + 1) is free for adjoints or tangents."""
     n = ins.shape[1]
     vals, pa, pb, scratch = split_workspace(work, n)
-    _load_inputs(ins, io, x, vals)
+    load_inputs(io, x, vals)
     forward_partials(ins[0], ins[1], ins[2], ins[3], lit, vals, pa, pb, n)
-    return vals, pa, pb, scratch, _guards_hold(io, vals)
+    return vals, pa, pb, scratch, guards_hold(io, vals)
 
 
 @njit

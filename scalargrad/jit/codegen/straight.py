@@ -40,7 +40,7 @@ def _needed(tape: Tape, roots) -> np.ndarray:
 
 
 def _guard_test(tape: Tape) -> str:
-    """An expression true when every guard has its traced value (as ``kernels._guards_hold``),
+    """An expression true when every guard has its traced value (as ``kernels.guards_hold``),
     with ``&`` rather than ``and`` so that it does not branch."""
     tests = [f"(v{int(s)} != 0.0)" if v != 0.0 else f"(not (v{int(s)} != 0.0))"
              for s, v in zip(tape.guards, tape.guard_values)]
