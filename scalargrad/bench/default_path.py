@@ -19,6 +19,7 @@ import numpy as np
 
 import scalargrad as sg
 
+from ..jit import vector
 from ..jit.tier import wait_for_compiles
 from .handwritten import batch_reference, reference
 from .output import Progress, Table, legend
@@ -115,12 +116,13 @@ def run_child(row: Row, run: Settings) -> dict:
 
 
 def warm_kernels(rows) -> None:
-    """Load (or compile into Numba's disk cache) the interpreter's single-point and batch kernels and
-    the rows' hand-written code, so that no child compiles them: the table is about a fresh process,
+    """Load (or compile into Numba's disk cache) the interpreter's single-point, vector and batch kernels
+    and the rows' hand-written code, so that no child compiles them: the table is about a fresh process,
     not a fresh install."""
     vg = sg.value_and_grad(lambda x: x[0] * x[1])
     vg(np.ones(2))
     sg.vmap(vg)(np.ones((2, 2)))  # two points: far from a tier-up
+    vector.warm_up()  # the sweeps of the interpreter's vector form (jit/vector.py)
     for row in rows:
         _, x0 = WORKLOADS[row.workload].make(row.size)
         if row.batch:
