@@ -17,6 +17,8 @@ from .transforms.derivatives import hessian, hvp, jacobian, jvp  # higher-order 
 from .record.custom import CustomOp, custom_op  # user-defined ops
 from .core.ops import USER_OPS as _USER_OPS
 from .core.tape import Tape
+from .core.tree import (TreeDef, register_dataclass, register_pytree_node, tree_flatten, tree_leaves, tree_map,
+                        tree_structure, tree_unflatten)
 from .record.operators import FUNCTIONS_BY_NAME as _FUNCTIONS, power
 from .record.variable import TracingError, Variable, no_grad
 
@@ -26,4 +28,6 @@ pow = power  # noqa: A001  x ** y with the same dispatch as the operator
 __version__ = "0.1.0"
 __all__ = ["Variable", "Tape", "TracingError", "config", "draw", "grad", "jit", "no_grad", "to_dot", "trace", "value_and_grad", "vmap", "power",
            "hessian", "hvp", "jacobian", "jvp", "CustomOp", "custom_op",
+           "tree_map", "tree_flatten", "tree_unflatten", "tree_leaves", "tree_structure", "TreeDef",
+           "register_pytree_node", "register_dataclass",
            *(op.name for op in _USER_OPS)]

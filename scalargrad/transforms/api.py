@@ -1,9 +1,10 @@
 """Function transforms: ``trace``, ``value_and_grad`` (the one implementation), ``grad``, ``jit``.
 
 A decorated function traces and compiles on its first call for each argument structure (number,
-kind and shape of arguments) and afterwards goes straight to the compiled kernel. Python control
-flow on traced values records guards; a call whose inputs would take another branch retraces, and
-each path is cached (least recently used first out).
+kind and shape of arguments, pytree structures, keyword names and static keyword values) and
+afterwards goes straight to the compiled kernel. Python control flow on traced values records
+guards; a call whose inputs would take another branch retraces, and each path is cached (least
+recently used first out).
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import numpy as np
 
 from . import debug, embed
 from ..core.tape import Tape
-from ..record.symbolic import replay, reverse
+from ..core.tree import LEAF
+from ..record.pytrees import TreeShape
+from ..record.symbolic import replay, reverse, with_outputs
 from ..record.variable import Recorder, TracingError, active_recorder
 from ..record.tracing import FLOAT64, VariableArguments, describe_structure, shaped, structured, trace_at
-from .transformed import Signature, Transformed, argnums_tuple, require_callable, wrap
+from .transformed import Path, Signature, Transformed, argnums_tuple, require_callable, wrap
 
 
 class ValueAndGrad(Transformed):
@@ -29,15 +32,19 @@ class ValueAndGrad(Transformed):
 
     def _check_structure(self, structure):
         if structure is not None:
+            pair = structure in ((tuple, 2), (list, 2)) or (
+                type(structure) is TreeShape and structure.treedef.kind in (tuple, list)
+                and len(structure.treedef.children) == 2)
             raise TypeError(f"{self.__name__} must return a scalar to be differentiated, got "
-                            f"{describe_structure(structure)}")
+                            f"{describe_structure(structure)}"
+                            + ("; pass has_aux=True if it returns (value, aux)" if pair else ""))
 
-    def _signature(self, shapes):
+    def _signature(self, shapes, keywords=None):
         for i in self.argnums:
             if not -len(shapes) <= i < len(shapes):
                 raise ValueError(f"{self.__name__}: argnums={i} but it was called with {len(shapes)} "
                                  "positional arguments")
-        return Signature(shapes, tuple(i % len(shapes) for i in self.argnums))
+        return Signature(shapes, tuple(i % len(shapes) for i in self.argnums), keywords)
 
     def flat(self, args, kwargs=None):
         """(signature, value, flat gradient with respect to every input)."""
@@ -56,15 +63,16 @@ class ValueAndGrad(Transformed):
 
         return sig, self._search(sig, x, attempt), g
 
-    def compile(self, *args):
+    def compile(self, *args, **kwargs):
         """A Numba function ``k(x, g[, work]) -> value`` for the path traced at ``args``: ``x`` is the flat
-        float64 vector of all inputs (arguments concatenated), the gradient is written into ``g``;
+        float64 vector of all inputs (arguments concatenated, a pytree's leaves in ``sg.tree_flatten``'s
+        order, then traced keyword values), the gradient is written into ``g``;
         ``work`` (``k.workspace_size`` floats, one per thread) saves an allocation per call.
         Callable from Python and from the user's ``@numba.njit`` code. It runs the tape's generated
         code (``k.workspace_size`` is then 0: no scratch needed) under the default backend "auto" and
         under "codegen", compiled now if need be (seconds for a few hundred lines; cached on disk),
         unless the tape stays on the interpreter (see ``Tier.best_kernel``); "interp" never compiles."""
-        sig = self.flat(args)[0]
+        sig = self.flat(args, kwargs)[0]
         path = sig.paths[0]
         generated = path.tier.best_kernel()
         if generated is not None:
@@ -79,9 +87,9 @@ class ValueAndGrad(Transformed):
         try:
             sig, value, g = self.flat(args, kwargs)
         except VariableArguments:
-            return self._symbolic(args)
+            return self._symbolic(args, kwargs)
         if debug.enabled(self.debug_nans):
-            debug.check(self, args, g)
+            debug.check(self, *self._prepare(args, kwargs), g)
         if self.single:
             return value, sig.piece(g, sig.argnums[0])
         return value, tuple(sig.piece(g, i) for i in sig.argnums)
@@ -114,22 +122,95 @@ class ValueAndGrad(Transformed):
         grads = tuple(sig.batch_piece(G, i) for i in sig.argnums)
         return values, grads[0] if self.single else grads
 
-    def _symbolic(self, args):
+    def _symbolic(self, args, kwargs=None):
         """``__call__`` on Variable arguments: ``fun`` traced at their values, its tape and reverse
         sweep replayed onto them in the caller's recorder (a trace, or eager recording)."""
-        shapes, flat, tape, structure = trace_at(self, args)
+        vals, tape, grads, _ = self._replayed(args, kwargs)
+        return vals[int(tape.outputs[0])], grads
+
+    def _replayed(self, args, kwargs):
+        """(values, tape, gradient pieces, output structure) of ``fun``'s tape replayed onto the
+        arguments, and its reverse sweep from output 0."""
+        shapes, flat, tape, structure = trace_at(self, args, kwargs)
         self._check_structure(structure)
         sig = self._signature(shapes)
         vals = replay(tape, flat)
-        wrt = [p for i in sig.argnums for p in range(sig.offsets[i], sig.offsets[i + 1])]
-        grads = reverse(tape, vals, 0, wrt)
+        grads = reverse(tape, vals, 0, sig.positions().tolist())
         pieces, pos = [], 0
         for i in sig.argnums:
             size = sig.offsets[i + 1] - sig.offsets[i]
             pieces.append(shaped(grads[pos:pos + size], sig.shapes[i]))
             pos += size
-        value = vals[int(tape.outputs[0])]
-        return (value, pieces[0]) if self.single else (value, tuple(pieces))
+        return vals, tape, pieces[0] if self.single else tuple(pieces), structure
+
+
+class AuxPath(Path):
+    """A path of ``value_and_grad(fun, has_aux=True)``: ``program`` computes the value (and its
+    gradient), ``aux`` (a Path run by the forward sweep) the leaves of aux, ``structure`` aux's."""
+
+    __slots__ = ("aux",)
+
+
+class ValueAndGradAux(ValueAndGrad):
+    """``value_and_grad(fun, argnums, has_aux=True)``: ``fun`` returns ``(value, aux)``, aux a pytree
+    of values that are not differentiated; called like ``fun``, returns ``((value, aux), gradient)``
+    with aux's traced values as floats and arrays. Its vmap maps it point by point."""
+
+    vmap_mode = "pointwise"
+
+    def _make_path(self, sig, tape, structure):
+        aux_shape = self._aux_shape(structure)
+        path = AuxPath(with_outputs(tape, tape.outputs[:1]), aux_shape, self.kernel_kind, self.backend)
+        path.aux = Path(with_outputs(tape, tape.outputs[1:]), None, "evaluate", self.backend)
+        return path
+
+    def _check_structure(self, structure):
+        """Checked by ``_aux_shape`` when the path is made; the path's structure is aux's."""
+
+    def _aux_shape(self, structure) -> TreeShape:
+        """aux's TreeShape, from the output structure of ``(value, aux)``; TypeError for anything else."""
+        if type(structure) is tuple and structure[0] in (tuple, list) and structure[1] == 2:
+            return TreeShape(LEAF, (None,))  # (value, a scalar aux)
+        if type(structure) is TreeShape and structure.treedef.kind in (tuple, list) \
+                and len(structure.treedef.children) == 2 and structure.treedef.children[0] is LEAF:
+            if structure.shapes[0] is not None:
+                raise TypeError(f"{self.__name__} (has_aux=True): the value, the first of the pair it returns, "
+                                f"must be a scalar, got an array of shape {structure.shapes[0]}")
+            return TreeShape(structure.treedef.children[1], structure.shapes[1:])
+        raise TypeError(f"{self.__name__} with has_aux=True must return a pair (value, aux), got "
+                        f"{describe_structure(structure)}")
+
+    def flat(self, args, kwargs=None):
+        """(signature, value, flat gradient, aux)."""
+        def attempt(path, x):
+            g = np.empty(len(x))
+            value, ok = path.tier.value_and_grad(path.program, x, g)
+            if not ok:
+                return None
+            aux = path.aux
+            out = np.empty(aux.program.n_outputs)
+            if len(out):
+                aux.tier.evaluate(aux.program, x, out)  # the same guards as the value's: they hold
+            return value, g, path.structure.build_flat(out)
+
+        sig, (value, g, aux) = self._run(args, kwargs, attempt)
+        return sig, value, g, aux
+
+    def __call__(self, *args, **kwargs):
+        try:
+            sig, value, g, aux = self.flat(args, kwargs)
+        except VariableArguments:
+            return self._symbolic(args, kwargs)
+        if debug.enabled(self.debug_nans):
+            debug.check(self, *self._prepare(args, kwargs), g)
+        if self.single:
+            return (value, aux), sig.piece(g, sig.argnums[0])
+        return (value, aux), tuple(sig.piece(g, i) for i in sig.argnums)
+
+    def _symbolic(self, args, kwargs=None):
+        vals, tape, grads, structure = self._replayed(args, kwargs)
+        aux = shaped([vals[s] for s in tape.outputs[1:].tolist()], self._aux_shape(structure))
+        return (vals[int(tape.outputs[0])], aux), grads
 
 
 class Grad:
@@ -138,8 +219,10 @@ class Grad:
     vmap_mode = "batch"  # through value_and_grad's batch kernel (Transformed.vmap_mode)
 
     def __init__(self, fun, argnums=0, debug_nans=None, backend="auto"):
-        self.value_and_grad = ValueAndGrad(fun, argnums, debug_nans, backend)
+        self.value_and_grad = self.value_and_grad_type(fun, argnums, debug_nans, backend)
         wrap(self, fun, updated=())  # copying fun's __dict__ would clobber the above
+
+    value_and_grad_type = ValueAndGrad
 
     def __call__(self, *args, **kwargs):
         return self.value_and_grad(*args, **kwargs)[1]
@@ -150,12 +233,23 @@ class Grad:
     def batch_transform(self):
         return self.value_and_grad
 
-    def compile(self, *args):
+    def compile(self, *args, **kwargs):
         """As ``value_and_grad(f).compile``: ``k(x, g) -> value`` writing the gradient into ``g``."""
-        return self.value_and_grad.compile(*args)
+        return self.value_and_grad.compile(*args, **kwargs)
 
-    def tape(self, *args) -> Tape:
-        return self.value_and_grad.tape(*args)
+    def tape(self, *args, **kwargs) -> Tape:
+        return self.value_and_grad.tape(*args, **kwargs)
+
+
+class GradAux(Grad):
+    """``grad(fun, argnums, has_aux=True)``: ``fun`` returns ``(value, aux)``; returns ``(gradient, aux)``."""
+
+    vmap_mode = "pointwise"
+    value_and_grad_type = ValueAndGradAux
+
+    def __call__(self, *args, **kwargs):
+        (_, aux), g = self.value_and_grad(*args, **kwargs)
+        return g, aux
 
 
 class Jit(Transformed):
@@ -181,10 +275,10 @@ class Jit(Transformed):
         out, structure = self._search(sig, x, attempt)
         return sig, out, structure
 
-    def compile(self, *args):
+    def compile(self, *args, **kwargs):
         """A Numba function ``k(x[, work]) -> value`` (first output) over the flat float64 input vector
         (generated code as for ``value_and_grad(f).compile``)."""
-        sig = self.flat(args)[0]
+        sig = self.flat(args, kwargs)[0]
         path = sig.paths[0]
         if not path.program.n_outputs:  # an empty array: the kernel would return garbage
             raise ValueError(f"jit({self.__name__}).compile: the function has no outputs at these "
@@ -198,17 +292,19 @@ class Jit(Transformed):
         try:
             _, out, structure = self.flat(args, kwargs)
         except VariableArguments:
-            return self._symbolic(args)
+            return self._symbolic(args, kwargs)
         if debug.enabled(self.debug_nans):
-            debug.check(self, args)
+            debug.check(self, *self._prepare(args, kwargs))
         if structure is None:
             return float(out[0])
+        if type(structure) is TreeShape:
+            return structure.build_flat(out)
         kind, size = structure
         return out.reshape(size) if kind is np.ndarray else kind(float(v) for v in out)
 
-    def _symbolic(self, args):
+    def _symbolic(self, args, kwargs=None):
         """``__call__`` on Variable arguments: ``fun``'s tape replayed onto them."""
-        _, flat, tape, structure = trace_at(self, args)
+        _, flat, tape, structure = trace_at(self, args, kwargs)
         vals = replay(tape, flat)
         return structured([vals[s] for s in tape.outputs.tolist()], structure)
 
@@ -216,41 +312,52 @@ class Jit(Transformed):
         """``__call__``'s result for a batch (out is points x outputs): a leading point axis."""
         if structure is None:
             return out[:, 0].copy()
+        if type(structure) is TreeShape:
+            return structure.build_batch(out)
         kind, size = structure
         return out.reshape((len(out),) + size) if kind is np.ndarray else kind(out[:, i].copy() for i in range(size))
 
 
-def value_and_grad(fun=None, argnums=0, debug_nans=None, backend="auto"):
-    """Return a function computing ``(fun(*args), gradient)`` with respect to ``argnums``.
+def value_and_grad(fun=None, argnums=0, debug_nans=None, backend="auto", has_aux=False):
+    """Return a function computing ``(fun(*args, **kwargs), gradient)`` with respect to the positional
+    arguments ``argnums``.
 
-    Gradients of scalar arguments are floats; of array arguments, float64 arrays of the same shape.
-    With a tuple ``argnums`` the gradient is a tuple. Usable as a decorator. ``debug_nans=True``
-    raises FloatingPointError naming the first op that made a NaN or inf (None: follow
-    ``sg.config.debug_nans``; see ``scalargrad/transforms/debug.py``). ``backend``: "interp" runs the tape
-    interpreter; "codegen" compiles straight-line code for the tape on the first call (seconds
-    per few hundred ops; cached on disk, see ``scalargrad/jit/codegen/``); "auto" (default)
-    starts on the interpreter and moves small tapes that are called often to generated code,
-    compiled in the background. All three give bit-identical results, except for the sign bit and
-    payload of NaNs, which LLVM leaves unspecified (NaNs appear in the same places).
+    Arguments are floats, ints, real arrays or pytrees of them (tuples, lists, dicts, namedtuples,
+    None, registered dataclasses); the gradient of each has its structure: a float for a scalar, a
+    float64 array of its shape for an array, the same pytree for a pytree. With a tuple ``argnums``
+    the gradient is a tuple. Keyword arguments are passed to ``fun`` and never differentiated: floats
+    and real arrays among them are traced (a new value does not retrace), other values are static
+    (a new value traces again). ``has_aux=True``: ``fun`` returns ``(value, aux)`` and the result
+    is ``((value, aux), gradient)``, aux's traced values as floats and arrays. Usable as a
+    decorator. ``debug_nans=True`` raises FloatingPointError naming the first op that made a NaN
+    or inf (None: follow ``sg.config.debug_nans``; see ``scalargrad/transforms/debug.py``).
+    ``backend``: "interp" runs the tape interpreter; "codegen" compiles straight-line code for the
+    tape on the first call (seconds per few hundred ops; cached on disk, see
+    ``scalargrad/jit/codegen/``); "auto" (default) starts on the interpreter and moves small tapes
+    that are called often to generated code, compiled in the background. All three give
+    bit-identical results, except for the sign bit and payload of NaNs, which LLVM leaves
+    unspecified (NaNs appear in the same places).
     """
     if fun is None:
-        return lambda f: value_and_grad(f, argnums, debug_nans, backend)
+        return lambda f: value_and_grad(f, argnums, debug_nans, backend, has_aux)
     require_callable(fun, "value_and_grad")
-    return ValueAndGrad(fun, argnums, debug_nans, backend)
+    return (ValueAndGradAux if has_aux else ValueAndGrad)(fun, argnums, debug_nans, backend)
 
 
-def grad(fun=None, argnums=0, debug_nans=None, backend="auto"):
+def grad(fun=None, argnums=0, debug_nans=None, backend="auto", has_aux=False):
     """Return a function computing the gradient of scalar ``fun`` with respect to ``argnums``
-    (``debug_nans`` and ``backend`` as for ``value_and_grad``)."""
+    (arguments, keywords, ``debug_nans`` and ``backend`` as for ``value_and_grad``); with
+    ``has_aux=True``, ``fun`` returns ``(value, aux)`` and the result is ``(gradient, aux)``."""
     if fun is None:
-        return lambda f: grad(f, argnums, debug_nans, backend)
+        return lambda f: grad(f, argnums, debug_nans, backend, has_aux)
     require_callable(fun, "grad")
-    return Grad(fun, argnums, debug_nans, backend)
+    return (GradAux if has_aux else Grad)(fun, argnums, debug_nans, backend)
 
 
 def jit(fun=None, debug_nans=None, backend="auto"):
     """Return a function with ``fun``'s results, computed by the compiled forward sweep
-    (``debug_nans`` and ``backend`` as for ``value_and_grad``)."""
+    (arguments, keywords, ``debug_nans`` and ``backend`` as for ``value_and_grad``); ``fun`` may
+    return a number, an array or a pytree of them."""
     if fun is None:
         return lambda f: jit(f, debug_nans, backend)
     require_callable(fun, "jit")

@@ -23,7 +23,8 @@ from .. import config
 from ..core import reference
 from ..core.ops import INPUT, OPS, display_name
 from ..record.variable import Recorder
-from ..record.tracing import flatten_args, trace_into
+from ..record.pytrees import TreeShape
+from ..record.tracing import keyword_path, trace_into
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # scalargrad/
 # The benchmark harness is written as user code: its workloads' lines are the ones to name.
@@ -75,13 +76,11 @@ def locating_recorder() -> Recorder:
 
 # --- the checks after a call ----------------------------------------------------------------------
 
-def check(transformed, args, grad=None) -> None:
-    """Raise FloatingPointError if the call of ``transformed`` (a ValueAndGrad or Jit) at ``args``
-    returned a NaN or inf: an output (Jit), or the value or, ``grad`` being the flat gradient it
-    returned, a requested gradient entry (ValueAndGrad). Non-finite values that no result depends
-    on (the unselected operand of ``where``) pass."""
-    shapes, x = flatten_args(args, transformed.names)
-    sig = transformed.cache[shapes]
+def check(transformed, sig, x, grad=None) -> None:
+    """Raise FloatingPointError if the call of ``transformed`` (a ValueAndGrad or Jit) at the flat
+    inputs ``x`` (of signature ``sig``) returned a NaN or inf: an output (Jit), or the value or,
+    ``grad`` being the flat gradient it returned, a requested gradient entry (ValueAndGrad).
+    Non-finite values that no result depends on (the unselected operand of ``where``) pass."""
     problem = _problem(transformed, sig, x, _outputs(sig, x), grad)
     if problem is not None:
         raise FloatingPointError(f"debug_nans: {problem}")
@@ -130,17 +129,32 @@ def _problem(transformed, sig, x, out, grad) -> str | None:
 
 def _requested_inputs(sig) -> np.ndarray:
     """Flat input positions of the differentiated arguments."""
-    return np.concatenate([np.arange(sig.offsets[i], sig.offsets[i + 1]) for i in sig.argnums]
-                          or [np.zeros(0, np.int64)]).astype(np.int64)
+    return sig.positions()
 
 
 def _describe_input(sig, names, position, x) -> str:
+    if position >= sig.offsets[-1]:  # a traced keyword value
+        for j, start, stop, shape in sig.keywords.traced_positions():
+            if start <= position - sig.offsets[-1] < stop:
+                what = "keyword argument " + keyword_path(sig.keywords.treedef.paths()[j])
+                return f"{float(x[position])!r} in {_at(what, shape, position - sig.offsets[-1] - start)}: " \
+                       "the input was already non-finite before any op ran"
     i = next(j for j in range(len(sig.shapes)) if sig.offsets[j] <= position < sig.offsets[j + 1])
     what = f"argument {i}" + (f" ({names[i]!r})" if names and i < len(names) else "")
-    shape = sig.shapes[i]
-    if shape is not None:
-        what += f" at index {tuple(int(j) for j in np.unravel_index(position - sig.offsets[i], shape))}"
+    shape, offset = sig.shapes[i], position - sig.offsets[i]
+    if type(shape) is TreeShape:  # the leaf holding it
+        paths = shape.treedef.paths()
+        j, (start, _, shape) = next((j, span) for j, span in enumerate(shape.spans()) if span[0] <= offset < span[1])
+        what, offset = what + paths[j], offset - start
+    what = _at(what, shape, offset)
     return f"{float(x[position])!r} in {what}: the input was already non-finite before any op ran"
+
+
+def _at(what, shape, offset) -> str:
+    """``what`` with the index of entry ``offset`` of an array of ``shape`` (nothing for a scalar)."""
+    if shape is None:
+        return what
+    return what + f" at index {tuple(int(j) for j in np.unravel_index(offset, shape))}"
 
 
 # --- finding the culprit ------------------------------------------------------------------------
@@ -153,7 +167,7 @@ def locate(transformed, sig, x, output=None, bad_inputs=()) -> str:
     gradient entries depend on non-finite."""
     name = getattr(transformed, "__name__", "the function")
     rec = locating_recorder()
-    tape, _ = trace_into(transformed.fun, sig.shapes, x, rec)
+    tape, _ = trace_into(transformed.fun, sig.shapes, x, rec, sig.keywords)
     where = rec.op.where
     vals = reference.forward(tape, x)
     if output is not None:

@@ -11,7 +11,9 @@ import numpy as np
 
 from ..core.ops import INPUT
 from ..jit import tangent as tangent_kernels
+from ..record.pytrees import describe_shape
 from ..record.symbolic import grad_tape
+from ..record.tracing import VariableArguments
 from .first_argument import FirstArgument
 from .transformed import Path
 
@@ -82,11 +84,12 @@ class Sparse(FirstArgument):
     vmap_refusal = ("vmap does not map sparse Hessians or Jacobians (their patterns may differ per point); "
                     "call the sparse transform on each point")
 
-    def __call__(self, x, *args):
-        args = (x, *args)
-        if self._flatten(args) is None:
+    def __call__(self, *args, **kwargs):
+        try:
+            sig, xf = self._prepare(args, kwargs)
+        except VariableArguments:
             raise TypeError(f"{self.what}({self.__name__}, sparse=True) takes float arguments and cannot be "
-                            "called inside a traced function; use the dense transform there")
+                            "called inside a traced function; use the dense transform there") from None
         sparse = _scipy_sparse()
 
         def attempt(path, xf):
@@ -96,12 +99,12 @@ class Sparse(FirstArgument):
                 return None
             return path, compressed[path.gather]
 
-        _, (path, data) = self._run(args, {}, attempt)
+        path, data = self._attempt(sig, xf, attempt)
         return sparse.csr_matrix((data, path.indices, path.indptr), shape=path.shape)
 
-    def colours(self, x, *args) -> int:
+    def colours(self, *args, **kwargs) -> int:
         """How many colours (tangent sweeps) the path taken at these arguments needs."""
-        _, (path, _) = self._run((x, *args), {}, lambda path, xf: (path, None))
+        _, (path, _) = self._run(args, kwargs, lambda path, xf: (path, None))
         return path.seeds.shape[1]
 
 
@@ -128,9 +131,9 @@ class SparseJacobian(Sparse):
 
 def _require_vector(self, sig):
     shape = sig.shapes[0]
-    if shape is None or len(shape) != 1:
+    if type(shape) is not tuple or len(shape) != 1:
         raise TypeError(f"{self.what}({self.__name__}, sparse=True): the first argument must be a 1-D array, "
-                        f"got {'a scalar' if shape is None else 'shape ' + str(shape)}")
+                        f"got {describe_shape(shape)}")
 
 
 __all__ = ["pattern", "colour_columns", "SparseHessian", "SparseJacobian"]

@@ -4,7 +4,6 @@ retrace loop that finds (or traces) the path whose guards hold for a call.
 from __future__ import annotations
 
 import functools
-import math
 import threading
 import time
 import warnings
@@ -17,7 +16,9 @@ from ..jit.passes import optimize
 from ..core.tape import Tape
 from ..record.captured import Captured
 from ..record.variable import Recorder, active_recorder
-from ..record.tracing import VariableArguments, flatten_args, function_name, param_names, trace_into
+from ..record.pytrees import TreeShape, size_of
+from ..record.tracing import (VariableArguments, flatten_args, flatten_keywords, function_name, param_names, trace,
+                              trace_into)
 
 MAX_PATHS = 32  # control-flow paths cached per argument structure
 RETRACES_BEFORE_WARNING = 10  # retraces for changed closure/global values before a warning
@@ -40,18 +41,22 @@ class Path:
 
 class Signature:
     """What is cached for one argument structure: its traced paths (most recently used first) and
-    where each argument lives in the flat input vector."""
+    where each argument lives in the flat input vector (positional arguments, then the traced
+    keyword values, if any)."""
 
-    __slots__ = ("shapes", "paths", "offsets", "argnums", "lock", "one_vector")
+    __slots__ = ("shapes", "keywords", "paths", "offsets", "argnums", "lock", "one_vector", "n_inputs")
 
-    def __init__(self, shapes, argnums=()):
+    def __init__(self, shapes, argnums=(), keywords=None):
         self.shapes = shapes
+        self.keywords = keywords  # None, or the Keywords of the call's keyword arguments
         self.argnums = argnums  # the differentiated arguments, as non-negative indices
         self.paths: list[Path] = []
         self.lock = threading.Lock()  # guards reordering ``paths`` (calls from several threads)
-        sizes = [1 if s is None else math.prod(s) for s in shapes]
+        sizes = [size_of(s) for s in shapes]
         self.offsets = [sum(sizes[:i]) for i in range(len(shapes) + 1)]
-        self.one_vector = len(shapes) == 1 and shapes[0] is not None and len(shapes[0]) == 1  # f(x), x 1-d
+        self.n_inputs = self.offsets[-1] + (keywords.size if keywords is not None else 0)
+        self.one_vector = (len(shapes) == 1 and type(shapes[0]) is tuple and len(shapes[0]) == 1
+                           and keywords is None)  # f(x), x 1-d
 
 
     def __getstate__(self):  # pickled (to Dask workers) without its lock
@@ -68,13 +73,25 @@ class Signature:
             return flat  # the whole vector already has the argument's shape
         shape = self.shapes[i]
         start = self.offsets[i]
-        return float(flat[start]) if shape is None else flat[start:self.offsets[i + 1]].reshape(shape)
+        if shape is None:
+            return float(flat[start])
+        if type(shape) is TreeShape:  # the same pytree, of floats and arrays
+            return shape.build_flat(flat[start:self.offsets[i + 1]])
+        return flat[start:self.offsets[i + 1]].reshape(shape)
 
     def batch_piece(self, flat, i):
         """Argument i's part of a (points, inputs) matrix, with a leading point axis."""
         shape = self.shapes[i]
         part = flat[:, self.offsets[i]:self.offsets[i + 1]]
+        if type(shape) is TreeShape:
+            return shape.build_batch(part)
         return part[:, 0].copy() if shape is None else part.reshape((len(flat),) + shape)
+
+    def positions(self, argnums=None) -> np.ndarray:
+        """Flat input positions of the arguments ``argnums`` (default: the differentiated ones), in order."""
+        argnums = self.argnums if argnums is None else argnums
+        return np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in argnums]
+                              or [np.zeros(0, np.int64)]).astype(np.int64)
 
 
 class Transformed:
@@ -101,9 +118,6 @@ class Transformed:
     def _prepare(self, args, kwargs):
         """(signature, flat float64 inputs) of a call; VariableArguments where the call must record
         symbolically instead (Variable arguments, or a call inside a traced function)."""
-        if kwargs:
-            raise TypeError(f"{self.__name__}: keyword arguments are not supported by transformed "
-                            "functions; bind them with functools.partial")
         rec = active_recorder.get()
         if type(rec) is Recorder and rec.trace:  # in_trace(), inlined: this runs at every call
             raise VariableArguments(f"{self.__name__} called inside a traced function")
@@ -111,20 +125,30 @@ class Transformed:
         if captured is not None and captured.entries:
             self._check_captured(captured)
         shapes, x = flatten_args(args, self.names)
-        sig = self.cache.get(shapes)
+        if kwargs:  # part of the key: their structure, shapes and static values
+            keywords, xk = flatten_keywords(kwargs, self.fun)
+            key = (shapes, keywords)
+            x = np.concatenate([x, xk])
+        else:
+            key, keywords = shapes, None
+        sig = self.cache.get(key)
         if sig is None:
-            sig = self.cache[shapes] = self._signature(shapes)
+            sig = self.cache[key] = self._signature(shapes, keywords)
         return sig, x
 
     def _run(self, args, kwargs, attempt):
         """(signature, result of ``attempt(path, x)`` for the first path whose guards hold)."""
         sig, x = self._prepare(args, kwargs)
+        return sig, self._attempt(sig, x, attempt)
+
+    def _attempt(self, sig, x, attempt):
+        """The result of ``attempt(path, x)`` for the first path of ``sig`` whose guards hold."""
         paths = sig.paths
         if paths:  # the last call's path: the common case, tried without a search
             result = attempt(paths[0], x)
             if result is not None:
-                return sig, result
-        return sig, self._search(sig, x, attempt)
+                return result
+        return self._search(sig, x, attempt)
 
     def _search(self, sig, x, attempt):
         """The result of the first cached path after the most recent one whose guards hold for
@@ -155,7 +179,7 @@ class Transformed:
                           "an argument instead", RuntimeWarning, stacklevel=5)
 
     def _retrace(self, sig, x, attempt):
-        tape, structure = trace_into(self.fun, sig.shapes, x)
+        tape, structure = trace_into(self.fun, sig.shapes, x, keywords=sig.keywords)
         # Noted after each trace: this call found them unchanged (_run), so what differs now is
         # state the function itself updates (a call counter), which must not retrace every call.
         self.captured = Captured.of(self.fun)
@@ -183,8 +207,8 @@ class Transformed:
                           RuntimeWarning, stacklevel=4)
         return result
 
-    def _signature(self, shapes):
-        return Signature(shapes)
+    def _signature(self, shapes, keywords=None):
+        return Signature(shapes, (), keywords)
 
     def batch_transform(self):
         """The transform whose batch kernel vmap runs for this one."""
@@ -197,10 +221,9 @@ class Transformed:
         """The compiled path for a freshly traced tape (derived transforms compile another tape)."""
         return Path(tape, structure, self.kernel_kind, self.backend)
 
-    def tape(self, *args) -> Tape:
+    def tape(self, *args, **kwargs) -> Tape:
         """The Tape recorded for these arguments."""
-        shapes, x = flatten_args(args, self.names)
-        return trace_into(self.fun, shapes, x)[0]
+        return trace(self.fun, *args, **kwargs)
 
 
 def argnums_tuple(argnums):

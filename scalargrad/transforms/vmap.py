@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from ..core.tree import is_node, tree_flatten, tree_leaves, tree_map
 from ..jit import batch, codegen, cuda
 from ..record.tracing import describe_structure
 from . import chunked, debug
@@ -58,22 +59,19 @@ class VMap:
         return axes
 
     def _points(self, args):
-        """(number of points, args with the batch axis first, which args are batched)."""
+        """(number of points, args with the batch axis first, which args are batched). A pytree
+        argument is mapped along its in_axes in every leaf."""
         axes = self._axes(args)
         moved, sizes = [], set()
         for i, (x, ax) in enumerate(zip(args, axes)):
             if ax is None:
                 moved.append(x)
-                continue
-            x = x if chunked.is_dask(x) else np.asarray(x)
-            if x.ndim == 0:
-                raise ValueError(f"argument {i} has in_axes={ax} but is a scalar (no axis to map over)")
-            if not -x.ndim <= ax < x.ndim:
-                raise ValueError(f"argument {i} has in_axes={ax} but only {x.ndim} dimensions")
-            if ax != 0 and ax != -x.ndim:
-                x = np.moveaxis(x, int(ax), 0)
-            sizes.add(x.shape[0])
-            moved.append(x)
+            elif is_node(x):
+                leaves, treedef = tree_flatten(x)
+                moved.append(treedef.unflatten([_moved(leaf, ax, f"argument {i}{path}", sizes)
+                                                for leaf, path in zip(leaves, treedef.paths())]))
+            else:
+                moved.append(_moved(x, ax, f"argument {i}", sizes))
         if len(sizes) != 1:
             raise ValueError(f"{self.__name__}: batched arguments need one common size along their "
                              f"mapped axes, got {sorted(sizes) or 'none (every in_axes is None)'}")
@@ -83,14 +81,17 @@ class VMap:
 
     @staticmethod
     def _point(moved, batched, p):
-        return [x[p] if b else x for x, b in zip(moved, batched)]
+        return [(tree_map(lambda leaf: leaf[p], x) if is_node(x) else x[p]) if b else x
+                for x, b in zip(moved, batched)]
 
     def _matrix(self, moved, batched, B):
-        """The (points, inputs) matrix of every point's flat input vector."""
+        """The (points, inputs) matrix of every point's flat input vector (a pytree's leaves in
+        ``tree_flatten``'s order, as the transforms flatten them)."""
         cols = []
-        for x, b in zip(moved, batched):
-            x = np.asarray(x, dtype=np.float64)
-            cols.append(x.reshape(B, -1) if b else np.broadcast_to(x.reshape(1, -1), (B, x.size)))
+        for arg, b in zip(moved, batched):
+            for x in (tree_leaves(arg) if is_node(arg) else [arg]):
+                x = np.asarray(x, dtype=np.float64)
+                cols.append(x.reshape(B, -1) if b else np.broadcast_to(x.reshape(1, -1), (B, x.size)))
         if len(cols) == 1:
             return np.ascontiguousarray(cols[0])  # no copy when it already is one (kernels only read it)
         return np.ascontiguousarray(np.concatenate(cols, axis=1))
@@ -140,11 +141,12 @@ class VMap:
                 results = [first, *pool.map(lambda point: self.fn(*point), points[1:])]
         else:  # a nested vmap: its batch kernels run in parallel already
             results = [first, *(self.fn(*point) for point in points[1:])]
-        if isinstance(first, tuple):
-            return tuple(np.stack([r[i] for r in results]) for i in range(len(first)))
-        return np.stack(results)
+        return tree_map(lambda *leaves: np.stack(leaves), first, *results[1:])  # each leaf gains the point axis
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            raise TypeError(f"{self.__name__} takes positional arguments only (in_axes says how each is "
+                            f"mapped), got keyword arguments {sorted(kwargs)}; bind them with functools.partial")
         if any(chunked.is_dask(x) for x in args):
             if self.pointwise:
                 raise TypeError(f"{self.__name__}: Dask arrays are mapped for jit, grad and value_and_grad only")
@@ -162,6 +164,20 @@ class VMap:
         if transformed.kernel_kind == "value_and_grad":
             return self.fn.batched(sig, *results)
         return transformed.batched(path.structure, results)
+
+
+def _moved(x, ax, where, sizes):
+    """Array ``x`` (a NumPy or Dask array, or what np.asarray takes) with its mapped axis ``ax`` first;
+    its length is added to ``sizes``."""
+    x = x if chunked.is_dask(x) else np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError(f"{where} has in_axes={ax} but is a scalar (no axis to map over)")
+    if not -x.ndim <= ax < x.ndim:
+        raise ValueError(f"{where} has in_axes={ax} but only {x.ndim} dimensions")
+    if ax != 0 and ax != -x.ndim:
+        x = np.moveaxis(x, int(ax), 0)
+    sizes.add(x.shape[0])
+    return x
 
 
 def vmap(fn, in_axes=0, device="cpu"):
