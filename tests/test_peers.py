@@ -91,14 +91,14 @@ def test_a_peer_that_dies_or_raises_is_reported(expected):
 
 def test_missing_peer_note():
     assert peers.missing("no_such_module_for_scalargrad:peer") == \
-        "no_such_module_for_scalargrad:peer is not installed (pip install no_such_module_for_scalargrad:peer)"
+        "no_such_module_for_scalargrad:peer is not installed (pip install no_such_module_for_scalargrad)"
     assert peers.missing("fake_peer:exact") is None
 
 
 # --- the real libraries, where installed ------------------------------------------------------------
 
 @pytest.mark.parametrize("workload", SMALL)
-@pytest.mark.parametrize("peer", [p for p in peers.PEERS if p != "jax"])
+@pytest.mark.parametrize("peer", [p for p in peers.PEERS if not p.startswith("jax")])
 def test_real_peer_matches_scalargrad(peer, workload, expected, monkeypatch):
     pytest.importorskip(peers.MODULES[peer])
     monkeypatch.setattr(peers, "MIN_SECONDS", 0.0)  # one timed call each: checking is the point here
@@ -111,6 +111,23 @@ def test_real_peer_matches_scalargrad(peer, workload, expected, monkeypatch):
     row = peers.measure_peer(peer, workload, SMALL[workload], x0, value, grad, budget=30.0)
     assert row["ok"], row["detail"]
     assert row["vg_us"] > 0 and row["fwd_us"] > 0
+
+
+@pytest.mark.parametrize("workload", ["rosenbrock", "mlp"])
+def test_real_jax_array_rewrite_in_a_child_process(workload, expected):
+    """jax-jnp: the vectorised rewrite gives scalargrad's value and gradient (to RTOL)."""
+    pytest.importorskip("jax")
+    x0, value, grad = expected[workload]
+    row = peers.run_peer("jax-jnp", workload, SMALL[workload], x0, value, grad, budget=60.0)
+    assert row["ok"], row["detail"]
+    assert row["vg_us"] > 0
+
+
+def test_jax_array_rewrite_applies_to_rosenbrock_and_mlp_only():
+    assert [w for w in ("rosenbrock", "mlp", "random") if peers.applies("jax-jnp", w)] == ["rosenbrock", "mlp"]
+    program = peers.make_scalar_program("random", 50)
+    with pytest.raises(ValueError, match="no array rewrite of the random workload"):
+        peers.jax_jnp_peer(program, 16)
 
 
 def test_real_jax_in_a_child_process(expected):

@@ -185,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--json", metavar="PATH", help="also write the results as JSON (- for stdout; the table then goes to stderr)")
     bench_parser.add_argument("--compare", action="append", metavar="PEERS",
                               help="also run the workloads on other AD libraries that are installed: a "
-                              "comma-separated list of micrograd, autograd, torch, jax, casadi; numba is "
-                              "hand-written Numba code (rosenbrock and mlp), the physical limit")
+                              "comma-separated list of micrograd, autograd, torch, jax, casadi; jax-jnp is the "
+                              "vectorised jax.numpy rewrite of rosenbrock and mlp, numba hand-written Numba "
+                              "code for them, the physical limit")
     bench_parser.add_argument("--budget", type=float, default=10.0, metavar="SECONDS",
                               help="with --compare: seconds per peer and workload before it is reported "
                               "over budget (default 10)")

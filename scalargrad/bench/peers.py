@@ -4,7 +4,9 @@ Each peer computes the same scalar-level program as the workload (one peer op pe
 its own idiom: micrograd Values and PyTorch 0-d tensors build an eager graph; autograd and JAX
 differentiate a NumPy-style function that indexes its array argument elementwise (JAX jitted);
 CasADi builds SX expressions and evaluates a gradient ``casadi.Function`` in its SX virtual machine;
-``numba`` is hand-written Numba code for the workload (handwritten.py), the physical limit.
+``jax-jnp`` is not the scalar program but the vectorised rewrite a JAX user would write instead
+(``jnp`` array expressions, rosenbrock and mlp only); ``numba`` is hand-written Numba code for the
+workload (handwritten.py), the physical limit.
 Peers are imported lazily, and each (peer, workload) runs in a child process so that a peer over its
 time budget (or one that crashes, e.g. on deep recursion) can be stopped and reported. A peer name
 ``module:function`` names an adapter outside this table (the tests use one).
@@ -28,9 +30,10 @@ from .handwritten import numba_peer
 from .timing import MIN_SECONDS, sample_seconds, without_gc
 from .workloads import relative_error
 
-PEERS = ("micrograd", "autograd", "torch", "jax", "casadi", "numba")
+PEERS = ("micrograd", "autograd", "torch", "jax", "jax-jnp", "casadi", "numba")
 MODULES = {"micrograd": "micrograd.engine", "autograd": "autograd", "torch": "torch", "jax": "jax",
-           "casadi": "casadi", "numba": "numba"}
+           "jax-jnp": "jax", "casadi": "casadi", "numba": "numba"}
+VECTORISED = ("rosenbrock", "mlp")  # the workloads jax-jnp has a rewrite of
 # Peer value and gradient must match scalargrad's to this relative error (workloads.relative_error):
 # the same program in another library rounds differently (other libm, other summation order), by
 # about 1e-15 of the terms; a wrong derivative is off by far more.
@@ -207,15 +210,50 @@ def autograd_peer(program, n):
 
 
 def jax_peer(program, n):
+    jnp = _jax()
+    ops = array_ops(jnp, relu=lambda a: jnp.maximum(a, 0.0))
+    return _jitted(lambda x: program([x[i] for i in range(n)], ops))
+
+
+def jax_jnp_peer(program, n):
+    """The workload as a JAX user would rewrite it, in array expressions: what scalar code is
+    measured against when the alternative is a rewrite (rosenbrock and mlp)."""
+    if program.workload not in VECTORISED:
+        raise ValueError(f"jax-jnp has no array rewrite of the {program.workload} workload "
+                         f"({' and '.join(VECTORISED)} have one)")
+    jnp = _jax()
+    if program.workload == "rosenbrock":
+        return _jitted(lambda x: jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2))
+    from .workloads import MLP_LAYERS, two_moons
+    points, labels = two_moons(program.size or 100)
+    layers = list(zip(MLP_LAYERS[:-1], MLP_LAYERS[1:]))
+
+    def loss(params):
+        h, offset = jnp.asarray(points), 0
+        for depth, (n_in, n_out) in enumerate(layers):
+            w = params[offset:offset + n_in * n_out].reshape(n_in, n_out)
+            b = params[offset + n_in * n_out:offset + (n_in + 1) * n_out]
+            offset += (n_in + 1) * n_out
+            h = h @ w + b
+            if depth < len(layers) - 1:
+                h = jnp.tanh(h)
+        margins = jnp.maximum(1.0 - jnp.asarray(labels) * h[:, 0], 0.0)
+        return margins.sum() * (1.0 / len(labels)) + 1e-4 * jnp.sum(params * params)
+    return _jitted(loss)
+
+
+def _jax():
+    """jax.numpy, with float64 on the CPU."""
     import jax
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_platforms", "cpu")
     import jax.numpy as jnp
-    ops = array_ops(jnp, relu=lambda a: jnp.maximum(a, 0.0))
+    return jnp
 
-    def f(x):
-        return program([x[i] for i in range(n)], ops)
 
+def _jitted(f):
+    """The adapter for a JAX function ``f(x)``: jax.jit of it and of its value_and_grad."""
+    import jax
     forward, value_and_grad = jax.jit(f), jax.jit(jax.value_and_grad(f))
     # JAX's persistent compilation cache, in a fresh directory: the first compile is cold and
     # writes it; compiling again after clearing the in-memory caches reads it (warm).
@@ -272,14 +310,16 @@ def casadi_peer(program, n):
     return dict(record=record, fwd=lambda x: float(state["fwd"](x)), vg=vg)
 
 
-ADAPTERS = dict(micrograd=micrograd_peer, autograd=autograd_peer, torch=torch_peer, jax=jax_peer,
-                casadi=casadi_peer, numba=numba_peer)
+ADAPTERS = {"micrograd": micrograd_peer, "autograd": autograd_peer, "torch": torch_peer, "jax": jax_peer,
+            "jax-jnp": jax_jnp_peer, "casadi": casadi_peer, "numba": numba_peer}
 
 
 def applies(peer: str, workload: str) -> bool:
     """Whether ``peer`` runs ``workload``: every peer does, except numba (hand-written code for
-    some workloads only)."""
+    some workloads only) and jax-jnp (a rewrite of some)."""
     from . import handwritten
+    if peer == "jax-jnp":
+        return workload in VECTORISED
     return peer != "numba" or workload in handwritten.WORKLOADS
 
 
@@ -309,13 +349,13 @@ def missing(peer: str) -> str | None:
             importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         found = False
-    return None if found else f"{peer} is not installed (pip install {peer})"
+    return None if found else f"{peer} is not installed (pip install {module.split('.')[0]})"
 
 
 def version(peer: str) -> str:
     from importlib.metadata import PackageNotFoundError, version as dist_version
     try:
-        return dist_version(peer)
+        return dist_version(module_of(peer).split(".")[0] if peer in MODULES else peer)
     except PackageNotFoundError:
         return "?"
 
