@@ -19,9 +19,10 @@ TARGET = Path(__file__).with_name("_interp.py")
 _LOCALS = dict(a="va", b="vb", c="vc", y="y", lit="vl")
 
 
-def _used(op) -> tuple[list[str], bool]:
-    """The operands (of "abc") an op's expressions use, and whether they use its literal."""
-    used = " ".join((op.forward, *op.partials))
+def _used(op, expressions=None) -> tuple[list[str], bool]:
+    """The operands (of "abc") an op's ``expressions`` (by default all of them) use, and whether they
+    use its literal."""
+    used = " ".join((op.forward, *op.partials) if expressions is None else expressions)
     return [s for s in "abc"[: op.arity] if "{" + s + "}" in used], "{lit}" in used
 
 
@@ -149,9 +150,8 @@ def _sweeps(name: str, with_partials: bool, doc: str, flavour: str) -> list[str]
 # the value). Indices are uint64, so that Numba needs no negative-index wraparound and LLVM can
 # vectorise unit strides (the same add: 3.8 us).
 VECTOR_ROWS = {"d": 0, "ni": 1, "no": 2, "a": 3, "b": 6, "c": 9}
-# Rows of ``rev``: per carried derivative (first, second) whether it is added (1) or not (0), and
-# the base and steps of the adjoint it adds to, as an operand's.
-REVERSE_ROWS = {"mode": (0, 4), "target": (1, 5)}
+# Rows of ``rev``: per carried derivative n (first, second), row 4n whether it is added (1) or not
+# (0), rows 4n + 1..3 the base and steps of the adjoint it adds to, as an operand's.
 # The ops with vector instructions: those loop bodies use most. Each costs about a second of the
 # vector sweeps' compile (once per installation: 38.7 s with all 40 table ops, 13.8 s with 16, on
 # a busy 2-core machine); a run using another op stays scalar.
@@ -193,7 +193,7 @@ def _vector_flavour(reverse: bool) -> list:
         partials = _live_partials(op)
         if reverse and not partials:
             continue
-        used, literal = _used_by(op, partials if reverse else [op.forward])
+        used, literal = _used(op, partials if reverse else [op.forward])
         lines.append(f"        {'if' if first else 'elif'} o == {OPCODE[op.name]}:  # {op.name}")
         first = False
         indent = "            "
@@ -212,11 +212,6 @@ def _vector_flavour(reverse: bool) -> list:
                      f"if m{n} != 0:", f"    adj[q{n}1 + ti * q{n}2 + to * q{n}3] += c"]
         lines += [indent + x for x in _vector_loop(loads[:1] + body[:1] + loads[1:], body[1:], True, used)]
     return lines
-
-
-def _used_by(op, expressions) -> tuple[list[str], bool]:
-    used = " ".join(expressions)
-    return [s for s in "abc"[: op.arity] if "{" + s + "}" in used], "{lit}" in used
 
 
 def source() -> str:

@@ -3,20 +3,22 @@
 codegen/loops.py finds the runs of a tape that repeat one block of p instructions m times with
 operands moving by fixed strides (a Python loop over array elements records such runs). Here each
 run is renumbered position-major: copy t of position i moves from slot start + t*p + i to slot
-start + i*m + t, so one *vector instruction* computes position i for every copy, reading its
-operands at strided slots, and the forward sweep dispatches on the op once per position instead of
-once per copy (``forward_partials_vector``, generated from the op table into _interp.py). A run is
-renumbered only where that keeps the tape in dependency order (a position reads no later position
-of an earlier copy) and its operands move linearly; other runs stay scalar instructions.
+start + i*m + t, so one *vector instruction* computes position i for every copy (or a grid of
+copies, for a matrix-vector product), reading its operands at strided slots; instructions outside
+runs are vector instructions of one copy. A run is renumbered only where that keeps the tape in
+dependency order (no position reads a later position of an earlier copy), its operands move
+linearly, and the reverse sweep below keeps the scalar sweeps' order; other runs stay scalar.
 
-The reverse sweep adds adjoints in exactly the scalar interpreter's order (instructions in
-descending original order, within one the first carried derivative first), so results are
-bit-identical to it. A run is swept position by position (each position's copies backwards) where
-that order is the same for every adjoint inside the run; an adjoint outside the run that several of
-its operands feed (Rosenbrock's x[i], read by copy i and by copy i - 1) is written to a scratch
-buffer and summed into place afterwards in the original order. A run whose own adjoints would be
-summed in another order, and the straight instructions, are swept instruction by instruction in the
-original order. Adjoints that no input's gradient reads (constants') are not computed.
+The sweeps (``forward_vector``, ``reverse_vector``) are generated from the op table into _interp.py:
+the forward sweep stores values only, the reverse sweep recomputes each partial from them (stores,
+not the dispatch, bound these loops). The reverse sweep adds adjoints in exactly the scalar sweeps'
+order (instructions in descending original order, within one the first carried derivative first),
+so results are bit-identical to theirs: a run is swept position by position, each position's copies
+backwards, only where that order is the same for every adjoint inside the run; an adjoint outside
+the run that several positions feed (Rosenbrock's x[i], read by copy i and by copy i - 1) gets them
+in a scratch column, added into place afterwards in the original order (the scatter pass); a running
+sum carries its adjoint from copy to copy in a register. Adjoints that no input's gradient reads
+(constants') are not computed.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ _ARITY = np.array([op.arity for op in OPS])
 _VECTORIZED = np.array([op.name in VECTOR_OPS or op.name == "input" for op in OPS])
 
 # How a vector instruction adds one of its (at most two) carried derivatives to an adjoint (rows of
-# ``rev``: generate.REVERSE_ROWS): not at all (the operand is a constant, or no input depends on it),
+# ``rev``: see generate.py): not at all (the operand is a constant, or no input depends on it),
 # or in place (a scattered derivative to its column of the scratch part of the adjoint buffer).
 NONE, DIRECT = 0, 1
 # Reverse sweep segments (rows of ``segments``: kind, lo, hi), walked backwards: vector instructions
@@ -115,7 +117,8 @@ class _Builder:
         self.new = np.arange(n, dtype=np.int64)
         self.useful = np.append(_useful(self.op, self.cols, DIFF_MASK, INPUT, CONST), False)
         self.forward = []   # (op, [d, ni, no, then base and steps per operand], original slots)
-        self.scattered = {}  # index in forward -> the (position, derivative) refs of its run's scatter pass
+        # index in forward -> (its run, position, first copy, the run's scattered (position, derivative)s)
+        self.scattered = {}
         self.covered = 0
 
     def result(self):
