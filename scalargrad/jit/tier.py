@@ -73,9 +73,10 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 
 # The interpreter's vector form of loop-structured tapes (vector.py) is prepared in a background
-# thread, one path after another: the vector sweeps are compiled first (a dozen seconds once per
-# installation, later loaded from the disk cache in a fraction of a second), then each path's runs are
-# found (linear in the tape: 0.2 s for Rosenbrock n = 10^4). Paths run the scalar sweeps meanwhile.
+# thread, one path after another: the vector sweeps are compiled first (15-40 s once per
+# installation on a 2-core machine, holding Numba's compiler lock; later loaded from the disk cache in
+# 0.1 s), then each path's runs are found (linear in the tape: 0.2-0.5 s for Rosenbrock n = 10^4).
+# Paths run the scalar sweeps meanwhile; a failure leaves every path on them, with a warning.
 _VECTOR = {"state": "cold", "worker": None}  # state: cold, ready or failed
 _VECTOR_QUEUE = collections.deque()
 _VECTOR_LOCK = threading.Lock()
