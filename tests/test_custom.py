@@ -272,8 +272,32 @@ def test_registering_the_same_functions_again_returns_the_op():
     fwd, d = (lambda x: 2.0 * x), (lambda x: 2.0)
     op = sg.custom_op("test_double", fwd, [d])
     assert sg.custom_op("test_double", fwd, [d]) is op
-    with pytest.raises(ValueError, match="'test_double' is already taken"):
-        sg.custom_op("test_double", lambda x: 2.0 * x, [d])
+
+
+def test_registering_a_name_again_replaces_it_in_functions_already_traced():
+    """A notebook cell defining an op, edited and run again: the new definition, with a warning, in
+    the single-point, batch and eager paths traced before it; the operand count cannot change."""
+    op = sg.custom_op("test_cell", lambda x: x ** 3, [lambda x: 3.0 * x ** 2])
+    vg = sg.value_and_grad(lambda x: op(x[0]) * x[1])
+    batch = sg.vmap(sg.value_and_grad(lambda x: op(x[0]) * x[1]))
+    x, X = np.array([2.0, 3.0]), np.array([[2.0, 3.0], [0.5, 4.0]])
+    value, g = vg(x)
+    assert value == 24.0 and g.tolist() == [36.0, 8.0]
+    batch(X)
+    with pytest.warns(RuntimeWarning, match="'test_cell' was registered before with other functions"):
+        new = sg.custom_op("test_cell", lambda x: x * x, [lambda x: 2.0 * x])
+    value, g = vg(x)
+    assert value == 12.0 and g.tolist() == [12.0, 4.0]
+    values, G = batch(X)
+    assert values.tolist() == [12.0, 1.0] and G.tolist() == [[12.0, 4.0], [4.0, 0.25]]
+    v = sg.Variable(1.5)
+    y = new(v) * 2.0
+    y.backward()
+    assert v.grad == 6.0
+    np.testing.assert_allclose(g, central_gradient(lambda z: z[0] ** 2 * z[1], x), rtol=1e-6)
+    with pytest.raises(ValueError, match="'test_cell' is registered with 1 operand.*choose another name"):
+        sg.custom_op("test_cell", lambda a, b: a * b, [lambda a, b: b, lambda a, b: a])
+    assert custom.registered("test_cell") is new
 
 
 def test_a_function_numba_cannot_compile_is_a_clear_error_and_registers_nothing():

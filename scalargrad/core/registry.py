@@ -8,6 +8,10 @@ as the Python meaning of ``custom``.
 from __future__ import annotations
 
 CUSTOM_OPS: dict = {}  # id -> the registered op (record/custom.py's CustomOp)
+# Ops replaced by a registration of the same name (a notebook cell run again), kept alive: a
+# program may still hold the addresses of their compiled functions until it is refreshed, and a
+# kernel handed out by ``compile()`` keeps them.
+REPLACED: list = []
 
 
 def custom_op_by_id(op_id):

@@ -18,7 +18,7 @@ import numba
 
 from ..core import resources
 from . import liveness
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 71f2f7b3d9102a97
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 59b3786269d13aad
 from ._interp import forward_batch, forward_partials_batch
 from .flags import njit
 

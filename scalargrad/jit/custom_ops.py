@@ -6,6 +6,7 @@ Reads the registry (core/registry.py) only; the ops themselves are made by recor
 from __future__ import annotations
 
 import functools
+import weakref
 
 import numba
 import numpy as np
@@ -57,13 +58,28 @@ def kernel_literals(op, lit) -> np.ndarray:
     for entry in used:
         start[entry.id] = len(lit) + len(addresses)
         derivatives = [_not_differentiable().address] * 2
-        if entry.partials is not None:
-            derivatives[: entry.arity] = [p.address for p in entry.partials]
+        if entry.partials is not None:  # by id: the definition registered now under the partial's name
+            derivatives[: entry.arity] = [custom_op_by_id(p.id).address for p in entry.partials]
         addresses += [entry.address, *derivatives]
     pool = np.concatenate([lit, np.array(addresses, dtype=np.int64).view(np.float64)])
     pool[slots] = [start[int(lit[k])] for k in slots.tolist()]
     pool.flags.writeable = False  # the sweeps' mark of a pool with custom ops (jit/generate.py)
     return pool
+
+
+_PROGRAMS = weakref.WeakSet()  # live programs whose literal pools hold custom ops' addresses
+
+
+def track(program) -> None:
+    """Remember ``program`` (a kernels.Program with custom ops) for ``refresh_programs``."""
+    _PROGRAMS.add(program)
+
+
+def refresh_programs() -> None:
+    """Rebuild the literal pools of the live programs with custom ops after an op was registered again
+    under its name, so that their next call runs the new definition."""
+    for program in list(_PROGRAMS):
+        program.lit = kernel_literals(program.tape.op, np.array(program.tape.lit, dtype=np.float64))
 
 
 def require_derivatives(op, lit, what: str) -> None:

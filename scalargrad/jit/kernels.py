@@ -34,7 +34,8 @@ def kernel_arrays(*arrays):
 class Program:
     """A validated tape in the kernels' layout."""
 
-    __slots__ = ("ins", "lit", "io", "n_inputs", "n_outputs", "n_guards", "tape", "local", "batch_layout")
+    __slots__ = ("ins", "lit", "io", "n_inputs", "n_outputs", "n_guards", "tape", "local", "batch_layout",
+                 "__weakref__")
 
     def __init__(self, tape: Tape):
         n = len(tape)
@@ -43,6 +44,8 @@ class Program:
         self.ins = np.ascontiguousarray(np.stack([tape.op.astype(np.int32), tape.a, tape.b, tape.c, ra, rb]),
                                         dtype=np.int32)
         self.lit = custom_ops.kernel_literals(tape.op, kernel_arrays(tape.lit)[0])
+        if custom_ops.uses_custom_ops(tape.op):
+            custom_ops.track(self)  # its pool is rebuilt if a custom op is registered again
         self.n_inputs, self.n_outputs, self.n_guards = len(tape.inputs), len(tape.outputs), len(tape.guards)
         self.io = np.concatenate([[self.n_inputs, self.n_outputs, self.n_guards], tape.inputs, tape.outputs,
                                   tape.guards, tape.guard_values != 0.0]).astype(np.int32)

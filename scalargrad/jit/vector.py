@@ -30,7 +30,7 @@ from ..core import resources
 from ..core.ops import CONST, DIFF_MASK, INPUT, OPCODE, OPS
 from ..core.tape import Tape
 from . import kernels
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 71f2f7b3d9102a97
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 59b3786269d13aad
 from ._interp import forward_vector, reverse_vector
 from .codegen.loops import Loop, plan
 from .flags import njit

@@ -13,20 +13,23 @@ with ``error_model="numpy"`` like the built-in ops: 1/0 gives inf, not an except
 function raises reaches the caller from Python-level calls (eager use, tracing); inside a compiled
 sweep it cannot, and the result there is NaN (``debug_nans`` names the instruction). The id is a
 CRC-32 of the name, so a saved or pickled tape finds its ops in any process that registers them.
+Registering a name again with other functions replaces its definition everywhere it is used, except
+in kernels handed out by ``compile()`` (the replaced ops stay alive for them).
 """
 from __future__ import annotations
 
 import inspect
 import re
 import threading
+import warnings
 import zlib
 
 import numba
 import numpy as np
 
 from ..core.ops import CUSTOM_ROWS, OPS
-from ..core.registry import CUSTOM_OPS
-from ..jit.custom_ops import C_SIGNATURE
+from ..core.registry import CUSTOM_OPS, REPLACED
+from ..jit.custom_ops import C_SIGNATURE, refresh_programs
 from .operators import RECORD
 from .variable import is_operand
 
@@ -114,7 +117,10 @@ def custom_op(name: str, forward, partials) -> CustomOp:
                                  [lambda x: math.exp(-x) / (1 + math.exp(-x)) ** 2])
         softplus = sg.custom_op("softplus", lambda x: math.log1p(math.exp(x)), [dsoftplus])
 
-    Names are unique per process: registering a name again with other functions raises ValueError.
+    Registering a name again with the same functions returns the registered op; with other
+    functions (a notebook cell edited and run again) the new definition replaces the old, with a
+    RuntimeWarning, and functions already traced with the op run the new one from their next call.
+    The operand count cannot change (ValueError: choose another name).
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"sg.custom_op: name must be an identifier (dots allowed), got {name!r}")
@@ -132,12 +138,18 @@ def custom_op(name: str, forward, partials) -> CustomOp:
                 and _same_partials(existing, partials):
             return existing  # the same registration again
         plain = [j for j, p in enumerate(partials) if not isinstance(p, CustomOp)]
+        replaced = existing if existing is not None and existing.name == name else None
+        own = {f"{name}.d{j}" for j in range(2)} if replaced is not None else set()  # its plain partials
         for new_name in [name] + [f"{name}.d{j}" for j in plain]:  # nothing is compiled or registered
-            taken = CUSTOM_OPS.get(op_id(new_name))                 # unless every name is free
-            if taken is not None:
+            taken = CUSTOM_OPS.get(op_id(new_name))                 # unless every name is free (or ours)
+            if taken is not None and not (taken is replaced or taken.name in own):
                 raise ValueError(f"sg.custom_op: the name {new_name!r} is already taken"
                                  + (f" (its id collides with {taken.name!r})" if taken.name != new_name else "")
                                  + "; choose another name")
+        if replaced is not None and replaced.arity != arity:
+            raise ValueError(f"sg.custom_op: {name!r} is registered with {replaced.arity} operand"
+                             f"{'s' * (replaced.arity > 1)}; tapes traced with it would misread a new definition "
+                             f"with {arity}: choose another name")
         made = []
         for j, p in enumerate(partials):
             if j in plain:
@@ -151,8 +163,15 @@ def custom_op(name: str, forward, partials) -> CustomOp:
                                  f"{p.arity} operand{'s' * (p.arity > 1)}; it needs {arity}, like forward")
             made.append(p)
         op = CustomOp(name, forward_fn, arity, tuple(made))
+        if replaced is not None:  # its plain partials stay registered unless the new definition has its own
+            REPLACED.extend([replaced, *(replaced.partials or ())])
         for entry in [op] + [made[j] for j in plain]:
             CUSTOM_OPS[entry.id] = entry
+        if replaced is not None:
+            refresh_programs()  # traced functions run the new definition from their next call
+            warnings.warn(f"sg.custom_op: {name!r} was registered before with other functions; the new "
+                          "definition replaces it, also in functions already traced with it (a kernel handed "
+                          "out by compile() keeps the old one)", RuntimeWarning, stacklevel=2)
         return op
 
 
