@@ -180,8 +180,8 @@ def columns(run: Settings):
          f"median of every call in the {run.first_window_s:g} s from the first call's start"),
         ("×hand", "first_window_vs_handwritten", "{:.2f}", ""),
         ("target", "first_window_verdict", "{}", "the issue's target for the ratio to its left (MISSED: over it)"),
-        ("kernel", "first_window_kernel", "{}", "what ran the window to its left: interp, codegen, or "
-         "interp→codegen (the tier-up came within it)"),
+        ("kernel", "first_window_kernel", "{}", "what ran the window to its left: interp, vector (the "
+         "interpreter's vector form), codegen, or their sequence (interp→vector→codegen) when it changed within it"),
         ("tier-up s", "tier_up_s", "{:.1f}", "from the first call's start to the first call on generated code"),
     )
     after = (

@@ -29,8 +29,9 @@ from .workloads import WORKLOADS, relative_error
 
 
 def window_kernel(kernels) -> str | None:
-    """What ran a window of calls, from the kernel noted before each: ``interp``, ``codegen``, or
-    ``interp→codegen`` when the path tiered up within the window (None: no calls)."""
+    """What ran a window of calls, from the kernel noted before each: ``interp``, ``vector``,
+    ``codegen``, or their sequence (``interp→vector→codegen``) when it changed within the window
+    (None: no calls)."""
     return "→".join(dict.fromkeys(kernels)) or None
 
 
