@@ -166,6 +166,8 @@ def test_tapes_without_runs_or_with_ops_lacking_vector_instructions_have_no_vect
 
 
 def test_the_default_backend_switches_to_the_vector_form_in_the_background():
+    vector.warm_up()  # compiled (or loaded) and marked cached: paths ask for their vector form at once
+    assert vector.cached()
     x = np.random.default_rng(4).uniform(-2, 2, 300)
     vg = sg.value_and_grad(rosen, backend="interp")
     first = vg(x)
@@ -195,3 +197,24 @@ def test_a_failing_vector_form_leaves_the_path_on_the_scalar_sweeps(monkeypatch)
     assert next(iter(vg.cache.values())).paths[0].tier.running() == "interp"
     value, g = vg(x)
     assert_identical([value, *g], [first[0], *first[1]])
+
+
+def test_before_the_sweeps_are_cached_a_path_asks_once_it_has_cost_time(monkeypatch):
+    """A cold cache: the one-time compile starts only for a path that has run the interpreter for
+    COLD_VECTOR_SECONDS, so that a short script does not wait at exit for it."""
+    asked = []
+    monkeypatch.setattr(vector, "cached", lambda: False)
+    monkeypatch.setitem(tier._VECTOR, "state", "cold")
+    monkeypatch.setattr(tier, "_request_vector_form", asked.append)
+    monkeypatch.setattr(tier, "COLD_VECTOR_SECONDS", 0.01)
+    vg = sg.value_and_grad(rosen, backend="interp")
+    x = np.linspace(-1.0, 1.0, 100)
+    vg(x)
+    path_tier = next(iter(vg.cache.values())).paths[0].tier
+    assert asked == [] and path_tier.vector_after == 0.01
+    for _ in range(100_000):
+        vg(x)
+        if asked:
+            break
+    assert asked == [path_tier] and path_tier.vector_after is None
+    assert path_tier.calls * path_tier.rent >= 0.01

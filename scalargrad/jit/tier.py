@@ -76,7 +76,10 @@ if hasattr(os, "register_at_fork"):  # POSIX
 # thread, one path after another: the vector sweeps are compiled first (15-40 s once per
 # installation on a 2-core machine, holding Numba's compiler lock; later loaded from the disk cache in
 # 0.1 s), then each path's runs are found (linear in the tape: 0.2-0.5 s for Rosenbrock n = 10^4).
-# Paths run the scalar sweeps meanwhile; a failure leaves every path on them, with a warning.
+# Paths run the scalar sweeps meanwhile; a failure leaves every path on them, with a warning. Until
+# the sweeps are in the disk cache, a path asks for its vector form only once it has cost
+# COLD_VECTOR_SECONDS of interpreter time: a short script would otherwise wait at exit for the compile.
+COLD_VECTOR_SECONDS = 2.0
 _VECTOR = {"state": "cold", "worker": None}  # state: cold, ready or failed
 _VECTOR_QUEUE = collections.deque()
 _VECTOR_LOCK = threading.Lock()
@@ -150,7 +153,7 @@ class Tier:
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
     __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "batch_started", "error",
-                 "compile_times", "threads", "rent", "hot_calls", "predicted", "vector")
+                 "compile_times", "threads", "rent", "hot_calls", "predicted", "vector", "vector_after")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
@@ -166,8 +169,12 @@ class Tier:
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
         self.threads = []  # background compiles started and not yet waited for (settle)
         self.vector = None  # the interpreter's vector form, once prepared in the background
+        self.vector_after = None  # interpreter seconds after which to ask for it
         if backend != "codegen" and vector.MIN_OPS <= len(tape) <= AUTO_MAX_ROLLED_TAPE and not uses_custom_ops(tape.op):
-            _request_vector_form(self)
+            if _VECTOR["state"] == "ready" or vector.cached():
+                _request_vector_form(self)
+            else:
+                self.vector_after = COLD_VECTOR_SECONDS
         if backend == "codegen":
             cap, size = codegen_max_ops(), codegen.generated_size(tape)
             if size > cap:
@@ -193,6 +200,9 @@ class Tier:
         self.calls += calls
         if self.calls >= self.hot_calls and not self.started:
             self._consider()
+        if self.vector_after is not None and self.rent is not None and self.calls * self.rent >= self.vector_after:
+            self.vector_after = None
+            _request_vector_form(self)
 
     def _consider(self) -> None:
         """Start the background compile unless it must wait to be paid for. A tape that may have

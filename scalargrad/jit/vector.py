@@ -23,13 +23,16 @@ sum carries its adjoint from copy to copy in a register. Adjoints that no input'
 from __future__ import annotations
 
 import threading
+import zlib
+from pathlib import Path
 
+import numba
 import numpy as np
 
 from ..core import resources
 from ..core.ops import CONST, DIFF_MASK, INPUT, OPCODE, OPS
 from ..core.tape import Tape
-from . import kernels
+from . import kernel_cache, kernels
 # inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 59b3786269d13aad
 from ._interp import forward_vector, reverse_vector
 from .codegen.loops import Loop, plan
@@ -371,9 +374,22 @@ def _running_sum(vx, rev, adj, v):
     adj[d - 1] += carried
 
 
+def _marker() -> Path:
+    """A file beside the cached kernels saying the vector sweeps of this source and Numba are
+    compiled there (written by ``warm_up``)."""
+    source = Path(__file__).read_bytes()  # its stamp line hashes the generated sweeps it inlines
+    return kernel_cache.directory() / f"vector-sweeps-{numba.__version__}-{zlib.crc32(source):08x}"
+
+
+def cached() -> bool:
+    """Whether the vector sweeps are in the disk cache, so that ``warm_up`` takes a fraction of a
+    second rather than a compile of 15-40 s."""
+    return _marker().exists()
+
+
 def warm_up() -> None:
     """Compile the vector sweeps (or load them from Numba's disk cache) by running them once on a
-    small loop tape: a running sum of squares."""
+    small loop tape, a running sum of squares; then mark them cached (``cached``)."""
     add, square, const = OPCODE["add"], OPCODE["square"], OPCODE["const"]
     m = 2 * MIN_COPIES
     op, a, b = [INPUT] * m + [const], [-1] * (m + 1), [-1] * (m + 1)
@@ -387,3 +403,7 @@ def warm_up() -> None:
     x, out = np.linspace(-1.0, 1.0, m), np.empty(1)
     vp.value_and_grad(x, np.empty(m))
     vp.evaluate(x, out)
+    try:
+        _marker().touch()
+    except OSError:  # a read-only cache: warm_up stays the compile it is
+        pass
