@@ -53,7 +53,7 @@ def make_scalar_program(workload: str, size):
 
 
 def _scalar_program(workload: str, size):
-    from .workloads import MLP_LAYERS, random_program, two_moons
+    from .workloads import MLP_SHAPES, random_program, two_moons
     if workload == "rosenbrock":
         def program(x, ops):
             return sum(100.0 * (x[i + 1] - x[i] ** 2) ** 2 + (1.0 - x[i]) ** 2 for i in range(len(x) - 1))
@@ -61,7 +61,7 @@ def _scalar_program(workload: str, size):
     if workload == "mlp":
         points, labels = two_moons(size or 100)
         points, labels = points.tolist(), labels.tolist()
-        layers = list(zip(MLP_LAYERS[:-1], MLP_LAYERS[1:]))
+        layers = MLP_SHAPES
 
         def program(params, ops):
             shapes, offset = [], 0
@@ -224,22 +224,9 @@ def jax_jnp_peer(program, n):
     jnp = _jax()
     if program.workload == "rosenbrock":
         return _jitted(lambda x: jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2))
-    from .workloads import MLP_LAYERS, two_moons
-    points, labels = two_moons(program.size or 100)
-    layers = list(zip(MLP_LAYERS[:-1], MLP_LAYERS[1:]))
-
-    def loss(params):
-        h, offset = jnp.asarray(points), 0
-        for depth, (n_in, n_out) in enumerate(layers):
-            w = params[offset:offset + n_in * n_out].reshape(n_in, n_out)
-            b = params[offset + n_in * n_out:offset + (n_in + 1) * n_out]
-            offset += (n_in + 1) * n_out
-            h = h @ w + b
-            if depth < len(layers) - 1:
-                h = jnp.tanh(h)
-        margins = jnp.maximum(1.0 - jnp.asarray(labels) * h[:, 0], 0.0)
-        return margins.sum() * (1.0 / len(labels)) + 1e-4 * jnp.sum(params * params)
-    return _jitted(loss)
+    from .workloads import mlp_loss, two_moons
+    points, labels = (jnp.asarray(a) for a in two_moons(program.size or 100))
+    return _jitted(lambda params: mlp_loss(params, points, labels, jnp.tanh, lambda a: jnp.maximum(a, 0.0)))
 
 
 def _jax():

@@ -43,6 +43,7 @@ def make_rosenbrock(size: int | None = None):
 # --- mlp ------------------------------------------------------------------------------------------
 
 MLP_LAYERS = (2, 16, 16, 1)
+MLP_SHAPES = tuple(zip(MLP_LAYERS[:-1], MLP_LAYERS[1:]))  # (inputs, outputs) per layer
 
 
 def two_moons(n: int = 100, noise: float = 0.1, seed: int = 0):
@@ -64,25 +65,30 @@ def make_mlp(size: int | None = None):
     points, labels = two_moons(size or 100)
     # Python floats, so that float * Variable takes the recorder's fast path.
     points, labels = points.astype(object), labels.astype(object)
-    layers = list(zip(MLP_LAYERS[:-1], MLP_LAYERS[1:]))
 
     def loss(params):
-        h, offset = points, 0
-        for i, (n_in, n_out) in enumerate(layers):
-            w = params[offset:offset + n_in * n_out].reshape(n_in, n_out)
-            b = params[offset + n_in * n_out:offset + (n_in + 1) * n_out]
-            offset += (n_in + 1) * n_out
-            h = h @ w + b
-            if i < len(layers) - 1:
-                h = sg.tanh(h)
-        margins = sg.relu(1.0 - labels * h[:, 0])
-        return margins.sum() * (1.0 / len(margins)) + 1e-4 * (params * params).sum()
+        return mlp_loss(params, points, labels, sg.tanh, sg.relu)
 
     rng = np.random.default_rng(1)
     parts = []
-    for n_in, n_out in layers:
+    for n_in, n_out in MLP_SHAPES:
         parts += [rng.uniform(-1.0, 1.0, n_in * n_out) / math.sqrt(n_in), np.zeros(n_out)]
     return loss, np.concatenate(parts)
+
+
+def mlp_loss(params, points, labels, tanh, relu):
+    """The MLP workload's loss over any array type with ``@`` (NumPy object arrays of Variables, or
+    ``jax.numpy`` arrays for the jax-jnp peer), given its ``tanh`` and ``relu``."""
+    h, offset = points, 0
+    for i, (n_in, n_out) in enumerate(MLP_SHAPES):
+        w = params[offset:offset + n_in * n_out].reshape(n_in, n_out)
+        b = params[offset + n_in * n_out:offset + (n_in + 1) * n_out]
+        offset += (n_in + 1) * n_out
+        h = h @ w + b
+        if i < len(MLP_SHAPES) - 1:
+            h = tanh(h)
+    margins = relu(1.0 - labels * h[:, 0])
+    return margins.sum() * (1.0 / len(margins)) + 1e-4 * (params * params).sum()
 
 
 # --- random straight-line program -----------------------------------------------------------------
