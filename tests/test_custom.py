@@ -120,6 +120,30 @@ def test_a_plain_partial_cannot_be_differentiated_again():
     assert sg.jit(sg.grad(logistic))(0.3) == pytest.approx(_logistic(0.3) * (1 - _logistic(0.3)), rel=1e-15)
 
 
+def test_a_plain_partial_that_traces_is_differentiable_to_any_order():
+    """A partial written with operators only (Numba compiles it, and it traces) records its own ops
+    when differentiated again: Hessians, third derivatives and eager create_graph, checked against
+    finite differences."""
+    cube = sg.custom_op("test_traced_cube", lambda a: a ** 3, [lambda a: 3.0 * a * a])
+    glue = sg.custom_op("test_traced_glue", lambda a, b: a / (1.0 + b * b),
+                        [lambda a, b: 1.0 / (1.0 + b * b), lambda a, b: -2.0 * a * b / ((1.0 + b * b) ** 2)])
+
+    def fun(x):
+        return cube(x[0]) * x[1] + glue(x[1], x[0])
+
+    x = np.array([0.7, -1.3])
+    H = sg.hessian(fun)(x)
+    fd = np.array([central_gradient(lambda z, i=i: sg.grad(fun)(z)[i], x) for i in range(2)])
+    np.testing.assert_allclose(H, fd, rtol=1e-6, atol=1e-8)
+    assert sg.grad(sg.grad(sg.grad(cube)))(0.7) == pytest.approx(6.0, rel=1e-14)
+    t = sg.Variable(0.7)
+    cube(t).backward(create_graph=True)
+    g = t.grad
+    t.grad = None
+    g.backward()
+    assert t.grad == pytest.approx(6.0 * 0.7, rel=1e-14)
+
+
 def test_jvp_and_jacobian_in_both_modes():
     v = np.array([0.2, 1.0, -1.0, 0.5])
     value, dv = sg.jvp(f)(X0, v)

@@ -5,8 +5,10 @@ Python functions that Numba compiles in nopython mode. Registered ops record lik
 (one instruction, op row ``custom1``/``custom2`` of the table with the op's id as the literal), run
 in the same compiled sweeps (through C function pointers, see jit/custom_call.py), and compose with
 every transform, because each partial derivative is itself a custom op: give a partial as another
-``custom_op`` (with its own partials) to differentiate twice or more; a partial given as a plain
-function can be evaluated but not differentiated again, and trying to raises NotImplementedError.
+``custom_op`` (with its own partials) to differentiate twice or more. A partial given as a plain
+function written with operators only (``3.0 * a * a``) is differentiated again by recording its own
+ops; one that calls ``math`` functions can be evaluated but not differentiated again, and trying to
+raises NotImplementedError.
 
 The functions must be pure (the passes merge repeated calls with equal arguments) and are compiled
 with ``error_model="numpy"`` like the built-in ops: 1/0 gives inf, not an exception. An exception a
@@ -31,6 +33,7 @@ from ..core.ops import CUSTOM_ROWS, OPS
 from ..core.registry import CUSTOM_OPS, REPLACED
 from ..jit.custom_ops import C_SIGNATURE, refresh_programs
 from .operators import RECORD
+from .tracing import trace
 from .variable import is_operand
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
@@ -40,7 +43,7 @@ _LOCK = threading.Lock()
 class CustomOp:
     """A registered op. Call it on Variables (records), floats (a float) or arrays (elementwise)."""
 
-    __slots__ = ("name", "id", "arity", "function", "partials", "origin", "_jitted", "_cfunc", "_record")
+    __slots__ = ("name", "id", "arity", "function", "partials", "origin", "_jitted", "_cfunc", "_record", "_traces")
 
     def __init__(self, name, function, arity, partials, origin=""):
         self.name, self.id, self.arity = name, op_id(name), arity
@@ -49,6 +52,7 @@ class CustomOp:
         self.origin = origin      # for a partial made from a plain function: whose partial it is
         self._jitted, self._cfunc = _compile(origin or f"the forward function of {name!r}", function, arity)
         self._record = RECORD[OPS[CUSTOM_ROWS[arity]].name]
+        self._traces = None  # for a plain partial: whether its function records table ops (inline)
 
     def __call__(self, *args):
         if len(args) != self.arity:
@@ -77,13 +81,30 @@ class CustomOp:
         """Address of the compiled C function ``double(double a, double b)``."""
         return self._cfunc.address
 
+    def inline(self, *args):
+        """A partial given as a plain function, applied to ``args`` so that it records its own table
+        ops (differentiable again, to any order) when the function traces, which a function that
+        Numba compiles does when it uses operators only (``3.0 * a * a``; ``math.*`` does not trace,
+        ``sg.*`` does not compile); checked once, by tracing it. None otherwise (or for any other
+        op): the caller records the op as one instruction."""
+        if self.partials is not None or not self.origin:
+            return None
+        if self._traces is None:
+            try:
+                trace(self.function, *([0.5] * self.arity))
+                self._traces = True
+            except Exception:  # math.* on a traced value, a numba.njit helper, ...: not traceable
+                self._traces = False
+        return self.function(*args) if self._traces else None
+
     def partial(self, j: int) -> "CustomOp":
         """The op computing d(self)/d(operand j); NotImplementedError if there is none."""
         if self.partials is None:
             raise NotImplementedError(
                 f"custom op {self.name!r} cannot be differentiated: it is {self.origin}, given as a plain "
-                "function. To differentiate through it, give that partial as an sg.custom_op with its "
-                "own partials.")
+                "function that does not trace (it calls math.* or compiled functions). To differentiate "
+                "through it, write it with operators only, or give it as an sg.custom_op with its own "
+                "partials.")
         return self.partials[j]
 
     def evaluate(self, which: int, a, b) -> float:

@@ -146,10 +146,13 @@ def _isnan(x):
 
 
 def _custom(op_id, which, a, b):
-    """``custom(id, j, a, b)`` of a derivative rule: records the op's partial j - 1 (custom.py)."""
+    """``custom(id, j, a, b)`` of a derivative rule: records the op's partial j - 1 (custom.py), as one
+    instruction or, for a plain partial that traces, as its own table ops."""
     op = custom_op_by_id(op_id)
     fn = op if which == 0 else op.partial(which - 1)
-    return fn(a) if op.arity == 1 else fn(a, b)
+    args = (a,) if op.arity == 1 else (a, b)
+    inlined = fn.inline(*args)  # a plain partial that traces records its own ops: differentiable again
+    return fn(*args) if inlined is None else inlined
 
 
 def _function_ops():
