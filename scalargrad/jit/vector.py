@@ -22,6 +22,7 @@ sum carries its adjoint from copy to copy in a register. Adjoints that no input'
 """
 from __future__ import annotations
 
+import functools
 import threading
 import zlib
 from pathlib import Path
@@ -374,9 +375,11 @@ def _running_sum(vx, rev, adj, v):
     adj[d - 1] += carried
 
 
+@functools.cache
 def _marker() -> Path:
     """A file beside the cached kernels saying the vector sweeps of this source and Numba are
-    compiled there (written by ``warm_up``)."""
+    compiled there (written by ``warm_up``); worked out once, not at every path ``cached`` is
+    asked for."""
     source = Path(__file__).read_bytes()  # its stamp line hashes the generated sweeps it inlines
     return kernel_cache.directory() / f"vector-sweeps-{numba.__version__}-{zlib.crc32(source):08x}"
 
