@@ -3,6 +3,7 @@ vector instructions give the scalar interpreter's bits (values, gradients, outpu
 default backend switches to it in the background."""
 from __future__ import annotations
 
+import pickle
 import time
 
 import numpy as np
@@ -179,6 +180,8 @@ def test_the_default_backend_switches_to_the_vector_form_in_the_background():
     assert path_tier.running() == "vector"
     value, g = vg(x)
     assert_identical([value, *g], [first[0], *first[1]])
+    copy = pickle.loads(pickle.dumps(path_tier))  # as sent to Dask workers: afresh, without its vector form
+    assert copy.running() == "interp" and np.array_equal(copy.tape.op, path_tier.tape.op)
     np.testing.assert_allclose(g, central_diff(lambda *v: rosen(np.array(v)), x), rtol=1e-5, atol=1e-6)
 
 

@@ -194,6 +194,11 @@ class Tier:
               or codegen_max_ops() < len(tape) < codegen.text.ROLL_MIN_OPS or len(tape) > AUTO_MAX_ROLLED_TAPE):
             self.started = True  # never tiers up (generated code cannot call custom ops)
 
+    def __reduce__(self):
+        """Pickled (to Dask workers) as what makes it: kernels, vector forms and compile threads belong
+        to this process, so the copy starts afresh on the interpreter and tiers up on its own."""
+        return Tier, (self.tape, self.kind, self.backend)
+
     def count(self, calls: int = 1) -> None:
         """``calls`` interpreter evaluations (one call, or a batch's points); starts the background
         compile at AUTO_HOT_CALLS, or for a long compile once the calls have paid for it."""
