@@ -62,3 +62,27 @@ def test_chunks_run_in_worker_processes():
     expected_values, expected_grads = sg.vmap(sg.value_and_grad(rosen))(X)
     np.testing.assert_array_equal(values, expected_values)
     np.testing.assert_array_equal(grads, expected_grads)
+
+
+def test_chunks_run_on_a_distributed_cluster_of_worker_processes():
+    """A dask.distributed LocalCluster of two worker processes (started and stopped here), as a real
+    cluster would run it: the traced program travels to the workers, each chunk's task runs there
+    (the workers' process ids say so), and the results equal the NumPy batch's, branches included."""
+    distributed = pytest.importorskip("distributed")
+    import os
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        g = sg.grad(branchy, argnums=(0, 1))
+        D = da.from_array(X[:, :2], chunks=(75, 2))
+        (gx, gs), = [sg.vmap(g, in_axes=(0, None))(D, 3.0)]
+        gx, gs = client.compute([gx, gs], sync=True)
+        values, grads = client.compute(list(sg.vmap(sg.value_and_grad(rosen))(da.from_array(X, chunks=(75, 4)))),
+                                       sync=True)
+        workers = set(client.run(os.getpid).values())
+    assert len(workers) == 2 and os.getpid() not in workers
+    expected_gx, expected_gs = sg.vmap(g, in_axes=(0, None))(X[:, :2], 3.0)
+    np.testing.assert_array_equal(gx, expected_gx)
+    np.testing.assert_array_equal(gs, expected_gs)
+    expected_values, expected_grads = sg.vmap(sg.value_and_grad(rosen))(X)
+    np.testing.assert_array_equal(values, expected_values)
+    np.testing.assert_array_equal(grads, expected_grads)

@@ -3,7 +3,7 @@ one pasted session), in a temporary working directory holding an empty docs/. A 
 says ``prints`` must print the inline `code` after that word, or else the plain ``` block that follows
 (compared by ``same_output``); any other block must print nothing. ``<!-- readme: needs NAME -->`` on
 the line right before a fence skips the block only when NAME is missing; NAME is a key of NEEDS: dask,
-scipy (modules), graphviz (dot).
+distributed, scipy (modules), graphviz (dot).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ DOCS = [README, ROOT / "docs" / "guide.md"]   # each file is its own session
 
 NEEDS = {
     "dask": lambda: importlib.util.find_spec("dask") is not None,
+    "distributed": lambda: importlib.util.find_spec("distributed") is not None,
     "scipy": lambda: importlib.util.find_spec("scipy") is not None,
     "graphviz": lambda: shutil.which("dot") is not None,
 }
