@@ -58,11 +58,12 @@ def op_function(op, lit=None):
 def sample_domain(op, rng, n_points: int) -> np.ndarray:
     """``n_points`` rows of operands drawn uniformly from the op's declared domain. An operand that
     selects rather than carries a derivative (the condition of ``where``) is exactly 0.0 in every
-    other row, so that both of its cases are sampled."""
+    other row, so that both of its cases are sampled (not in ops where no operand carries one, such
+    as floor: 0.0 is where it jumps)."""
     lows = np.array([lo for lo, _ in op.domain])
     highs = np.array([hi for _, hi in op.domain])
     x = rng.uniform(lows, highs, size=(n_points, op.arity))
-    if op.name not in COMPARISONS:
+    if op.name not in COMPARISONS and any(op.differentiable):
         for j, carries in enumerate(op.differentiable):
             if not carries:
                 x[::2, j] = 0.0

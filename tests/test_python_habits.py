@@ -217,7 +217,8 @@ def test_pytorch_linear_model_loop_trains(reset):
 
 IN_PLACE = [("+=", operator.iadd, operator.add), ("-=", operator.isub, operator.sub),
             ("*=", operator.imul, operator.mul), ("/=", operator.itruediv, operator.truediv),
-            ("**=", operator.ipow, operator.pow)]
+            ("**=", operator.ipow, operator.pow), ("%=", operator.imod, operator.mod),
+            ("//=", operator.ifloordiv, operator.floordiv)]
 
 
 @pytest.mark.parametrize("symbol, in_place, plain", IN_PLACE, ids=[s for s, _, _ in IN_PLACE])

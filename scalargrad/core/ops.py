@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import float_math
 from .registry import CUSTOM_OPS, call_custom
 
 # Function names the expressions may use, with their meaning in Python's math module and in NumPy.
@@ -25,10 +26,16 @@ FUNCTIONS = {
     "sinh": (math.sinh, np.sinh), "cosh": (math.cosh, np.cosh), "asin": (math.asin, np.arcsin),
     "acos": (math.acos, np.arccos), "atan": (math.atan, np.arctan), "atan2": (math.atan2, np.arctan2),
     "pow": (math.pow, np.float_power), "fabs": (math.fabs, np.fabs), "isnan": (math.isnan, np.isnan),
+    "log10": (math.log10, np.log10), "log2": (math.log2, np.log2), "hypot": (math.hypot, np.hypot),
+    # float_math.py: NumPy's results in Python that Numba also compiles (math.floor is an int)
+    "floor": (float_math.floor, np.floor), "ceil": (float_math.ceil, np.ceil), "rint": (float_math.rint, np.rint),
+    "cbrt": (float_math.cbrt, np.cbrt),
 }
 # ``custom(id, j, a, b)``: function j of a user-defined op (registry.py)
 FUNCTIONS["custom"] = (call_custom, call_custom)
-FROM_MATH = tuple(sorted(set(FUNCTIONS) - {"custom"}))  # what generated Numba code imports from math
+# What generated Numba code imports from math, and from float_math (through jit/float_functions.py)
+FROM_MATH = tuple(sorted(name for name, (fn, _) in FUNCTIONS.items() if getattr(math, name, None) is fn))
+FROM_FLOAT_MATH = tuple(sorted(name for name, (fn, _) in FUNCTIONS.items() if fn.__module__ == float_math.__name__))
 
 PLACEHOLDERS = ("a", "b", "c", "y", "lit")
 
@@ -81,7 +88,7 @@ OPS: tuple[Op, ...] = (
     Op("pow", 2, "pow({a}, {b})",
        ("0.0 if {b} == 0.0 else {b} * pow({a}, {b} - 1.0)",
         "0.0 if {a} == 0.0 and {b} >= 0.0 else {y} * log({a})"),
-       ("__pow__", "__rpow__"), (POS, R),
+       ("__pow__", "__rpow__"), (POS, R), numpy=("float_power",),
        note="d/da is 0 where b == 0; d/db is 0 where a == 0 and b >= 0, NaN where a < 0"),
     Op("reciprocal", 1, "1.0 / {a}", ("-{y} * {y}",), (), (POS,), numpy=("reciprocal",)),
     Op("exp", 1, "exp({a})", ("{y}",), (), (R,), numpy=("exp",)),
@@ -134,6 +141,36 @@ OPS: tuple[Op, ...] = (
        numpy=("equal",)),
     Op("ne", 2, "1.0 if {a} != {b} else 0.0", ("0.0", "0.0"), ("__ne__",), (R, R), False, False, CMP, True,
        numpy=("not_equal",)),
+    # Rarer NumPy functions (issue 22): late in the table, so the interpreter tests them late.
+    Op("log10", 1, "log10({a})", ("0.4342944819032518 / {a}",), (), (POS,),
+       note="log10(0) = -inf, log10(x < 0) = NaN", numpy=("log10",)),
+    Op("log2", 1, "log2({a})", ("1.4426950408889634 / {a}",), (), (POS,),
+       note="log2(0) = -inf, log2(x < 0) = NaN", numpy=("log2",)),
+    Op("cbrt", 1, "cbrt({a})", ("1.0 / (3.0 * {y} * {y})",), (), (POS,),
+       note="the real cube root, cbrt(-8) = -2; d/dx at 0 is +inf", numpy=("cbrt",)),
+    Op("hypot", 2, "hypot({a}, {b})", ("{a} / {y}", "{b} / {y}"), (), (R, POS), commutative=True,
+       note="derivatives are NaN at (0, 0)", numpy=("hypot",)),
+    # NumPy's npy_logaddexp, branch for branch (0.6931471805599453 is log(2)); NaN operands: a + b
+    Op("logaddexp", 2, "{a} + 0.6931471805599453 if {a} == {b} else ({a} + log1p(exp({b} - {a})) if {a} > {b} "
+       "else ({b} + log1p(exp({a} - {b})) if {a} < {b} else {a} + {b}))",
+       ("1.0 / (1.0 + exp({b} - {a}))", "1.0 / (1.0 + exp({a} - {b}))"), (), (R, R), commutative=True,
+       note="log(exp(a) + exp(b)) without overflow, as np.logaddexp; derivatives are NaN where a = b = ±inf",
+       numpy=("logaddexp",)),
+    Op("floor", 1, "floor({a})", ("0.0",), (), (R,), smooth=False,
+       note="piecewise constant: zero derivative, also at the integers where it jumps", numpy=("floor",)),
+    Op("ceil", 1, "ceil({a})", ("0.0",), (), (R,), smooth=False,
+       note="piecewise constant: zero derivative, also at the integers where it jumps", numpy=("ceil",)),
+    Op("round", 1, "rint({a})", ("0.0",), (), (R,), smooth=False,
+       note="halves to even as np.round and np.rint (2.5 -> 2.0, -0.5 -> -0.0); zero derivative",
+       numpy=("rint",)),
+    Op("mod", 2, "{a} % {b}", ("1.0", "-({a} // {b})"), ("__mod__", "__rmod__"), (R, POS), smooth=False,
+       note="Python's % and np.mod: the sign of b; a - b * (a // b), so d/db = -(a // b); jumps where "
+            "a / b is an integer; mod(a, 0) = NaN", numpy=("remainder",)),
+    Op("floordiv", 2, "{a} // {b}", ("0.0", "0.0"), ("__floordiv__", "__rfloordiv__"), (R, POS), smooth=False,
+       note="Python's // and np.floor_divide: floor(a / b) of the exact quotient (as divmod); zero "
+            "derivative; a // 0 = ±inf or NaN", numpy=("floor_divide",)),
+    Op("isnan", 1, "1.0 if isnan({a}) else 0.0", ("0.0",), (), (R,), smooth=False,
+       note="1.0 where a is NaN, else 0.0 (a value, as comparisons); zero derivative", numpy=("isnan",)),
     # User-defined ops (record/custom.py); the literal is the op's id. Last: the rarest, tested last.
     Op("custom1", 1, "custom({lit}, 0, {a}, 0.0)", ("custom({lit}, 1, {a}, 0.0)",), (), (R,), literal=True,
        public=False, note="a unary op registered with sg.custom_op"),
@@ -163,9 +200,12 @@ def _is_call(op: Op, name: str) -> bool:
 # in a derivative rule records when the rule is replayed on Variables (record/symbolic.py).
 OP_OF_FUNCTION = {name: op.name for op in OPS if op.arity and not op.literal
                   for name in called_functions(op.forward) if _is_call(op, name)}
-# Ops whose forward calls out of the compiled code, into libm or a custom op's C function (fabs and
-# isnan compile to instructions): generated loops store their values instead of recomputing them.
-CALLS_OUT = frozenset(OPCODE[op.name] for op in OPS if called_functions(op.forward) - {"fabs", "isnan"})
+# Ops whose forward calls out of the compiled code, into libm or a custom op's C function (fabs, isnan
+# and float_math's floor, ceil and rint compile to instructions; Numba's float % and // call fmod):
+# generated loops store their values instead of recomputing them.
+_INSTRUCTIONS = {"fabs", "isnan", "floor", "ceil", "rint"}
+CALLS_OUT = frozenset(OPCODE[op.name] for op in OPS
+                      if called_functions(op.forward) - _INSTRUCTIONS or "%" in op.forward or "//" in op.forward)
 
 
 def display_name(opcode: int, lit: float) -> str:

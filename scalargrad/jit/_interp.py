@@ -5,15 +5,16 @@ slots (rows). 'input' slots are filled by the caller.
 forward_partials also stores d(vals[k])/d(operand) for the (at most two) operands that carry a
 derivative, in pa[k] and pb[k], so that the reverse sweep is a branch-free multiply-accumulate.
 """
-from math import acos, asin, atan, atan2, cos, cosh, exp, expm1, fabs, isnan, log, log1p, pow, sin, sinh, sqrt, tan, tanh
+from math import acos, asin, atan, atan2, cos, cosh, exp, expm1, fabs, hypot, isnan, log, log10, log1p, log2, pow, sin, sinh, sqrt, tan, tanh
 
 import numpy as np
 from numba.extending import overload
 
 from .custom_call import custom
+from .float_functions import cbrt, ceil, floor, rint
 from .flags import FLAGS, njit
 
-# Inlined sources (custom_call.py, flags.py) as of: 5da17a1fd100bfa3
+# Inlined sources (custom_call.py, flags.py, ../core/float_math.py) as of: eb831f5f0ef98378
 
 
 @njit
@@ -194,6 +195,54 @@ def _forward_table(op, a, b, c, lit, vals, n):
             va = vals[a[k]]
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
+            vals[k] = y
+        elif o == 40:  # log10
+            va = vals[a[k]]
+            y = log10(va)
+            vals[k] = y
+        elif o == 41:  # log2
+            va = vals[a[k]]
+            y = log2(va)
+            vals[k] = y
+        elif o == 42:  # cbrt
+            va = vals[a[k]]
+            y = cbrt(va)
+            vals[k] = y
+        elif o == 43:  # hypot
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = hypot(va, vb)
+            vals[k] = y
+        elif o == 44:  # logaddexp
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+            vals[k] = y
+        elif o == 45:  # floor
+            va = vals[a[k]]
+            y = floor(va)
+            vals[k] = y
+        elif o == 46:  # ceil
+            va = vals[a[k]]
+            y = ceil(va)
+            vals[k] = y
+        elif o == 47:  # round
+            va = vals[a[k]]
+            y = rint(va)
+            vals[k] = y
+        elif o == 48:  # mod
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va % vb
+            vals[k] = y
+        elif o == 49:  # floordiv
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va // vb
+            vals[k] = y
+        elif o == 50:  # isnan
+            va = vals[a[k]]
+            y = 1.0 if isnan(va) else 0.0
             vals[k] = y
 
 
@@ -376,12 +425,60 @@ def _forward_custom(op, a, b, c, lit, vals, n):
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
             vals[k] = y
-        elif o == 40:  # custom1
+        elif o == 40:  # log10
+            va = vals[a[k]]
+            y = log10(va)
+            vals[k] = y
+        elif o == 41:  # log2
+            va = vals[a[k]]
+            y = log2(va)
+            vals[k] = y
+        elif o == 42:  # cbrt
+            va = vals[a[k]]
+            y = cbrt(va)
+            vals[k] = y
+        elif o == 43:  # hypot
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = hypot(va, vb)
+            vals[k] = y
+        elif o == 44:  # logaddexp
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+            vals[k] = y
+        elif o == 45:  # floor
+            va = vals[a[k]]
+            y = floor(va)
+            vals[k] = y
+        elif o == 46:  # ceil
+            va = vals[a[k]]
+            y = ceil(va)
+            vals[k] = y
+        elif o == 47:  # round
+            va = vals[a[k]]
+            y = rint(va)
+            vals[k] = y
+        elif o == 48:  # mod
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va % vb
+            vals[k] = y
+        elif o == 49:  # floordiv
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va // vb
+            vals[k] = y
+        elif o == 50:  # isnan
+            va = vals[a[k]]
+            y = 1.0 if isnan(va) else 0.0
+            vals[k] = y
+        elif o == 51:  # custom1
             va = vals[a[k]]
             vl = lit[k]
             y = custom(lit, vl, 0, va, 0.0)
             vals[k] = y
-        elif o == 41:  # custom2
+        elif o == 52:  # custom2
             va = vals[a[k]]
             vb = vals[b[k]]
             vl = lit[k]
@@ -619,6 +716,63 @@ def _forward_partials_table(op, a, b, c, lit, vals, pa, pb, n):
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
             vals[k] = y
+        elif o == 40:  # log10
+            va = vals[a[k]]
+            y = log10(va)
+            vals[k] = y
+            pa[k] = 0.4342944819032518 / va
+        elif o == 41:  # log2
+            va = vals[a[k]]
+            y = log2(va)
+            vals[k] = y
+            pa[k] = 1.4426950408889634 / va
+        elif o == 42:  # cbrt
+            va = vals[a[k]]
+            y = cbrt(va)
+            vals[k] = y
+            pa[k] = 1.0 / (3.0 * y * y)
+        elif o == 43:  # hypot
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = hypot(va, vb)
+            vals[k] = y
+            pa[k] = va / y
+            pb[k] = vb / y
+        elif o == 44:  # logaddexp
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+            vals[k] = y
+            pa[k] = 1.0 / (1.0 + exp(vb - va))
+            pb[k] = 1.0 / (1.0 + exp(va - vb))
+        elif o == 45:  # floor
+            va = vals[a[k]]
+            y = floor(va)
+            vals[k] = y
+        elif o == 46:  # ceil
+            va = vals[a[k]]
+            y = ceil(va)
+            vals[k] = y
+        elif o == 47:  # round
+            va = vals[a[k]]
+            y = rint(va)
+            vals[k] = y
+        elif o == 48:  # mod
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va % vb
+            vals[k] = y
+            pa[k] = 1.0
+            pb[k] = -(va // vb)
+        elif o == 49:  # floordiv
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va // vb
+            vals[k] = y
+        elif o == 50:  # isnan
+            va = vals[a[k]]
+            y = 1.0 if isnan(va) else 0.0
+            vals[k] = y
 
 
 @njit
@@ -840,13 +994,70 @@ def _forward_partials_custom(op, a, b, c, lit, vals, pa, pb, n):
             vb = vals[b[k]]
             y = 1.0 if va != vb else 0.0
             vals[k] = y
-        elif o == 40:  # custom1
+        elif o == 40:  # log10
+            va = vals[a[k]]
+            y = log10(va)
+            vals[k] = y
+            pa[k] = 0.4342944819032518 / va
+        elif o == 41:  # log2
+            va = vals[a[k]]
+            y = log2(va)
+            vals[k] = y
+            pa[k] = 1.4426950408889634 / va
+        elif o == 42:  # cbrt
+            va = vals[a[k]]
+            y = cbrt(va)
+            vals[k] = y
+            pa[k] = 1.0 / (3.0 * y * y)
+        elif o == 43:  # hypot
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = hypot(va, vb)
+            vals[k] = y
+            pa[k] = va / y
+            pb[k] = vb / y
+        elif o == 44:  # logaddexp
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+            vals[k] = y
+            pa[k] = 1.0 / (1.0 + exp(vb - va))
+            pb[k] = 1.0 / (1.0 + exp(va - vb))
+        elif o == 45:  # floor
+            va = vals[a[k]]
+            y = floor(va)
+            vals[k] = y
+        elif o == 46:  # ceil
+            va = vals[a[k]]
+            y = ceil(va)
+            vals[k] = y
+        elif o == 47:  # round
+            va = vals[a[k]]
+            y = rint(va)
+            vals[k] = y
+        elif o == 48:  # mod
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va % vb
+            vals[k] = y
+            pa[k] = 1.0
+            pb[k] = -(va // vb)
+        elif o == 49:  # floordiv
+            va = vals[a[k]]
+            vb = vals[b[k]]
+            y = va // vb
+            vals[k] = y
+        elif o == 50:  # isnan
+            va = vals[a[k]]
+            y = 1.0 if isnan(va) else 0.0
+            vals[k] = y
+        elif o == 51:  # custom1
             va = vals[a[k]]
             vl = lit[k]
             y = custom(lit, vl, 0, va, 0.0)
             vals[k] = y
             pa[k] = custom(lit, vl, 1, va, 0.0)
-        elif o == 41:  # custom2
+        elif o == 52:  # custom2
             va = vals[a[k]]
             vb = vals[b[k]]
             vl = lit[k]
@@ -1178,6 +1389,91 @@ def _forward_batch_table(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va != vb else 0.0
                 vals[r, j] = y
+        elif o == 40:  # log10
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = log10(va)
+                vals[r, j] = y
+        elif o == 41:  # log2
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = log2(va)
+                vals[r, j] = y
+        elif o == 42:  # cbrt
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = cbrt(va)
+                vals[r, j] = y
+        elif o == 43:  # hypot
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = hypot(va, vb)
+                vals[r, j] = y
+        elif o == 44:  # logaddexp
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+                vals[r, j] = y
+        elif o == 45:  # floor
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = floor(va)
+                vals[r, j] = y
+        elif o == 46:  # ceil
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = ceil(va)
+                vals[r, j] = y
+        elif o == 47:  # round
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = rint(va)
+                vals[r, j] = y
+        elif o == 48:  # mod
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va % vb
+                vals[r, j] = y
+        elif o == 49:  # floordiv
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va // vb
+                vals[r, j] = y
+        elif o == 50:  # isnan
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = 1.0 if isnan(va) else 0.0
+                vals[r, j] = y
 
 
 @njit
@@ -1491,7 +1787,92 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va != vb else 0.0
                 vals[r, j] = y
-        elif o == 40:  # custom1
+        elif o == 40:  # log10
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = log10(va)
+                vals[r, j] = y
+        elif o == 41:  # log2
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = log2(va)
+                vals[r, j] = y
+        elif o == 42:  # cbrt
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = cbrt(va)
+                vals[r, j] = y
+        elif o == 43:  # hypot
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = hypot(va, vb)
+                vals[r, j] = y
+        elif o == 44:  # logaddexp
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+                vals[r, j] = y
+        elif o == 45:  # floor
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = floor(va)
+                vals[r, j] = y
+        elif o == 46:  # ceil
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = ceil(va)
+                vals[r, j] = y
+        elif o == 47:  # round
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = rint(va)
+                vals[r, j] = y
+        elif o == 48:  # mod
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va % vb
+                vals[r, j] = y
+        elif o == 49:  # floordiv
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va // vb
+                vals[r, j] = y
+        elif o == 50:  # isnan
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = 1.0 if isnan(va) else 0.0
+                vals[r, j] = y
+        elif o == 51:  # custom1
             ia = a[k]
             r = dst[k]
             vl = lit[k]
@@ -1499,7 +1880,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 va = vals[ia, j]
                 y = custom(lit, vl, 0, va, 0.0)
                 vals[r, j] = y
-        elif o == 41:  # custom2
+        elif o == 52:  # custom2
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -1873,6 +2254,100 @@ def _forward_partials_batch_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va != vb else 0.0
                 vals[r, j] = y
+        elif o == 40:  # log10
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = log10(va)
+                vals[r, j] = y
+                pa[k, j] = 0.4342944819032518 / va
+        elif o == 41:  # log2
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = log2(va)
+                vals[r, j] = y
+                pa[k, j] = 1.4426950408889634 / va
+        elif o == 42:  # cbrt
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = cbrt(va)
+                vals[r, j] = y
+                pa[k, j] = 1.0 / (3.0 * y * y)
+        elif o == 43:  # hypot
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = hypot(va, vb)
+                vals[r, j] = y
+                pa[k, j] = va / y
+                pb[k, j] = vb / y
+        elif o == 44:  # logaddexp
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+                vals[r, j] = y
+                pa[k, j] = 1.0 / (1.0 + exp(vb - va))
+                pb[k, j] = 1.0 / (1.0 + exp(va - vb))
+        elif o == 45:  # floor
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = floor(va)
+                vals[r, j] = y
+        elif o == 46:  # ceil
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = ceil(va)
+                vals[r, j] = y
+        elif o == 47:  # round
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = rint(va)
+                vals[r, j] = y
+        elif o == 48:  # mod
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va % vb
+                vals[r, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = -(va // vb)
+        elif o == 49:  # floordiv
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va // vb
+                vals[r, j] = y
+        elif o == 50:  # isnan
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = 1.0 if isnan(va) else 0.0
+                vals[r, j] = y
 
 
 @njit
@@ -2226,7 +2701,101 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 vb = vals[ib, j]
                 y = 1.0 if va != vb else 0.0
                 vals[r, j] = y
-        elif o == 40:  # custom1
+        elif o == 40:  # log10
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = log10(va)
+                vals[r, j] = y
+                pa[k, j] = 0.4342944819032518 / va
+        elif o == 41:  # log2
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = log2(va)
+                vals[r, j] = y
+                pa[k, j] = 1.4426950408889634 / va
+        elif o == 42:  # cbrt
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = cbrt(va)
+                vals[r, j] = y
+                pa[k, j] = 1.0 / (3.0 * y * y)
+        elif o == 43:  # hypot
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = hypot(va, vb)
+                vals[r, j] = y
+                pa[k, j] = va / y
+                pb[k, j] = vb / y
+        elif o == 44:  # logaddexp
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+                vals[r, j] = y
+                pa[k, j] = 1.0 / (1.0 + exp(vb - va))
+                pb[k, j] = 1.0 / (1.0 + exp(va - vb))
+        elif o == 45:  # floor
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = floor(va)
+                vals[r, j] = y
+        elif o == 46:  # ceil
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = ceil(va)
+                vals[r, j] = y
+        elif o == 47:  # round
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = rint(va)
+                vals[r, j] = y
+        elif o == 48:  # mod
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va % vb
+                vals[r, j] = y
+                pa[k, j] = 1.0
+                pb[k, j] = -(va // vb)
+        elif o == 49:  # floordiv
+            ia = a[k]
+            ib = b[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                vb = vals[ib, j]
+                y = va // vb
+                vals[r, j] = y
+        elif o == 50:  # isnan
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = 1.0 if isnan(va) else 0.0
+                vals[r, j] = y
+        elif o == 51:  # custom1
             ia = a[k]
             r = dst[k]
             vl = lit[k]
@@ -2235,7 +2804,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 y = custom(lit, vl, 0, va, 0.0)
                 vals[r, j] = y
                 pa[k, j] = custom(lit, vl, 1, va, 0.0)
-        elif o == 41:  # custom2
+        elif o == 52:  # custom2
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2437,6 +3006,54 @@ def forward_column(op, a, b, c, lit, vals, n, p):
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va != vb else 0.0
+            vals[k, p] = y
+        elif o == 40:  # log10
+            va = vals[a[k], p]
+            y = log10(va)
+            vals[k, p] = y
+        elif o == 41:  # log2
+            va = vals[a[k], p]
+            y = log2(va)
+            vals[k, p] = y
+        elif o == 42:  # cbrt
+            va = vals[a[k], p]
+            y = cbrt(va)
+            vals[k, p] = y
+        elif o == 43:  # hypot
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = hypot(va, vb)
+            vals[k, p] = y
+        elif o == 44:  # logaddexp
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+            vals[k, p] = y
+        elif o == 45:  # floor
+            va = vals[a[k], p]
+            y = floor(va)
+            vals[k, p] = y
+        elif o == 46:  # ceil
+            va = vals[a[k], p]
+            y = ceil(va)
+            vals[k, p] = y
+        elif o == 47:  # round
+            va = vals[a[k], p]
+            y = rint(va)
+            vals[k, p] = y
+        elif o == 48:  # mod
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va % vb
+            vals[k, p] = y
+        elif o == 49:  # floordiv
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va // vb
+            vals[k, p] = y
+        elif o == 50:  # isnan
+            va = vals[a[k], p]
+            y = 1.0 if isnan(va) else 0.0
             vals[k, p] = y
 
 
@@ -2657,6 +3274,63 @@ def forward_partials_column(op, a, b, c, lit, vals, pa, pb, n, p):
             va = vals[a[k], p]
             vb = vals[b[k], p]
             y = 1.0 if va != vb else 0.0
+            vals[k, p] = y
+        elif o == 40:  # log10
+            va = vals[a[k], p]
+            y = log10(va)
+            vals[k, p] = y
+            pa[k, p] = 0.4342944819032518 / va
+        elif o == 41:  # log2
+            va = vals[a[k], p]
+            y = log2(va)
+            vals[k, p] = y
+            pa[k, p] = 1.4426950408889634 / va
+        elif o == 42:  # cbrt
+            va = vals[a[k], p]
+            y = cbrt(va)
+            vals[k, p] = y
+            pa[k, p] = 1.0 / (3.0 * y * y)
+        elif o == 43:  # hypot
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = hypot(va, vb)
+            vals[k, p] = y
+            pa[k, p] = va / y
+            pb[k, p] = vb / y
+        elif o == 44:  # logaddexp
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va + 0.6931471805599453 if va == vb else (va + log1p(exp(vb - va)) if va > vb else (vb + log1p(exp(va - vb)) if va < vb else va + vb))
+            vals[k, p] = y
+            pa[k, p] = 1.0 / (1.0 + exp(vb - va))
+            pb[k, p] = 1.0 / (1.0 + exp(va - vb))
+        elif o == 45:  # floor
+            va = vals[a[k], p]
+            y = floor(va)
+            vals[k, p] = y
+        elif o == 46:  # ceil
+            va = vals[a[k], p]
+            y = ceil(va)
+            vals[k, p] = y
+        elif o == 47:  # round
+            va = vals[a[k], p]
+            y = rint(va)
+            vals[k, p] = y
+        elif o == 48:  # mod
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va % vb
+            vals[k, p] = y
+            pa[k, p] = 1.0
+            pb[k, p] = -(va // vb)
+        elif o == 49:  # floordiv
+            va = vals[a[k], p]
+            vb = vals[b[k], p]
+            y = va // vb
+            vals[k, p] = y
+        elif o == 50:  # isnan
+            va = vals[a[k], p]
+            y = 1.0 if isnan(va) else 0.0
             vals[k, p] = y
 
 

@@ -18,7 +18,7 @@ import numba
 
 from ..core import resources
 from . import liveness
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 59b3786269d13aad
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 77ce00e8f7ddd261
 from ._interp import forward_batch, forward_partials_batch
 from .flags import njit
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from ..core.ops import CUSTOM_ROWS, FROM_MATH, OPCODE, OPS, substitute
+from ..core.ops import CUSTOM_ROWS, FROM_FLOAT_MATH, FROM_MATH, OPCODE, OPS, substitute
 
 TARGET = Path(__file__).with_name("_interp.py")
 _LOCALS = dict(a="va", b="vb", c="vc", y="y", lit="vl")
@@ -230,10 +230,11 @@ def source() -> str:
         "from numba.extending import overload",
         "",
         "from .custom_call import custom",
+        f"from .float_functions import {', '.join(FROM_FLOAT_MATH)}",
         "from .flags import FLAGS, njit",
         "",
         f"# Inlined sources ({', '.join(INLINED)}) as of: "
-        + _hash("".join(TARGET.with_name(name).read_text() for name in INLINED)),
+        + _hash("".join((TARGET.parent / name).read_text() for name in INLINED)),
     ]
     for flavour in _FLAVOURS:
         lines += _sweeps("forward", False, "Values of instructions 0..n-1.", flavour)
@@ -250,7 +251,7 @@ def source() -> str:
 # them. _interp.py itself carries a hash of the modules it inlines from (INLINED).
 DEPENDENTS = {"kernels.py": ("_interp.py",), "batch.py": ("_interp.py", "kernels.py"),
               "tangent.py": ("_interp.py", "kernels.py"), "vector.py": ("_interp.py", "kernels.py")}
-INLINED = ("custom_call.py", "flags.py")
+INLINED = ("custom_call.py", "flags.py", "../core/float_math.py")
 STAMP_PREFIX = "# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): "
 
 

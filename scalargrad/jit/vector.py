@@ -34,7 +34,7 @@ from ..core import resources
 from ..core.ops import CONST, DIFF_MASK, INPUT, OPCODE, OPS
 from ..core.tape import Tape
 from . import kernel_cache, kernels
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 59b3786269d13aad
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 77ce00e8f7ddd261
 from ._interp import forward_vector, reverse_vector
 from .codegen.loops import Loop, plan
 from .flags import njit

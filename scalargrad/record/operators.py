@@ -34,7 +34,7 @@ def _object_scalar(v) -> np.ndarray:
     return box
 
 
-def _elementwise(fn, args):
+def elementwise(fn, args):
     """Apply a scalar op over NumPy arrays (object arrays of Variables included)."""
     # A bare Variable operand goes in as a 0-d object array: given as is, NumPy would offer the
     # frompyfunc ufunc to Variable.__array_ufunc__, which declines it (array * Variable failed).
@@ -224,7 +224,7 @@ def _exact_ints(compare, name: str):
 def _fallback(record, name, args, fwd):
     """Slow path of an op: arrays (elementwise), plain numbers (a float), or a clear TypeError."""
     if any(isinstance(x, np.ndarray) for x in args):
-        return _elementwise(record, args)
+        return elementwise(record, args)
     if any(type(x) is Variable for x in args):
         if not all(is_operand(x) for x in args):
             return NotImplemented  # lets Python try the other operand's method, then raise TypeError
@@ -239,7 +239,7 @@ RECORD = {op.name: _make_recorder_fn(op) for op in OPS if op.arity}  # custom ro
 def power(x, y):
     """x ** y, recorded as ``square`` for exponent 2, ``powc``/``cpow`` when one side is a number."""
     if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-        return _elementwise(power, (x, y))
+        return elementwise(power, (x, y))
     if type(y) is not Variable and is_operand(y):
         if type(x) is not Variable:
             return RECORD["pow"](x, y)
@@ -302,6 +302,9 @@ def _install_operators():
         fn = RECORD[op.name]
         if op.arity < 3:
             setattr(Variable, op.name, fn)
+        for name in op.numpy if op.arity == 1 else ():  # NumPy's object-array loops call v.<ufunc name>()
+            if not hasattr(Variable, name):             # (np.rint and np.round: v.rint())
+                setattr(Variable, name, fn)
         if op.name == "pow":
             continue
         for i, dunder in enumerate(op.pyops):
@@ -310,16 +313,29 @@ def _install_operators():
     Variable.__rpow__ = lambda self, other: power(other, self) if is_operand(other) else NotImplemented
     for dunder, symbol, fn in (("__iadd__", "+=", RECORD["add"]), ("__isub__", "-=", RECORD["sub"]),
                                ("__imul__", "*=", RECORD["mul"]), ("__itruediv__", "/=", RECORD["div"]),
-                               ("__ipow__", "**=", _pow_method)):
+                               ("__ipow__", "**=", _pow_method), ("__imod__", "%=", RECORD["mod"]),
+                               ("__ifloordiv__", "//=", RECORD["floordiv"])):
         setattr(Variable, dunder, _in_place(dunder, symbol, fn))
     Variable.power = power
+    Variable.conjugate = lambda self: self  # as float.conjugate (np.var of an object array calls it)
     Variable.__array_ufunc__ = _array_ufunc
+
+
+def unsupported_ufunc(ufunc) -> TypeError:
+    """The error for a NumPy ufunc that no op-table row records, naming it and the ways out."""
+    return TypeError(
+        f"np.{ufunc.__name__} has no scalargrad op, so it cannot be applied to Variables. Write it with "
+        "the sg.<op> functions (docs/guide.md lists the NumPy functions that record), or register it "
+        "with its derivatives: sg.custom_op(name, forward, partials).")
 
 
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     if method == "reduce" and inputs == (self,) and ufunc in REDUCTIONS and kwargs.get("out") is None:
         return self  # np.sum(v), np.prod(v), np.max(v) of one value is that value
     fn = UFUNCS.get(ufunc)
+    if fn is None and method == "__call__" and all(
+            isinstance(x, np.ndarray) or is_operand(x) for x in inputs + kwargs.get("out", ())):
+        raise unsupported_ufunc(ufunc)  # rather than NumPy's "all returned NotImplemented"
     if method != "__call__" or kwargs or fn is None:
         return NotImplemented
     return fn(*inputs)
@@ -334,3 +350,4 @@ UFUNCS = {getattr(np, name): FUNCTIONS_BY_NAME[op.name] for op in USER_OPS for n
 UFUNCS[np.power] = power
 REDUCTIONS = (np.add, np.multiply, np.maximum, np.minimum)
 UFUNCS[np.positive] = lambda x: x
+UFUNCS[np.conjugate] = lambda x: x  # a real number's conjugate (NumPy's var and std call it)

@@ -20,8 +20,9 @@ from ..core.ops import INPUT
 from ..core.tape import Tape
 from ..core.tree import is_node, tree_flatten
 from ..jit.passes import optimize
+from .arrays import TracedArray
 from .pytrees import Keywords, Static, TreeShape, size_of, static_leaf
-from .variable import Recorder, TracingError, Variable, as_real, is_operand, nonleaf, recording
+from .variable import Recorder, TracingError, Variable, as_real, in_trace, is_operand, nonleaf, recording
 
 
 # --- the tape's inputs and outputs ---------------------------------------------------------------
@@ -214,7 +215,7 @@ def keyword_path(path: str) -> str:
 
 
 def traced_value(rec, shape, x, offset):
-    """A traced input (a Variable, an object array of them, or a pytree of both) for one entry of a
+    """A traced input (a Variable, a TracedArray of them, or a pytree of both) for one entry of a
     structure key, its values read from ``x`` at ``offset``."""
     if shape is None:
         return new_input(rec, x[offset])
@@ -223,7 +224,7 @@ def traced_value(rec, shape, x, offset):
         arr = np.empty(size, dtype=object)
         for j in range(size):
             arr[j] = new_input(rec, x[offset + j])
-        return arr.reshape(shape) if shape != () else arr[0]  # a 0-d array acts as a scalar
+        return arr.reshape(shape).view(TracedArray) if shape != () else arr[0]  # a 0-d array acts as a scalar
     return shape.build(lambda start, stop, s: traced_value(rec, s, x, offset + start))
 
 
@@ -400,8 +401,11 @@ def shaped(chunk, shape):
 
 
 def numeric(arr):
-    """An object array as float64 when it holds no Variable (e.g. called inside a trace on floats)."""
-    return arr if any(type(v) is Variable for v in arr.flat) else arr.astype(np.float64)
+    """An object array as float64 when it holds no Variable (e.g. called inside a trace on floats),
+    as a TracedArray when it holds traced ones (a transform called inside a trace)."""
+    if not any(type(v) is Variable for v in arr.flat):
+        return arr.astype(np.float64)
+    return arr.view(TracedArray) if in_trace() else arr
 
 
 def structured(outs, structure):

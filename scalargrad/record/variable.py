@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import math
 import numbers
+import re
 import sys
 import warnings
 from array import array
@@ -206,6 +207,9 @@ def no_grad():
         active_recorder.reset(token)
 
 
+_OBJECT_INDEX = "arrays used as indices must be of integer (or boolean) type"  # NumPy's IndexError
+
+
 @contextlib.contextmanager
 def recording(rec: Recorder):
     token = active_recorder.set(rec)
@@ -213,6 +217,12 @@ def recording(rec: Recorder):
         yield rec
     except (IndexError, TypeError) as e:
         hidden = rec.hidden_index_error(e)
+        if hidden is None and isinstance(e, IndexError) and _OBJECT_INDEX in str(e):
+            hidden = TracingError(
+                f"{e}: an array was indexed with an array of traced values. A comparison of traced "
+                "values (x > 0) is an array of 1.0/0.0 Variables, a mask only when it indexes a traced "
+                "array (x[x > 0]); for a NumPy array write a[np.asarray(mask, dtype=bool)] (a guard per "
+                "element), or select branch-free with np.where(mask, a, 0.0)")
         if hidden is None:
             raise
         raise hidden.with_traceback(None) from e
@@ -415,6 +425,22 @@ def as_real(x, what: str) -> float:
 
 def is_operand(x) -> bool:
     return type(x) is Variable or isinstance(x, (numbers.Real, np.bool_))
+
+
+# Ops whose value is 1.0 or 0.0 whatever their operands (the comparisons, isnan): by their forward.
+_BOOLEAN_OPCODES = frozenset(k for k, op in enumerate(OPS) if re.fullmatch(r"1\.0 if .+ else 0\.0", op.forward))
+_STOP_GRADIENT = OPCODE["stop_gradient"]
+
+
+def is_boolean(v: Variable) -> bool:
+    """Whether Variable ``v`` is 1.0 or 0.0 whatever the inputs: a comparison's result (or isnan's,
+    also through the ``stop_gradient`` that ``no_grad`` adds in a trace), or a constant 1.0 or 0.0."""
+    if v._leaf:  # not computed by an op: a constant, or a parameter (whose value may change)
+        return not v._requires_grad and v._data in (0.0, 1.0)
+    rec, k = v._rec, v._slot
+    if rec.op[k] == _STOP_GRADIENT:
+        k = rec.a[k]
+    return rec.op[k] in _BOOLEAN_OPCODES
 
 
 def nonleaf(value: float, rec: Recorder, k: int, up=None) -> Variable:

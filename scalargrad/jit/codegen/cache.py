@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ...config import codegen_cache_dir
+from ...core import float_math
 from ...core.ops import FUNCTIONS, OPS
 from ...core.tape import Tape
 from ..flags import FLAGS
@@ -31,8 +32,8 @@ def cache_dir() -> Path:
 def generator_files() -> list[Path]:
     """Every module of this package: the writers of generated code and the intrinsics it calls
     (Numba's cache of a generated file does not notice a change to them), and, to keep the rule
-    simple, the loader and this module too."""
-    return sorted(Path(__file__).parent.glob("*.py"))
+    simple, the loader and this module too; and core/float_math.py, whose functions it calls."""
+    return sorted(Path(__file__).parent.glob("*.py")) + [Path(float_math.__file__)]
 
 
 def generator_text() -> str:

@@ -6,8 +6,9 @@ vmap runs, as lane code (lanes.py) where the rewrite applies.
 """
 from __future__ import annotations
 
-from ...core.ops import FROM_MATH
+from ...core.ops import FROM_FLOAT_MATH, FROM_MATH
 from ...core.tape import Tape
+from .. import float_functions
 from ..flags import njit
 from . import intrinsics, lanes
 from .cache import LOCK, module_name, tape_key
@@ -73,6 +74,7 @@ def _header(tape: Tape, key: str, what: str, imports: list, constants: dict) -> 
         "import numpy as np",
         "from numba import prange",
         "",
+        f"from {float_functions.__name__} import {', '.join(FROM_FLOAT_MATH)}",
         f"from {njit.__module__} import njit",
         f"from {intrinsics.__name__} import acc, acc0, muladd, select",
         *imports,
