@@ -153,7 +153,7 @@ class Tier:
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
     __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "batch_started", "error",
-                 "compile_times", "threads", "rent", "hot_calls", "predicted", "vector", "vector_after")
+                 "compile_times", "threads", "rent", "hot_calls", "predicted", "vector", "vector_after", "batched")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
@@ -161,6 +161,7 @@ class Tier:
         self.module = None  # the generated batch module for vmap (generated_module)
         self.started = False
         self.batch_started = False  # auto: the background compile of the batch function (vmap)
+        self.batched = False  # vmap has run the path: its tier-up compiles the batch function first
         self.error = None
         self.calls = 0
         self.rent = None  # interpreter seconds of one call, measured at the second call
@@ -199,10 +200,11 @@ class Tier:
         to this process, so the copy starts afresh on the interpreter and tiers up on its own."""
         return Tier, (self.tape, self.kind, self.backend)
 
-    def count(self, calls: int = 1) -> None:
+    def count(self, calls: int = 1, batch: bool = False) -> None:
         """``calls`` interpreter evaluations (one call, or a batch's points); starts the background
         compile at AUTO_HOT_CALLS, or for a long compile once the calls have paid for it."""
         self.calls += calls
+        self.batched |= batch
         if self.calls >= self.hot_calls and not self.started:
             self._consider()
         if self.vector_after is not None and self.rent is not None and self.calls * self.rent >= self.vector_after:
@@ -258,6 +260,9 @@ class Tier:
             if self._unpaid(self._predicted()):  # a long compile, not yet paid for
                 self.started = False
                 return
+            if self.batched and self.module is None:  # vmap waits for this one: it comes first
+                self.batch_started = True
+                self._batch_module()
             wall, cpu = time.perf_counter(), time.thread_time()
             on_disk = compile_timings.compiled_on_disk(self.tape)
             kernel = codegen.compile_kernel(self.tape, self.kind)
@@ -345,9 +350,9 @@ class Tier:
     def generated_module(self):
         """The generated batch module (``codegen.batch_source``) vmap runs, else None: under
         "codegen" always (written by the first request, its functions compiled by their first
-        call); under "auto" once the path has tiered up and a background thread, started by the
-        first such request, has compiled the batch function (bit-identical to the batch
-        interpreter, so the switch is invisible)."""
+        call); under "auto" once the path's tier-up has compiled it: first thing, for a path that
+        vmap has run, else in a background thread started by the first request after the tier-up
+        (bit-identical to the batch interpreter, so the switch is invisible)."""
         if self.module is None and self.backend == "codegen" and self.kernel is not None:
             self.module = codegen.load_module(self.tape, batch=True)
         elif (self.module is None and self.backend == "auto" and self.kernel is not None
@@ -358,12 +363,18 @@ class Tier:
 
     def _compile_batch(self) -> None:
         try:
+            self._batch_module()
+        finally:
+            _COMPILING.release()
+
+    def _batch_module(self) -> None:
+        """Compile the generated batch function, which vmap then runs; a failure leaves vmap on the batch
+        interpreter, which gives the same results, with a warning."""
+        try:
             module = codegen.load_module(self.tape, batch=True)
             codegen.compile_batch(module, self.kind)
             self.module = module
-        except Exception as exc:  # vmap stays on the batch interpreter, which gives the same results
+        except Exception as exc:
             self.error = exc
             warnings.warn(f"scalargrad: the generated batch function for a {len(self.tape)}-instruction tape "
                           f"failed to compile ({exc!r}); vmap stays on the interpreter", RuntimeWarning)
-        finally:
-            _COMPILING.release()

@@ -101,7 +101,7 @@ class VMap:
         (points, outputs) matrix. Points whose guards fail go through the single-point path."""
         module = None
         if self.device == "cpu" and path.tier is not None:
-            path.tier.count(len(X))  # B points are B evaluations: a large batch makes a path hot at once
+            path.tier.count(len(X), batch=True)  # B points are B evaluations: a large batch makes a path hot at once
             module = path.tier.generated_module()
         program = path.program
         backend = cuda if self.device == "cuda" else batch
