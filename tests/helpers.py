@@ -9,7 +9,10 @@ imports another; fixtures live in conftest.py.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -359,3 +362,14 @@ def fake_first_calls(row, run) -> dict:
                 first_window_codegen_calls=600, first_window_kernel="interp→codegen", tier_up_s=0.5,
                 after_tier_up_s=20e-6 if waits else None, after_tier_up_kernel="codegen" if waits else None,
                 handwritten_s=10e-6, cache_dir="/nonexistent", cache_files_at_start=0, ok=True, detail="")
+
+
+# --- the CUDA path without a GPU -----------------------------------------------------------------
+
+def assert_runs_under_cuda_simulator(script: str) -> None:
+    """Run ``script`` in a child process under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1, which
+    must be set before Numba is imported); it must exit 0 and print "simulated ok"."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "simulated ok" in result.stdout

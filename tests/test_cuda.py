@@ -1,8 +1,5 @@
 """vmap(device="cuda"): checked under Numba's CUDA simulator (in a subprocess, since the simulator
 must be chosen before numba.cuda is imported), and the clear error where no GPU is usable."""
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -10,6 +7,8 @@ import pytest
 
 import scalargrad as sg
 from scalargrad.jit.cuda import unavailable_reason
+
+from helpers import assert_runs_under_cuda_simulator
 
 SIMULATED = textwrap.dedent("""
     import numpy as np, scalargrad as sg
@@ -32,11 +31,7 @@ SIMULATED = textwrap.dedent("""
 
 
 def test_cuda_batch_agrees_with_cpu_under_the_simulator():
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    result = subprocess.run([sys.executable, "-c", SIMULATED], env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "simulated ok" in result.stdout
+    assert_runs_under_cuda_simulator(SIMULATED)
 
 
 @pytest.mark.skipif(unavailable_reason() is None, reason="a CUDA device is usable here")
