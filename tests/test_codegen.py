@@ -608,6 +608,37 @@ def test_auto_tiers_up_a_cheap_compile_when_hot_and_a_long_one_once_paid_for(mon
         assert t.started and started[-1] == hot
 
 
+def test_a_slow_path_is_hot_after_auto_hot_seconds_of_calls_before_auto_hot_calls(monkeypatch):
+    """A path whose timed call took 2 ms is hot after 0.05 s of calls (25 calls), not 1000; one of
+    0.1 ms after 500; a fast path after AUTO_HOT_CALLS; and never before AUTO_MIN_HOT_CALLS."""
+    from scalargrad.jit import tier
+    started = []
+
+    def start(self, compile_):
+        started.append(self.calls)
+        tier._COMPILING.release()
+
+    class Clock:  # time.perf_counter as _timed reads it: the timed call takes `rent` seconds
+        def __init__(self, rent):
+            self.ticks = iter((0.0, rent))
+
+        def perf_counter(self):
+            return next(self.ticks)
+
+    monkeypatch.setattr(tier.Tier, "_start", start)
+    monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape: tier.CHEAP_COMPILE_SECONDS)
+    tape = sg.trace(lambda x: sg.sin(x) * x + 1.0, 0.5)
+    for rent, hot in ((2e-3, 25), (1e-4, 500), (1e-6, tier.AUTO_HOT_CALLS), (1.0, tier.AUTO_MIN_HOT_CALLS)):
+        t = tier.Tier(tape, "value_and_grad", "auto")
+        t.count()  # the first call
+        monkeypatch.setattr(tier, "time", Clock(rent))
+        t._timed(lambda: None)  # the second, timed
+        monkeypatch.setattr(tier, "time", time)
+        while not t.started and t.calls < 2 * tier.AUTO_HOT_CALLS:
+            t.count()
+        assert started[-1] == hot, (rent, started)
+
+
 def test_compile_times_are_learned_per_kind_and_a_cached_tape_only_loads(monkeypatch, tmp_path):
     from scalargrad.jit import compile_timings
     monkeypatch.setenv("SCALARGRAD_CACHE_DIR", str(tmp_path))

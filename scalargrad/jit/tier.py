@@ -38,6 +38,11 @@ BACKENDS = ("auto", "interp", "codegen")
 # background thread, for tapes of at most AUTO_MAX_ROLLED_TAPE instructions (finding the loops is
 # linear in the tape).
 AUTO_HOT_CALLS = 1000
+# ... or at AUTO_HOT_SECONDS of interpreter time, if that comes first (at least AUTO_MIN_HOT_CALLS
+# calls): 1000 calls of a large path (Rosenbrock n = 10^4: 0.45 s) held its tier-up back past the
+# first second and a half.
+AUTO_HOT_SECONDS = 0.05
+AUTO_MIN_HOT_CALLS = 20
 CHEAP_COMPILE_SECONDS = 2.0  # the old rule's compiles (200 straight lines) took about this long
 AUTO_MAX_ROLLED_TAPE = 2_000_000
 INTERP_SECONDS_PER_OP = 4e-9  # the rent of a batch point when no single call was timed (bench: 4-6 ns)
@@ -313,7 +318,8 @@ class Tier:
         (the first may load the interpreter)."""
         started = time.perf_counter()
         result = sweep()
-        self.rent = time.perf_counter() - started
+        self.rent = rent = time.perf_counter() - started
+        self.hot_calls = min(self.hot_calls, max(AUTO_MIN_HOT_CALLS, math.ceil(AUTO_HOT_SECONDS / max(rent, 1e-9))))
         self.count()
         return result
 
