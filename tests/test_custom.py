@@ -144,6 +144,34 @@ def test_a_plain_partial_that_traces_is_differentiable_to_any_order():
     assert t.grad == pytest.approx(6.0 * 0.7, rel=1e-14)
 
 
+def test_functions_written_with_sg_functions_compile_and_their_partials_differentiate_to_any_order():
+    """sg.<op> functions inside the functions of a custom op: Numba compiles them (the table's forward
+    expressions), the values are the table ops' own, and a partial written with them records its
+    ops when differentiated again; derivatives of orders 1-3 against finite differences."""
+    softplus2 = sg.custom_op("test_sg_softplus", lambda x: sg.log1p(sg.exp(x)), [lambda x: sg.sigmoid(x)])
+    smooth_max = sg.custom_op("test_sg_smooth_max", lambda a, b: sg.logaddexp(a, b),
+                              [lambda a, b: sg.sigmoid(a - b), lambda a, b: sg.sigmoid(b - a)])
+    ramp = sg.custom_op("test_sg_ramp", lambda x: sg.where(sg.gt(x, 0.0), x, 0.0) + sg.floor(x) * 0.0,
+                        [lambda x: sg.where(sg.gt(x, 0.0), 1.0, 0.0)])
+    for x in (-1.3, 0.2, 2.5):
+        assert softplus2(x) == sg.log1p(sg.exp(x)) and sg.grad(softplus2)(x) == sg.sigmoid(x)
+        assert ramp(x) == max(x, 0.0) and sg.grad(ramp)(x) == (1.0 if x > 0 else 0.0)
+        d2 = sg.grad(sg.grad(softplus2))(x)
+        d3 = sg.grad(sg.grad(sg.grad(softplus2)))(x)
+        assert d2 == pytest.approx(central_gradient(lambda z: sg.grad(softplus2)(z[0]), np.array([x]))[0], rel=1e-7)
+        assert d3 == pytest.approx(central_gradient(lambda z: sg.grad(sg.grad(softplus2))(z[0]), np.array([x]))[0],
+                                   rel=1e-6)
+
+    def fun(v):
+        return smooth_max(v[0], v[1]) * v[2] + softplus2(v[0] * v[2])
+
+    v = np.array([0.3, -0.4, 1.1])
+    np.testing.assert_allclose(sg.grad(fun)(v), central_gradient(fun, v), rtol=1e-7, atol=1e-9)
+    H = sg.hessian(fun)(v)
+    fd = np.array([central_gradient(lambda z, i=i: sg.grad(fun)(z)[i], v) for i in range(3)])
+    np.testing.assert_allclose(H, fd, rtol=1e-6, atol=1e-8)
+
+
 def test_jvp_and_jacobian_in_both_modes():
     v = np.array([0.2, 1.0, -1.0, 0.5])
     value, dv = sg.jvp(f)(X0, v)

@@ -6,9 +6,10 @@ Python functions that Numba compiles in nopython mode. Registered ops record lik
 in the same compiled sweeps (through C function pointers, see jit/custom_call.py), and compose with
 every transform, because each partial derivative is itself a custom op: give a partial as another
 ``custom_op`` (with its own partials) to differentiate twice or more. A partial given as a plain
-function written with operators only (``3.0 * a * a``) is differentiated again by recording its own
-ops; one that calls ``math`` functions can be evaluated but not differentiated again, and trying to
-raises NotImplementedError.
+function written with operators and ``sg.<op>`` functions (``3.0 * a * a``, ``sg.sigmoid(a)``;
+numba_functions.py compiles the latter) is differentiated again by recording its own ops; one that
+calls ``math`` functions can be evaluated but not differentiated again, and trying to raises
+NotImplementedError.
 
 The functions must be pure (the passes merge repeated calls with equal arguments) and are compiled
 with ``error_model="numpy"`` like the built-in ops: 1/0 gives inf, not an exception. An exception a
@@ -32,6 +33,7 @@ import numpy as np
 from ..core.ops import CUSTOM_ROWS, OPS
 from ..core.registry import CUSTOM_OPS, REPLACED
 from ..jit.custom_ops import C_SIGNATURE, refresh_programs
+from . import numba_functions
 from .operators import RECORD
 from .tracing import trace
 from .variable import is_operand
@@ -84,8 +86,8 @@ class CustomOp:
     def inline(self, *args):
         """A partial given as a plain function, applied to ``args`` so that it records its own table
         ops (differentiable again, to any order) when the function traces, which a function that
-        Numba compiles does when it uses operators only (``3.0 * a * a``; ``math.*`` does not trace,
-        ``sg.*`` does not compile); checked once, by tracing it. None otherwise (or for any other
+        Numba compiles does when it uses operators and ``sg.<op>`` functions only (``3.0 * a * a``,
+        ``sg.exp(a)``; ``math.*`` does not trace); checked once, by tracing it. None otherwise (or for any other
         op): the caller records the op as one instruction."""
         if self.partials is not None or not self.origin:
             return None
@@ -130,8 +132,9 @@ def custom_op(name: str, forward, partials) -> CustomOp:
 
     ``forward(a)`` or ``forward(a, b)`` computes the op; ``partials`` holds one function per
     operand, d(forward)/d(operand), with the same parameters. All are Python functions (or
-    ``numba.njit`` functions) that Numba compiles in nopython mode for float arguments; a function
-    that does not compile raises TypeError now. A partial may itself be a ``custom_op`` (of the same
+    ``numba.njit`` functions) that Numba compiles in nopython mode for float arguments, calling
+    ``math`` and ``sg.<op>`` functions as they need; a function that does not compile raises
+    TypeError now. A partial may itself be a ``custom_op`` (of the same
     arity), which makes second and higher derivatives available::
 
         dsoftplus = sg.custom_op("sigmoid_", lambda x: 1 / (1 + math.exp(-x)),
@@ -224,6 +227,7 @@ def _arity(fn, name: str, role: str) -> int:
 
 def _compile(what, function, arity):
     """(Python-callable compiled function, C callback) of ``function``, IEEE semantics."""
+    numba_functions.register()  # sg.<op> calls compile
     jitted = numba.njit(error_model="numpy")(function)
     # An exception cannot leave a compiled sweep: Numba would print it and return 0.0. The C
     # function returns NaN instead, which debug_nans then traces to its instruction.
@@ -245,5 +249,6 @@ def _compile(what, function, arity):
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
         raise TypeError(f"sg.custom_op: {what} ({getattr(function, '__name__', 'a function')}) cannot be compiled "
                         "by Numba in nopython mode for float arguments returning a float (functions it calls "
-                        "must be numba.njit functions): " + " ".join(line.strip() for line in message[:4])) from None
+                        "must be math, sg.<op> or numba.njit functions): "
+                        + " ".join(line.strip() for line in message[:4])) from None
     return jitted, cfunc
