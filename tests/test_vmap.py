@@ -56,9 +56,18 @@ def test_vmap_in_axes_other_than_zero():
     np.testing.assert_array_equal(grads, X[::-1].T)
 
 
+def test_a_plain_function_is_mapped_as_its_jit_and_nested_as_in_jax():
+    def f(a, b):
+        return sg.sin(a) * b
+    A, B = np.array([0.5, 1.0]), np.array([2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(sg.vmap(f)(A, B[:2]), sg.vmap(sg.jit(f))(A, B[:2]))
+    table = sg.vmap(sg.vmap(f, in_axes=(None, 0)), in_axes=(0, None))(A, B)
+    np.testing.assert_allclose(table, np.sin(A)[:, None] * B[None, :], rtol=1e-15)
+
+
 def test_vmap_errors():
-    with pytest.raises(TypeError, match="sg.jit"):
-        sg.vmap(lambda x: x)
+    with pytest.raises(TypeError, match="expects a function"):
+        sg.vmap(3.0)
     g = sg.grad(lambda x, y: x * y)
     with pytest.raises(ValueError, match="common size"):
         sg.vmap(g)(np.zeros(3), np.zeros(4))

@@ -18,6 +18,7 @@ from ..core.tree import is_node, tree_flatten, tree_leaves, tree_map
 from ..jit import batch, codegen, cuda
 from ..record.tracing import describe_structure
 from . import chunked, debug
+from .api import jit
 
 
 class VMap:
@@ -31,11 +32,13 @@ class VMap:
     map_in_threads = False
 
     def __init__(self, fn, in_axes=0, device="cpu"):
+        if callable(fn) and not hasattr(fn, "vmap_mode") and not hasattr(fn, "vmap_refusal"):
+            fn = jit(fn)  # a plain function maps as its sg.jit, as JAX's vmap maps any function
         mode = getattr(fn, "vmap_mode", None)  # each transform says how it is mapped (transformed.py)
         if mode is None:
-            raise TypeError(getattr(fn, "vmap_refusal", None) or "vmap expects a function made by sg.jit, "
-                            "sg.grad, sg.value_and_grad, sg.jvp, sg.hvp, sg.hessian, sg.jacobian or sg.vmap, "
-                            f"got {type(fn).__name__}")
+            raise TypeError(getattr(fn, "vmap_refusal", None) or "vmap expects a function (plain, or made by "
+                            "sg.jit, sg.grad, sg.value_and_grad, sg.jvp, sg.hvp, sg.hessian, sg.jacobian or "
+                            f"sg.vmap), got {type(fn).__name__}")
         self.pointwise = mode == "pointwise"  # jvp, hvp, hessian, jacobian, and a vmap
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
@@ -182,7 +185,8 @@ def _moved(x, ax, where, sizes):
 
 def vmap(fn, in_axes=0, device="cpu"):
     """Map a function made by ``jit``/``grad``/``value_and_grad`` (or ``jvp``/``hvp``/``hessian``/
-    ``jacobian``, or another ``vmap``, each level with its own ``in_axes``) over a leading batch axis
-    of its arguments (``in_axes``: an int or None per argument, as in JAX); outputs gain that axis.
+    ``jacobian``, or another ``vmap``, each level with its own ``in_axes``; a plain function is mapped
+    as its ``jit``) over a leading batch axis of its arguments (``in_axes``: an int or None per
+    argument, as in JAX); outputs gain that axis.
     ``device="cuda"`` evaluates the points on an NVIDIA GPU (one thread per point)."""
     return VMap(fn, in_axes, device)
