@@ -1,5 +1,5 @@
 """NumPy functions recorded through the op table's rows of issue 22 (log10 log2 cbrt hypot logaddexp floor
-ceil round mod floordiv isnan, float_power as pow), checked against NumPy itself: derivatives against
+ceil round sign mod floordiv isnan, float_power as pow), checked against NumPy itself: derivatives against
 central differences of NumPy's own functions (scalar arguments, array arguments, eager Variables),
 values at IEEE edge values against the ufuncs, second derivatives, ``%`` and ``//`` with Python
 numbers, ``np.std``/``np.var``, the CUDA simulator, and the error for a ufunc without a row."""
@@ -21,7 +21,8 @@ from scalargrad.record.operators import UFUNCS
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide.md"
 
-NEW_ROWS = ("log10", "log2", "cbrt", "hypot", "logaddexp", "floor", "ceil", "round", "mod", "floordiv", "isnan")
+NEW_ROWS = ("log10", "log2", "cbrt", "hypot", "logaddexp", "floor", "ceil", "round", "sign", "mod", "floordiv",
+            "isnan")
 
 # name -> (function written with NumPy / Python operators, smooth points). On plain floats the
 # functions are NumPy's (and Python's % and //): the oracle the recorded ops are checked against.
@@ -38,6 +39,7 @@ FUNCTIONS = {
     "ceil": (lambda x: np.ceil(x) * x, [(2.3,), (-2.3,), (0.4,)]),
     "round": (lambda x: np.round(x) * x, [(2.3,), (-2.7,), (0.4,)]),
     "rint": (lambda x: np.rint(x) * x, [(2.3,), (-2.7,)]),
+    "sign": (lambda x: np.sign(x) * x * x, [(2.3,), (-2.7,)]),
     "mod": (lambda x, y: x % y, [(5.3, 2.0), (-5.3, 2.0), (5.3, -2.0), (-5.3, -2.0), (0.7, 2.5)]),
     "np.mod": (lambda x, y: np.mod(x, y) * x, [(5.3, 2.0), (-5.3, 1.5)]),
     "floordiv": (lambda x, y: (x // y) * x * y, [(5.3, 2.0), (-5.3, 2.0), (5.3, -1.5)]),
@@ -152,7 +154,7 @@ def test_values_at_special_points_are_numpys_in_every_backend(ufunc, row):
         compiled = np.array([jitted(*p) for p in points])
         codegen = np.array([generated(*p) for p in points])
         eager = np.array([fn(*map(sg.Variable, p)).data for p in points])
-    exact = row in ("floor", "ceil", "round", "mod", "floordiv", "isnan", "logaddexp")
+    exact = row in ("floor", "ceil", "round", "sign", "mod", "floordiv", "isnan", "logaddexp")
     for got, what in ((compiled, "interpreter"), (codegen, "codegen"), (eager, "eager")):
         if exact:
             assert_identical(got, expected, what=f"np.{ufunc} {what}")
@@ -170,7 +172,7 @@ def test_round_halves_to_even_keeping_the_sign_as_numpy():
 
 
 def test_piecewise_constant_ops_have_zero_derivative_also_where_they_jump():
-    for f in (np.floor, np.ceil, np.round, lambda x: x // 1.0):
+    for f in (np.floor, np.ceil, np.round, np.sign, lambda x: x // 1.0):
         for x in (2.0, -2.0, 0.5, -0.0, 2.5):
             assert sg.grad(f)(x) == 0.0
     assert sg.grad(lambda a, b: a // b, argnums=(0, 1))(6.0, 2.0) == (0.0, 0.0)

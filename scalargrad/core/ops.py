@@ -171,6 +171,9 @@ OPS: tuple[Op, ...] = (
             "derivative; a // 0 = ±inf or NaN", numpy=("floor_divide",)),
     Op("isnan", 1, "1.0 if isnan({a}) else 0.0", ("0.0",), (), (R,), smooth=False,
        note="1.0 where a is NaN, else 0.0 (a value, as comparisons); zero derivative", numpy=("isnan",)),
+    Op("sign", 1, "1.0 if {a} > 0.0 else (-1.0 if {a} < 0.0 else (0.0 if {a} == 0.0 else {a}))", ("0.0",), (),
+       (R,), smooth=False, note="-1.0, 0.0 or 1.0 as np.sign (sign(-0.0) = 0.0, NaN stays NaN); zero derivative",
+       numpy=("sign",)),
     # User-defined ops (record/custom.py); the literal is the op's id. Last: the rarest, tested last.
     Op("custom1", 1, "custom({lit}, 0, {a}, 0.0)", ("custom({lit}, 1, {a}, 0.0)",), (), (R,), literal=True,
        public=False, note="a unary op registered with sg.custom_op"),

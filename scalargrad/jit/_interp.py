@@ -244,6 +244,10 @@ def _forward_table(op, a, b, c, lit, vals, n):
             va = vals[a[k]]
             y = 1.0 if isnan(va) else 0.0
             vals[k] = y
+        elif o == 51:  # sign
+            va = vals[a[k]]
+            y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
+            vals[k] = y
 
 
 @njit
@@ -473,12 +477,16 @@ def _forward_custom(op, a, b, c, lit, vals, n):
             va = vals[a[k]]
             y = 1.0 if isnan(va) else 0.0
             vals[k] = y
-        elif o == 51:  # custom1
+        elif o == 51:  # sign
+            va = vals[a[k]]
+            y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
+            vals[k] = y
+        elif o == 52:  # custom1
             va = vals[a[k]]
             vl = lit[k]
             y = custom(lit, vl, 0, va, 0.0)
             vals[k] = y
-        elif o == 52:  # custom2
+        elif o == 53:  # custom2
             va = vals[a[k]]
             vb = vals[b[k]]
             vl = lit[k]
@@ -773,6 +781,10 @@ def _forward_partials_table(op, a, b, c, lit, vals, pa, pb, n):
             va = vals[a[k]]
             y = 1.0 if isnan(va) else 0.0
             vals[k] = y
+        elif o == 51:  # sign
+            va = vals[a[k]]
+            y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
+            vals[k] = y
 
 
 @njit
@@ -1051,13 +1063,17 @@ def _forward_partials_custom(op, a, b, c, lit, vals, pa, pb, n):
             va = vals[a[k]]
             y = 1.0 if isnan(va) else 0.0
             vals[k] = y
-        elif o == 51:  # custom1
+        elif o == 51:  # sign
+            va = vals[a[k]]
+            y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
+            vals[k] = y
+        elif o == 52:  # custom1
             va = vals[a[k]]
             vl = lit[k]
             y = custom(lit, vl, 0, va, 0.0)
             vals[k] = y
             pa[k] = custom(lit, vl, 1, va, 0.0)
-        elif o == 52:  # custom2
+        elif o == 53:  # custom2
             va = vals[a[k]]
             vb = vals[b[k]]
             vl = lit[k]
@@ -1474,6 +1490,13 @@ def _forward_batch_table(op, a, b, c, dst, lit, vals, n, m):
                 va = vals[ia, j]
                 y = 1.0 if isnan(va) else 0.0
                 vals[r, j] = y
+        elif o == 51:  # sign
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
+                vals[r, j] = y
 
 
 @njit
@@ -1872,7 +1895,14 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 va = vals[ia, j]
                 y = 1.0 if isnan(va) else 0.0
                 vals[r, j] = y
-        elif o == 51:  # custom1
+        elif o == 51:  # sign
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
+                vals[r, j] = y
+        elif o == 52:  # custom1
             ia = a[k]
             r = dst[k]
             vl = lit[k]
@@ -1880,7 +1910,7 @@ def _forward_batch_custom(op, a, b, c, dst, lit, vals, n, m):
                 va = vals[ia, j]
                 y = custom(lit, vl, 0, va, 0.0)
                 vals[r, j] = y
-        elif o == 52:  # custom2
+        elif o == 53:  # custom2
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -2348,6 +2378,13 @@ def _forward_partials_batch_table(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 va = vals[ia, j]
                 y = 1.0 if isnan(va) else 0.0
                 vals[r, j] = y
+        elif o == 51:  # sign
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
+                vals[r, j] = y
 
 
 @njit
@@ -2795,7 +2832,14 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 va = vals[ia, j]
                 y = 1.0 if isnan(va) else 0.0
                 vals[r, j] = y
-        elif o == 51:  # custom1
+        elif o == 51:  # sign
+            ia = a[k]
+            r = dst[k]
+            for j in range(m):
+                va = vals[ia, j]
+                y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
+                vals[r, j] = y
+        elif o == 52:  # custom1
             ia = a[k]
             r = dst[k]
             vl = lit[k]
@@ -2804,7 +2848,7 @@ def _forward_partials_batch_custom(op, a, b, c, dst, lit, vals, pa, pb, n, m):
                 y = custom(lit, vl, 0, va, 0.0)
                 vals[r, j] = y
                 pa[k, j] = custom(lit, vl, 1, va, 0.0)
-        elif o == 52:  # custom2
+        elif o == 53:  # custom2
             ia = a[k]
             ib = b[k]
             r = dst[k]
@@ -3054,6 +3098,10 @@ def forward_column(op, a, b, c, lit, vals, n, p):
         elif o == 50:  # isnan
             va = vals[a[k], p]
             y = 1.0 if isnan(va) else 0.0
+            vals[k, p] = y
+        elif o == 51:  # sign
+            va = vals[a[k], p]
+            y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
             vals[k, p] = y
 
 
@@ -3331,6 +3379,10 @@ def forward_partials_column(op, a, b, c, lit, vals, pa, pb, n, p):
         elif o == 50:  # isnan
             va = vals[a[k], p]
             y = 1.0 if isnan(va) else 0.0
+            vals[k, p] = y
+        elif o == 51:  # sign
+            va = vals[a[k], p]
+            y = 1.0 if va > 0.0 else (-1.0 if va < 0.0 else (0.0 if va == 0.0 else va))
             vals[k, p] = y
 
 

@@ -17,7 +17,7 @@ from . import custom_ops
 from ..core import resources
 from ..core.ops import DIFF_MASK, INPUT
 from ..core.tape import Tape
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): d77ebd0d39db8b1a
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 63fd2eb90ac32d58
 from ._interp import forward_partials
 from .flags import njit
 

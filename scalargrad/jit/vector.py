@@ -34,7 +34,7 @@ from ..core import resources
 from ..core.ops import CONST, DIFF_MASK, INPUT, OPCODE, OPS
 from ..core.tape import Tape
 from . import kernel_cache, kernels
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): 77ce00e8f7ddd261
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): aa7a18ec5d887c02
 from ._interp import forward_vector, reverse_vector
 from .codegen.loops import Loop, plan
 from .flags import njit
