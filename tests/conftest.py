@@ -15,6 +15,10 @@ import pytest
 # user's cache; subprocesses started by tests inherit it.
 os.environ["SCALARGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="scalargrad-test-cache-")
 atexit.register(shutil.rmtree, os.environ["SCALARGRAD_CACHE_DIR"], ignore_errors=True)
+# A test session compiles generated code for hundreds of distinct tapes, far more than one program
+# would: the per-process cap (100 by default) is tested on its own (test_codegen.py), not hit by
+# whichever tests come last.
+os.environ["SCALARGRAD_CODEGEN_MAX_TAPES"] = "100000"
 
 
 @pytest.fixture(autouse=True, scope="module")
