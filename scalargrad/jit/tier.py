@@ -207,7 +207,8 @@ class Tier:
 
     def count(self, calls: int = 1, batch: bool = False) -> None:
         """``calls`` interpreter evaluations (one call, or a batch's points); starts the background
-        compile at AUTO_HOT_CALLS, or for a long compile once the calls have paid for it."""
+        compile at AUTO_HOT_CALLS calls or AUTO_HOT_SECONDS of them (``_timed``), or for a long
+        compile once the calls have paid for it."""
         self.calls += calls
         self.batched |= batch
         if self.calls >= self.hot_calls and not self.started:

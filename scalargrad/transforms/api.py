@@ -101,7 +101,7 @@ class ValueAndGrad(Transformed):
         """``self(x)`` for one float64 vector ``x`` whose last traced path holds, else None: the
         general path then handles everything this one leaves to it (a call inside a trace,
         debug_nans, changed closure values, a signature not yet traced, another branch, which it
-        evaluates again). About 0.5 µs over the kernel (bench/call_overhead.py)."""
+        evaluates again). About 1.4 µs over the kernel for Rosenbrock n = 20 (bench/call_overhead.py)."""
         sig = self.cache.get((x.shape,))
         if sig is None or not sig.paths:
             return None
