@@ -36,7 +36,8 @@ from ..core.tape import Tape
 from . import kernel_cache, kernels
 # inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): aa7a18ec5d887c02
 from ._interp import forward_vector, reverse_vector
-from .codegen.loops import Loop, plan
+from .codegen.loops import Loop
+from .codegen.text import loop_plan
 from .flags import njit
 from .generate import VECTOR_OPS
 
@@ -126,7 +127,7 @@ class _Builder:
         self.covered = 0
 
     def result(self):
-        for seg in plan(self.tape).segments:
+        for seg in loop_plan(self.tape).segments:
             if not isinstance(seg, Loop):
                 self._scalar(seg)
             elif not self._vectorize(seg):
