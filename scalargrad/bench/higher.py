@@ -32,8 +32,15 @@ def _row(name, measure, ratio, target, ok=True, detail=""):
     return dict(name=name, measure=measure, ratio=ratio, target=target, met=met, ok=ok, detail=detail)
 
 
+def _interpreted_value_and_grad(f):
+    """The value-and-gradient the rows divide by: on the interpreter, as hvp and the sparse Hessian
+    run (their tangent sweeps have no generated code), or a ratio would depend on whether
+    value_and_grad happened to tier up within the timing window."""
+    return sg.value_and_grad(f, backend="interp")
+
+
 def hvp_row(name, f, x, v) -> dict:
-    vg, hvp, g = sg.value_and_grad(f), sg.hvp(f), sg.grad(f)
+    vg, hvp, g = _interpreted_value_and_grad(f), sg.hvp(f), sg.grad(f)
     t_vg, t_hvp = interleaved_seconds(lambda: vg(x), lambda: hvp(x, v), min_seconds=0.3)
     fd = (g(x + FD_STEP * v) - g(x - FD_STEP * v)) / (2 * FD_STEP)
     err = relative_error(hvp(x, v), fd)
@@ -46,7 +53,7 @@ def sparse_hessian_row(name, f, x, v) -> dict:
     why = missing_package("scipy.sparse")
     if why:
         return _row(name, measure, None, target, detail=f"skipped: {why}")
-    vg, sparse = sg.value_and_grad(f), sg.hessian(f, sparse=True)
+    vg, sparse = _interpreted_value_and_grad(f), sg.hessian(f, sparse=True)
     t_vg, t_h = interleaved_seconds(lambda: vg(x), lambda: sparse(x), min_seconds=0.3)
     err = relative_error(sparse(x) @ v, sg.hvp(f)(x, v))
     return _row(name, measure, t_h / t_vg, target, err <= SPARSE_TOLERANCE,
