@@ -18,7 +18,7 @@ import numba
 
 from ..core import resources
 from . import liveness
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): aa7a18ec5d887c02
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): bf44acf1f7e0de17
 from ._interp import forward_batch, forward_partials_batch
 from .flags import njit
 

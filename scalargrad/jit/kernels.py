@@ -127,6 +127,13 @@ def load_inputs(io, x, vals):
 
 
 @njit
+def store_gradient(io, adj, grad):
+    """grad[i] = adj[input slot i], once the reverse sweep has filled the adjoints."""
+    for i in range(io[0]):
+        grad[i] = adj[io[3 + i]]
+
+
+@njit
 def guards_hold(io, vals):
     """Whether every guard slot holds the truth value it had when traced."""
     n_in, n_out, n_guard = io[0], io[1], io[2]
@@ -180,8 +187,7 @@ def value_and_grad(ins, lit, io, x, grad, work):
     adj[:] = 0.0
     adj[out] = 1.0
     reverse(ins[4], ins[5], pa, pb, adj, ins.shape[1])
-    for i in range(n_in):
-        grad[i] = adj[io[3 + i]]
+    store_gradient(io, adj, grad)
     return vals[out], True
 
 

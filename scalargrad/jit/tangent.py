@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.ops import INPUT
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): aa7a18ec5d887c02
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): bf44acf1f7e0de17
 from .flags import njit
 from .kernels import split_workspace, forward_sweep, reverse
 

@@ -34,7 +34,7 @@ from ..core import resources
 from ..core.ops import CONST, DIFF_MASK, INPUT, OPCODE, OPS
 from ..core.tape import Tape
 from . import kernel_cache, kernels
-# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): aa7a18ec5d887c02
+# inlined-sources stamp (jit/generate.py writes it; Numba's cache depends on it): bf44acf1f7e0de17
 from ._interp import forward_vector, reverse_vector
 from .codegen.loops import Loop
 from .codegen.text import loop_plan
@@ -353,8 +353,7 @@ def _value_and_grad(vop, vx, rev, segments, targets, lit, io, x, grad, work):
         else:
             for j in range(hi - 1, lo - 1, -1):
                 adj[targets[j]] += scratch[j]
-    for i in range(n_in):
-        grad[i] = adj[io[3 + i]]
+    kernels.store_gradient(io, adj, grad)
     return vals[out], True
 
 
