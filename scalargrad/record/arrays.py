@@ -11,7 +11,8 @@ import operator
 
 import numpy as np
 
-from .operators import FUNCTIONS_BY_NAME, RECORD, REDUCTIONS, UFUNCS, elementwise, power, unsupported_ufunc
+from .operators import (FUNCTIONS_BY_NAME, RECORD, REDUCTIONS, UFUNCS, elementwise, object_scalar, power,
+                        unsupported_ufunc)
 from .variable import TracingError, Variable, is_boolean, is_operand
 
 _ne, _eq, _gt, _ge, _add = (FUNCTIONS_BY_NAME[name] for name in ("ne", "eq", "gt", "ge", "add"))
@@ -138,9 +139,7 @@ def _plain(x):
     if isinstance(x, TracedArray):
         return x.view(np.ndarray)
     if type(x) is Variable:
-        box = np.empty((), dtype=object)
-        box[()] = x
-        return box
+        return object_scalar(x)
     return x
 
 

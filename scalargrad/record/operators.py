@@ -28,7 +28,8 @@ def _without_grad(record, args, value: float) -> Variable:
         return RECORD["stop_gradient"](record(*args))
 
 
-def _object_scalar(v) -> np.ndarray:
+def object_scalar(v) -> np.ndarray:
+    """``v`` in a 0-d object array, as NumPy's object loops take a Variable without offering it the ufunc."""
     box = np.empty((), dtype=object)
     box[()] = v
     return box
@@ -38,7 +39,7 @@ def elementwise(fn, args):
     """Apply a scalar op over NumPy arrays (object arrays of Variables included)."""
     # A bare Variable operand goes in as a 0-d object array: given as is, NumPy would offer the
     # frompyfunc ufunc to Variable.__array_ufunc__, which declines it (array * Variable failed).
-    args = [_object_scalar(x) if type(x) is Variable else x for x in args]
+    args = [object_scalar(x) if type(x) is Variable else x for x in args]
     with np.errstate(all="ignore"):  # IEEE results as documented (log(0) = -inf), no warnings
         out = np.frompyfunc(fn, len(args), 1)(*args)
     if isinstance(out, np.ndarray) and not any(type(v) is Variable for v in out.flat):
