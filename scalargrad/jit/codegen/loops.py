@@ -55,14 +55,6 @@ class Plan:
     owner: np.ndarray  # per slot, the index in ``loops`` of the loop holding it, or -1
 
 
-def _run_lengths(mask: np.ndarray) -> np.ndarray:
-    """Length of the run of True starting at each index."""
-    n = len(mask)
-    index = np.arange(n)
-    next_false = np.minimum.accumulate(np.where(mask, n, index)[::-1])[::-1]
-    return next_false - index
-
-
 def _long_periods(tape: Tape, min_period: int, max_period: int, how_many: int) -> list:
     """Periods above ``min_period`` worth searching: the commonest distances between consecutive
     uses of one slot as the same operand of the same op. A loop body that reads a fixed slot (a
@@ -87,27 +79,44 @@ def _periods(tape: Tape, max_period: int) -> list:
     return list(range(1, max_period + 1)) + _long_periods(tape, max_period, MAX_LONG_PERIOD, LONG_PERIODS)
 
 
-def _candidates(op, slots, periods: list, min_count: int):
+@njit
+def _candidates(op, slots, periods, min_count, input_code):
     """(best cover, its period) per start index: the longest periodic run starting there. Copies
-    agree in ops and in how their operands move; literals may differ (a table per position)."""
+    agree in ops and in how their operands move; literals may differ (a table per position). For
+    each period p: ``same[i]`` (instruction i has the op of i + p, not an input) and ``periodic[i]``
+    (same at i and i - p, and every operand of i + p lies as far from i's as i's from i - p's), as
+    lengths of their runs from each index; a run starting at k has 2 + periodic_run[k + p] // p
+    copies when same holds for its first p instructions. Linear in the tape per period, with no
+    temporary arrays (Rosenbrock n = 10^4: 0.33 s as NumPy array expressions)."""
     n = len(op)
+    rows = slots.shape[0]
     best_cover = np.zeros(n, np.int64)
     best_period = np.zeros(n, np.int64)
+    same_run = np.zeros(n, np.int64)
+    periodic_run = np.zeros(n, np.int64)
     for p in periods:
         K = n - p
         if K < p * (min_count - 1):
             break
-        same = (op[:K] == op[p:]) & (op[:K] != INPUT)
-        delta = slots[:, p:] - slots[:, :K]
-        periodic = np.zeros(K, dtype=bool)
-        periodic[p:] = same[p:] & same[:K - p] & (delta[:, p:] == delta[:, :K - p]).all(axis=0)
-        run_same, run_periodic = _run_lengths(same), _run_lengths(periodic)
-        starts = np.arange(K - p)
-        count = np.where(run_same[starts] >= p, 2 + run_periodic[starts + p] // p, 0)
-        cover = np.where(count >= min_count, p * count, 0)
-        better = cover > best_cover[: K - p]
-        best_cover[: K - p][better] = cover[better]
-        best_period[: K - p][better] = p
+        run = 0
+        for i in range(K - 1, -1, -1):
+            run = run + 1 if op[i] == op[i + p] and op[i] != input_code else 0
+            same_run[i] = run
+        run = 0
+        for i in range(K - 1, -1, -1):
+            periodic = i >= p and same_run[i] > 0 and same_run[i - p] > 0
+            r = 0
+            while periodic and r < rows:
+                periodic = slots[r, i + p] - slots[r, i] == slots[r, i] - slots[r, i - p]
+                r += 1
+            run = run + 1 if periodic else 0
+            periodic_run[i] = run
+        for k in range(K - p):
+            if same_run[k] >= p:
+                count = 2 + periodic_run[k + p] // p
+                if count >= min_count and p * count > best_cover[k]:
+                    best_cover[k] = p * count
+                    best_period[k] = p
     return best_cover, best_period
 
 
@@ -137,7 +146,7 @@ def plan(tape: Tape, max_period: int = MAX_PERIOD, min_count: int = MIN_COUNT) -
     periods = _periods(tape, max_period)
     op = tape.op.astype(np.int64)
     slots = np.stack([tape.a, tape.b, tape.c]).astype(np.int64)
-    best_cover, best_period = _candidates(op, slots, periods, min_count)
+    best_cover, best_period = _candidates(op, slots, np.array(periods, np.int64), min_count, INPUT)
     input_index = np.full(n, -1, np.int64)
     input_index[tape.inputs] = np.arange(len(tape.inputs))
     owner = np.full(n, -1, np.int64)  # index into loops of the loop holding each slot
