@@ -24,8 +24,11 @@ os.environ["SCALARGRAD_CODEGEN_MAX_TAPES"] = "100000"
 @pytest.fixture(autouse=True, scope="module")
 def cache_dir(tmp_path_factory):
     """Generated code (jit/codegen/) of each test module goes to its own temporary directory
-    (compiled once per module), never to the user's cache."""
+    (compiled once per module), never to the user's cache. A background compile a module started is
+    waited for before the next module's directory is set, so that it writes into its own."""
+    from scalargrad.jit.tier import wait_for_compiles
     path = tmp_path_factory.mktemp("codegen-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCALARGRAD_CACHE_DIR", str(path))
         yield path
+        wait_for_compiles()

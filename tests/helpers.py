@@ -335,7 +335,7 @@ def hot_after(monkeypatch, calls: int) -> None:
     be instant (jit/tier.py's rule waits AUTO_HOT_CALLS calls, and longer for a long compile)."""
     from scalargrad.jit import tier
     monkeypatch.setattr(tier, "AUTO_HOT_CALLS", calls)
-    monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape: 0.0)
+    monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape, batch=False: 0.0)
 
 
 # --- the benchmark harness ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 import scalargrad as sg
 from scalargrad.core import reference
 from scalargrad.jit import codegen, tier
-from scalargrad.jit.codegen import cache, load
+from scalargrad.jit.codegen import cache, load, points
 from scalargrad.jit.passes import optimize
 from scalargrad.core.tape import Tape
 from scalargrad.core.ops import OPCODE
@@ -501,9 +501,22 @@ def test_a_damaged_numba_cache_entry_is_deleted_and_compiled_again(tmp_path, cac
         assert (hits, misses) == (("0", "1") if run == 0 else ("1", "0"))
 
 
+def _wait_for_lanes(path_tier, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while path_tier.lanes == "compiling" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    path_tier.settle()
+    assert path_tier.lanes == "ready"
+
+
+def _identical_results(got, want):
+    for a, b in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want]):
+        assert_identical(a, b)
+
+
 # jit: 10 s (the forward batch code compiles on top of the per-point code), so with -m slow.
 @pytest.mark.parametrize("transform", [sg.value_and_grad, pytest.param(sg.jit, marks=pytest.mark.slow)])
-def test_vmap_switches_to_generated_batch_code_after_an_auto_tier_up(transform, monkeypatch):
+def test_vmap_switches_to_the_per_point_code_at_the_tier_up_then_to_lane_code(transform, monkeypatch):
     hot_after(monkeypatch, 3)
     f = lambda x: sg.sin(x[0]) * x[1] + x[2] / x[0]  # noqa: E731
     fn = transform(f)
@@ -512,21 +525,19 @@ def test_vmap_switches_to_generated_batch_code_after_an_auto_tier_up(transform, 
     path_tier = next(iter(fn.cache.values())).paths[0].tier
     wait_for_kernel(path_tier)
     X = np.random.default_rng(2).uniform(0.5, 2.0, (50, 3))
+    X[7, 0] = np.nan  # NaN in, NaN out, at the same points
     want = sg.vmap(transform(f, backend="interp"))(X)
-    first = sg.vmap(fn)(X)  # the batch interpreter, while the first request compiles the batch function
-    deadline = time.monotonic() + 120.0
-    while path_tier.module is None and path_tier.error is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert path_tier.error is None and path_tier.generated_module() is not None
-    batch = []
+    calls = []
     for name in ("value_and_grad_batch", "evaluate_batch"):
         real = getattr(codegen, name)
-        monkeypatch.setattr(codegen, name, lambda *args, real=real: batch.append(1) or real(*args))
+        monkeypatch.setattr(codegen, name, lambda module, *args, real=real: calls.append(module) or real(module, *args))
+    first = sg.vmap(fn)(X)  # the per-point function at once; the lane code (predicted instant here) compiles
+    assert isinstance(calls[-1], points.PointBatches)
+    _wait_for_lanes(path_tier)
     got = sg.vmap(fn)(X)
-    assert batch == [1]  # one call of the generated batch function, same bits as the interpreter's
-    for result in (first, got):
-        for a, b in zip(result if isinstance(result, tuple) else [result], want if isinstance(want, tuple) else [want]):
-            assert_identical(a, b)
+    assert len(calls) == 2 and path_tier.running_batch() == "lanes" and calls[-1] is path_tier.module
+    for result in (first, got):  # the same bits as the interpreter's
+        _identical_results(result, want)
 
 
 def test_a_large_batch_makes_a_path_hot_at_once(monkeypatch):
@@ -541,18 +552,46 @@ def test_a_large_batch_makes_a_path_hot_at_once(monkeypatch):
     for name in ("compile_kernel", "compile_batch"):
         real = getattr(tier.codegen, name)
         monkeypatch.setattr(tier.codegen, name, lambda *args, real=real, name=name: order.append(name) or real(*args))
+    monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape, batch=False: 1e6 if batch else 0.0)
     fn = sg.value_and_grad(f)
     batched = sg.vmap(fn)
     first = batched(X)  # 50 points: hot, so the generated code compiles in the background
     path_tier = next(iter(fn.cache.values())).paths[0].tier
     assert path_tier.settle() and path_tier.error is None
-    # vmap made it hot: its batch function compiles first, in the same tier-up, then the kernel
-    assert order == ["compile_batch", "compile_kernel"]
-    assert path_tier.module is not None and path_tier.kernel is not None
-    got = batched(X)
-    for result in (first, got):
-        for a, b in zip(result, want):
-            assert_identical(a, b)
+    # the tier-up compiles the per-point function, which runs vmap's batches from then on
+    assert order == ["compile_kernel"] and path_tier.running_batch() == "points"
+    assert not path_tier.batch_settled() and path_tier.lanes_pending()
+    path_tier.lanes_predicted = 0.0
+    second = batched(X)  # now paid for: the lane code's compile starts
+    _wait_for_lanes(path_tier)
+    assert order == ["compile_kernel", "compile_batch"] and path_tier.batch_settled()
+    third = batched(X)
+    for result in (first, second, third):
+        _identical_results(result, want)
+
+
+def test_lane_code_waits_until_the_per_point_batches_have_paid_for_its_compile(monkeypatch):
+    hot_after(monkeypatch, 3)
+    started = []
+    monkeypatch.setattr(tier.Tier, "_start", lambda self, compile_: started.append(compile_.__name__)
+                        or tier._COMPILING.release())
+    f = lambda x: x[0] * x[1] + sg.exp(x[2])  # noqa: E731
+    fn = sg.value_and_grad(f)
+    fn(np.ones(3))
+    path_tier = next(iter(fn.cache.values())).paths[0].tier
+    path_tier.kernel = codegen.compile_kernel(path_tier.tape, "value_and_grad")  # as a tier-up leaves it
+    path_tier.started = True
+    path_tier.lanes_predicted = 2.0  # the lane code's predicted compile seconds
+    X = np.ones((8, 3))
+    sg.vmap(fn)(X)
+    batches = path_tier.module
+    assert isinstance(batches, points.PointBatches) and started == [] and path_tier.lanes_pending()
+    batches.seconds = 1.99  # the batches have taken 1.99 s
+    sg.vmap(fn)(X)
+    assert started == []
+    batches.seconds = 2.0
+    sg.vmap(fn)(X)
+    assert started == ["_compile_lanes"] and path_tier.lanes == "compiling"
 
 
 def test_vmap_with_codegen_runs_the_generated_batch_kernel_with_the_interpreters_results():
@@ -598,7 +637,7 @@ def test_auto_tiers_up_a_cheap_compile_when_hot_and_a_long_one_once_paid_for(mon
     monkeypatch.setattr(tier, "AUTO_HOT_CALLS", 5)
     tape = sg.trace(lambda x: sg.sin(x) * x + 1.0, 0.5)
     for predicted, hot in ((tier.CHEAP_COMPILE_SECONDS, 5), (3.0, 30), (30.0, 300)):
-        monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape: predicted)
+        monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape, batch=False: predicted)
         t = tier.Tier(tape, "value_and_grad", "auto")
         t.rent = 0.1  # what the second call's timing would have measured
         for _ in range(hot - 1):
@@ -626,7 +665,7 @@ def test_a_slow_path_is_hot_after_auto_hot_seconds_of_calls_before_auto_hot_call
             return next(self.ticks)
 
     monkeypatch.setattr(tier.Tier, "_start", start)
-    monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape: tier.CHEAP_COMPILE_SECONDS)
+    monkeypatch.setattr(tier, "predicted_compile_seconds", lambda tape, batch=False: tier.CHEAP_COMPILE_SECONDS)
     tape = sg.trace(lambda x: sg.sin(x) * x + 1.0, 0.5)
     for rent, hot in ((2e-3, 25), (1e-4, 500), (1e-6, tier.AUTO_HOT_CALLS), (1.0, tier.AUTO_MIN_HOT_CALLS)):
         t = tier.Tier(tape, "value_and_grad", "auto")

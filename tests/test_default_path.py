@@ -205,7 +205,7 @@ def test_window_kernel_says_whether_the_tier_up_came_within_it():
 
 
 def test_time_calls_notes_the_kernel_before_each_call():
-    """A fake path that runs 'generated code' from its 50th call on."""
+    """A fake path that runs 'generated code' from its 50th call on, and its last kernel from its 80th."""
     calls = []
 
     def call():
@@ -215,16 +215,19 @@ def test_time_calls_notes_the_kernel_before_each_call():
     def kernel():
         return "codegen" if len(calls) >= 50 else "interp"
 
-    got = first_calls.time_calls(call, kernel, lambda: None, window=0.05, wait=0.5, after=0.01)
+    got = first_calls.time_calls(call, kernel, lambda: len(calls) >= 80, lambda: None, window=0.05, wait=0.5,
+                                 after=0.01)
     assert got["result"] == 1 and got["first_call_kernel"] == "interp"
     if got["first_window_calls"] > 50:  # the 51st call ran generated code
         assert got["first_window_kernel"] == "interp→codegen"
         assert got["first_window_codegen_calls"] == got["first_window_calls"] - 50
-    assert got["tier_up_s"] is not None and got["after_tier_up_kernel"] == "codegen"
+    assert got["tier_up_s"] is not None and got["after_tier_up_kernel"] == "codegen" and len(calls) >= 80
     assert got["after_tier_up_s"] > 0 and got["handwritten_s"] > 0
-    never = first_calls.time_calls(call, lambda: "interp", lambda: None, window=0.01, wait=0.03, after=0.01)
+    never = first_calls.time_calls(call, lambda: "interp", lambda: False, lambda: None, window=0.01, wait=0.03,
+                                   after=0.01)
     assert never["tier_up_s"] is None and never["after_tier_up_kernel"] == "interp"
-    skipped = first_calls.time_calls(call, lambda: "interp", lambda: None, window=0.01, wait=0.0, after=1.0)
+    skipped = first_calls.time_calls(call, lambda: "interp", lambda: False, lambda: None, window=0.01, wait=0.0,
+                                     after=1.0)
     assert skipped["after_tier_up_s"] is None and skipped["after_tier_up_kernel"] is None
     assert skipped["first_window_calls"] >= 5 and skipped["handwritten_s"] > 0
 

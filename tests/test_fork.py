@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
 
     if __name__ == "__main__":
         tier.AUTO_HOT_CALLS = 3
-        tier.predicted_compile_seconds = lambda tape: 0.0  # tier up now, whatever the compile costs
+        tier.predicted_compile_seconds = lambda tape, batch=False: 0.0  # tier up now, whatever the compile costs
         vg = sg.value_and_grad(lambda x: sum(sg.sin(x[i]) * x[i + 1] for i in range(len(x) - 1)))
         x = np.linspace(0.1, 1.0, 40)
         for _ in range(5):

@@ -1,6 +1,6 @@
 """Lane code (jit/codegen/lanes.py): generated batch functions that run 32 points per vectorised
 loop give the per-point generated functions' bits at every point, flag the same failing guards, and
-give way to the per-point drivers where the rewrite does not apply."""
+give way to batches by the per-point functions (codegen/points.py) where the rewrite does not apply."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,7 @@ from numba import njit
 
 import scalargrad as sg
 from scalargrad.jit import codegen
-from scalargrad.jit.codegen import intrinsics, lanes, text as codegen_text
+from scalargrad.jit.codegen import intrinsics, lanes, points, text as codegen_text
 from scalargrad.jit.passes import optimize
 
 from helpers import SPECIAL, random_loop_body, rosen, two_loop_function
@@ -39,12 +39,17 @@ def test_transpose4_moves_a_block_at_any_offset_and_stride():
 
 def _module_batches_match_points(tape, X, lane_code=True):
     """The generated batch module's functions (lane code, or with ``lane_code`` False the
-    point-at-a-time drivers) against the per-point module's functions, at every row of X."""
-    module, batch = codegen.load_module(tape), codegen.load_module(tape, batch=True)
-    assert hasattr(batch, "value_and_grad_lanes") == hasattr(batch, "evaluate_lanes") == lane_code
+    batches by the per-point functions, points.py) against the per-point module's functions, at
+    every row of X."""
+    module = codegen.load_module(tape)
+    if lane_code:
+        vg_batch = ev_batch = codegen.load_module(tape, batch=True)
+    else:
+        vg_batch, ev_batch = (points.PointBatches.of(codegen.compile_kernel(tape, kind), kind)
+                              for kind in ("value_and_grad", "evaluate"))
     n_out = len(tape.outputs)
-    values, G, ok = codegen.value_and_grad_batch(batch, X, len(tape.inputs))
-    out, ok_out = codegen.evaluate_batch(batch, X, n_out)
+    values, G, ok = codegen.value_and_grad_batch(vg_batch, X, len(tape.inputs))
+    out, ok_out = codegen.evaluate_batch(ev_batch, X, n_out)
     for p, x in enumerate(X):
         g, y = np.empty(len(x)), np.empty(n_out)
         value, good = module.value_and_grad(x, g)
@@ -101,15 +106,21 @@ def test_vmap_of_a_rolled_tape_runs_the_lanes_with_the_interpreters_results():
     np.testing.assert_allclose(G[3], fd, rtol=1e-5, atol=1e-6)
 
 
-def test_a_buffer_over_max_rows_keeps_the_per_point_drivers(monkeypatch):
+def test_a_buffer_over_max_rows_has_no_lane_code_and_runs_batches_by_the_per_point_functions(monkeypatch):
     tape = optimize(sg.trace(rosen, np.linspace(-1, 1, 29)))
     assert "def value_and_grad_lanes" in codegen.batch_source(tape)
     monkeypatch.setattr(lanes, "MAX_ROWS", 40)  # 29 inputs and 29 gradient rows do not fit
-    text = codegen.batch_source(tape)
-    assert "_lanes" not in text.split('"""')[-1] and "def value_and_grad_batch" in text
-    assert "def value_and_grad(" not in text  # the drivers call the per-point module's functions
+    with pytest.raises(lanes.Unsupported, match="MAX_ROWS"):
+        codegen.batch_source(tape)
     X = np.random.default_rng(8).uniform(-2.0, 2.0, (37, 29))
     assert _module_batches_match_points(tape, X, lane_code=False).all()
+    # vmap under backend "codegen" runs them, with the interpreter's bits
+    vg = sg.value_and_grad(rosen, backend="codegen")
+    values, G = sg.vmap(vg)(X)
+    assert next(iter(vg.cache.values())).paths[0].tier.running_batch() == "points"
+    want_values, want_G = sg.vmap(sg.value_and_grad(rosen, backend="interp"))(X)
+    np.testing.assert_array_equal(values.view(np.uint64), want_values.view(np.uint64))
+    np.testing.assert_array_equal(G.view(np.uint64), want_G.view(np.uint64))
     with pytest.raises(lanes.Unsupported, match="MAX_ROWS"):
         lanes.lane_function("evaluate", ["    v1 = x[0]", "    out[0] = v1", "    return True"], 50, 1)
 

@@ -20,6 +20,7 @@ import numpy as np
 import scalargrad as sg
 
 from ..jit import vector
+from ..jit.codegen import points
 from ..jit.tier import wait_for_compiles
 from .handwritten import batch_reference, reference
 from .output import Progress, Table, legend
@@ -116,13 +117,15 @@ def run_child(row: Row, run: Settings) -> dict:
 
 
 def warm_kernels(rows) -> None:
-    """Load (or compile into Numba's disk cache) the interpreter's single-point, vector and batch kernels
-    and the rows' hand-written code, so that no child compiles them: the table is about a fresh process,
+    """Load (or compile into Numba's disk cache) the interpreter's single-point, vector and batch kernels,
+    the drivers of batches by generated per-point functions, and the rows' hand-written code, so that no child compiles them: the table is about a fresh process,
     not a fresh install."""
     vg = sg.value_and_grad(lambda x: x[0] * x[1])
     vg(np.ones(2))
     sg.vmap(vg)(np.ones((2, 2)))  # two points: far from a tier-up
     vector.warm_up()  # the sweeps of the interpreter's vector form (jit/vector.py)
+    for kind in ("value_and_grad", "evaluate"):
+        points.warm_up(kind)  # the drivers of batches by generated per-point functions
     for row in rows:
         _, x0 = WORKLOADS[row.workload].make(row.size)
         if row.batch:
@@ -181,12 +184,15 @@ def columns(run: Settings):
         ("×hand", "first_window_vs_handwritten", "{:.2f}", ""),
         ("target", "first_window_verdict", "{}", "the issue's target for the ratio to its left (MISSED: over it)"),
         ("kernel", "first_window_kernel", "{}", "what ran the window to its left: interp, vector (the "
-         "interpreter's vector form), codegen, or their sequence (interp→vector→codegen) when it changed within it"),
+         "interpreter's vector form), codegen (generated code); for vmap, points (the generated per-point "
+         "function at each point, in parallel) or lanes (generated lane code); or their sequence "
+         "(interp→vector→codegen) when it changed within it"),
         ("tier-up s", "tier_up_s", "{:.1f}", "from the first call's start to the first call on generated code"),
     )
     after = (
-        ("after µs", "after_tier_up_us", "{:.1f}", f"median of {run.after_window_s:g} s of calls after tier-up "
-         f"(waited for up to {run.tier_up_wait_s:g} s from the first call), interleaved with hand-written Numba"),
+        ("after µs", "after_tier_up_us", "{:.1f}", f"median of {run.after_window_s:g} s of calls once the path "
+         f"runs its last kernel (waited for up to {run.tier_up_wait_s:g} s from the first call), interleaved "
+         "with hand-written Numba"),
         ("×hand", "after_tier_up_vs_handwritten", "{:.2f}", ""),
         ("target", "after_tier_up_verdict", "{}", ""),
         ("kernel", "after_tier_up_kernel", "{}", ""),
@@ -208,7 +214,7 @@ def display(row: dict) -> dict:
 
 def intro(run: Settings) -> list[str]:
     """The lines above the table: what was run, how, and the legend."""
-    after = (f"then calls until it runs generated code (at most {run.tier_up_wait_s:g} s from the first call) "
+    after = (f"then calls until it runs its last kernel (at most {run.tier_up_wait_s:g} s from the first call) "
              f"and {run.after_window_s:g} s of calls after it" if run.tier_up_wait_s > 0 else
              "the after-tier-up window is skipped (--quick; --default-path-seconds S waits up to S s for it)")
     text = ("default path: sg.value_and_grad(f) with the default backend, each row in a fresh process "

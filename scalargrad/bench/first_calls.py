@@ -23,27 +23,28 @@ import scalargrad as sg
 from ..config import codegen_cache_dir
 from ..jit.tier import wait_for_compiles
 from .handwritten import batch_reference, reference
-from .measure import HANDWRITTEN_TOLERANCE, batch_points, kernel_name
+from .measure import GENERATED, HANDWRITTEN_TOLERANCE, batch_points, batch_settled, kernel_name
 from .timing import interleaved_seconds, median_seconds, sample_seconds, without_gc
 from .workloads import WORKLOADS, relative_error
 
 
 def window_kernel(kernels) -> str | None:
-    """What ran a window of calls, from the kernel noted before each: ``interp``, ``vector``,
-    ``codegen``, or their sequence (``interp→vector→codegen``) when it changed within the window
-    (None: no calls)."""
+    """What ran a window of calls, from the kernel noted before each (``measure.kernel_name``'s
+    names), or their sequence (``interp→vector→codegen``) when it changed within the window (None:
+    no calls)."""
     return "→".join(dict.fromkeys(kernels)) or None
 
 
-def time_calls(call, kernel, hand_call, window: float, wait: float, after: float) -> dict:
+def time_calls(call, kernel, settled, hand_call, window: float, wait: float, after: float) -> dict:
     """The default path's numbers, in seconds, for ``call`` (a fresh transformed function's call;
-    ``kernel()`` names what its next call runs) against ``hand_call`` (hand-written Numba):
+    ``kernel()`` names what its next call runs, ``settled()`` whether that is the last kernel it will
+    get) against ``hand_call`` (hand-written Numba):
 
     - the first call;
     - the median of every call from the first call's start until ``window`` seconds later (at least
       MIN_REPEATS calls), with the kernel noted before each;
-    - then, when ``wait`` > 0, calls until the path runs generated code or ``wait`` seconds have passed
-      since the first call, and the median of ``after`` seconds of calls interleaved with
+    - then, when ``wait`` > 0, calls until the path runs its last kernel (``settled()``) or ``wait``
+      seconds have passed since the first call, and the median of ``after`` seconds of calls interleaved with
       ``hand_call`` (its first call, untimed, compiles it); otherwise hand_call's median alone, once
       no background compile is in flight.
     """
@@ -58,17 +59,18 @@ def time_calls(call, kernel, hand_call, window: float, wait: float, after: float
     times = sample_seconds(call, min_seconds=max(window - (time.perf_counter() - start), 0.0), first=first,
                            before=note)
     kernels = [k for _, k in notes]
-    tier_up = next((t for t, k in notes if k == "codegen"), None)
+    tier_up = next((t for t, k in notes if k in GENERATED), None)
     row = dict(first_call_s=first, first_call_kernel=kernels[0], first_window_s=statistics.median(times),
-               first_window_calls=len(times), first_window_codegen_calls=kernels.count("codegen"),
+               first_window_calls=len(times), first_window_codegen_calls=sum(k in GENERATED for k in kernels),
                first_window_kernel=window_kernel(kernels), tier_up_s=tier_up, after_tier_up_s=None,
                after_tier_up_kernel=None)
     if wait > 0:
-        while tier_up is None and time.perf_counter() - start < wait:
-            if kernel() == "codegen":
+        while True:
+            if tier_up is None and kernel() in GENERATED:
                 tier_up = time.perf_counter() - start
-            else:
-                call()
+            if settled() or time.perf_counter() - start >= wait:
+                break
+            call()
         before = kernel()
         row["after_tier_up_s"], row["handwritten_s"] = interleaved_seconds(call, hand_call, min_seconds=after)
         row.update(tier_up_s=tier_up, after_tier_up_kernel=window_kernel([before, kernel()]))
@@ -80,7 +82,7 @@ def time_calls(call, kernel, hand_call, window: float, wait: float, after: float
 
 
 def workload_calls(workload: str, size, batch):
-    """(call, kernel, hand_call, reference result) of one row: ``sg.value_and_grad(f)`` at the
+    """(call, kernel, settled, hand_call, reference result) of one row: ``sg.value_and_grad(f)`` at the
     workload's point, or with ``batch`` its ``sg.vmap`` over that many points near it
     (measure.batch_points), and the hand-written code on the same input (into buffers of its own)."""
     fun, x0 = WORKLOADS[workload].make(size)
@@ -90,11 +92,12 @@ def workload_calls(workload: str, size, batch):
         X2 = X.reshape(batch, -1)
         hand, values, G = batch_reference(workload, size), np.empty(batch), np.empty(X2.shape)
         batched = sg.vmap(vg)
-        return (lambda: batched(X)), (lambda: kernel_name(vg, batch=True)), (lambda: hand(X2, values, G)), \
-            (lambda: (values, G))
+        return (lambda: batched(X)), (lambda: kernel_name(vg, batch=True)), (lambda: batch_settled(vg)), \
+            (lambda: hand(X2, values, G)), (lambda: (values, G))
     _, hand_vg = reference(workload, size)
     g = np.empty(x0.shape)
-    return (lambda: vg(x0)), (lambda: kernel_name(vg)), (lambda: hand_vg(x0, g)), (lambda: (hand_vg(x0, g), g))
+    return (lambda: vg(x0)), (lambda: kernel_name(vg)), (lambda: kernel_name(vg) == "codegen"), \
+        (lambda: hand_vg(x0, g)), (lambda: (hand_vg(x0, g), g))
 
 
 def measure_row(workload: str, size, batch, window: float, wait: float, after: float) -> dict:
@@ -102,8 +105,8 @@ def measure_row(workload: str, size, batch, window: float, wait: float, after: f
     made it empty) and the check of the first call's value and gradient against hand-written Numba."""
     cache = codegen_cache_dir()
     files = len(os.listdir(cache)) if cache.is_dir() else 0
-    call, kernel, hand_call, hand_result = workload_calls(workload, size, batch)
-    row = time_calls(call, kernel, hand_call, window, wait, after)
+    call, kernel, settled, hand_call, hand_result = workload_calls(workload, size, batch)
+    row = time_calls(call, kernel, settled, hand_call, window, wait, after)
     (values, grads), (hand_values, hand_grads) = row.pop("result"), hand_result()
     n = np.size(hand_values)
     err = relative_error(np.column_stack((np.reshape(values, (n, 1)), np.reshape(grads, (n, -1)))),

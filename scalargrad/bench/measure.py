@@ -6,6 +6,7 @@ hand-written Numba. Every check compares with ``workloads.relative_error``.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -50,29 +51,42 @@ def compiled_ops(transformed, tape) -> int:
 
 
 def kernel_name(transformed, batch: bool = False) -> str:
-    """The kernel running a transformed function's compiled path (``batch``: running
-    ``sg.vmap(transformed)``): "codegen" once its generated code (batch function) is in use
-    (backend "codegen", or "auto" after a tier-up), "vector" for single points on the interpreter's
-    vector form (jit/vector.py), else "interp"."""
+    """The kernel running a transformed function's compiled path: for single calls "codegen" once
+    its generated code is in use (backend "codegen", or "auto" after a tier-up), "vector" on the
+    interpreter's vector form (jit/vector.py), else "interp"; with ``batch``, for
+    ``sg.vmap(transformed)``, "lanes" (generated lane code), "points" (the generated per-point
+    function, called for each point in parallel) or "interp"."""
     tier = getattr(_first_path(transformed), "tier", None)
     if tier is None:
         return "interp"
-    if batch:
-        return "interp" if tier.module is None else "codegen"
-    return tier.running()
+    return tier.running_batch() if batch else tier.running()
 
 
-def settle(call, transformed) -> None:
+GENERATED = ("codegen", "points", "lanes")  # kernel_name's names of generated code
+
+
+def batch_settled(transformed) -> bool:
+    """Whether ``sg.vmap(transformed)`` runs the last kernel its compiled path will get."""
+    tier = getattr(_first_path(transformed), "tier", None)
+    return tier is None or tier.batch_settled()
+
+
+SETTLE_LANES_S = 20.0  # settle calls at most this long for the lane code to start compiling
+
+
+def settle(call, transformed, batch: bool = False) -> None:
     """Backend auto: calls ``call`` until ``transformed``'s compiled path has no background compile
     in flight and starts none (a batch's points count as calls, so a large batch starts a tier-up
-    at once), so that batch rows time the kernel a program running for a while would use. Each
-    call waits for any other path's compile first: one runs at a time, so while another path's
-    runs, this path cannot start its own."""
+    at once) and, with ``batch`` (``call`` runs vmap), its lane code is not still to come (for at
+    most SETTLE_LANES_S), so that batch rows time the kernel a program running for a while would
+    use. Each call waits for any other path's compile first: one runs at a time, so while another
+    path's runs, this path cannot start its own."""
     tier = getattr(_first_path(transformed), "tier", None)
+    deadline = time.perf_counter() + SETTLE_LANES_S
     while tier is not None:
         wait_for_compiles()
         call()
-        if not tier.settle():
+        if not tier.settle() and not (batch and tier.lanes_pending() and time.perf_counter() < deadline):
             break
 
 
@@ -169,7 +183,7 @@ def measure_batch(fun, x0, points: int, single: dict, repeat: int | None = None,
     vg = sg.value_and_grad(fun, **(options or {}))
     batched = sg.vmap(vg)
     (values, grads), _ = timed(lambda: batched(X))
-    settle(lambda: batched(X), vg)
+    settle(lambda: batched(X), vg, batch=True)
     batch_s, kernel = steady_seconds(lambda: batched(X), lambda: kernel_name(vg, batch=True), repeat)
     problems = []
     for i in sorted({0, points // 2, points - 1}):

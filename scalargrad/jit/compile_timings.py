@@ -4,7 +4,8 @@ Predicted as a fixed cost plus seconds per generated instruction line, straight 
 apart (lines in loops compile slower). The seconds per line are learned: each background compile's
 time is recorded in ``timings.json`` next to the generated files, and the median of the recent
 records of that kind is used; before any, the PRIOR figures. A tape whose compiled code is already
-in the cache (from an earlier process) only loads it: LOAD_SECONDS.
+in the cache (from an earlier process) only loads it: LOAD_SECONDS. The lane code of a batch module
+(codegen/lanes.py) is predicted as LANE_FACTOR times the tape's per-point module.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from . import codegen
 PRIOR_SECONDS_PER_LINE = {"straight": 0.005, "rolled": 0.06}
 FIXED_SECONDS = 0.3   # Numba's pipeline for even a one-line module
 LOAD_SECONDS = 0.05   # importing a generated module whose machine code is in Numba's disk cache
+# Lane code took 2.4-4.5 s to compile where the per-point module took 0.3-0.8 s (Rosenbrock-100), and
+# 4.1 s against 2.1 (random-1000), on the 2-core development machine.
+LANE_FACTOR = 4.0
 KEEP = 20             # records kept per kind
 FILE = "timings.json"
 
@@ -27,9 +31,10 @@ def kind(tape) -> str:
     return "straight" if codegen.rolled_plan(tape) is None else "rolled"
 
 
-def compiled_on_disk(tape) -> bool:
-    """Whether the tape's generated module and Numba's index of its machine code are in the cache."""
-    path = codegen.module_path(codegen.tape_key(tape))
+def compiled_on_disk(tape, batch: bool = False) -> bool:
+    """Whether the tape's generated module (``batch``: its batch module) and Numba's index of its
+    machine code are in the cache."""
+    path = codegen.module_path(codegen.tape_key(tape), batch)
     return path.exists() and any(path.parent.glob(f"__pycache__/{path.stem}.*.nbi"))
 
 
@@ -48,11 +53,13 @@ def seconds_per_line(of_kind: str) -> float:
     return statistics.median(rates) if rates else PRIOR_SECONDS_PER_LINE[of_kind]
 
 
-def predicted_seconds(tape) -> float:
-    """Seconds until the tape's generated code is ready, if compiling started now."""
-    if compiled_on_disk(tape):
+def predicted_seconds(tape, batch: bool = False) -> float:
+    """Seconds until the tape's generated code (``batch``: its lane code) is ready, if compiling
+    started now."""
+    if compiled_on_disk(tape, batch):
         return LOAD_SECONDS
-    return FIXED_SECONDS + codegen.generated_size(tape) * seconds_per_line(kind(tape))
+    seconds = FIXED_SECONDS + codegen.generated_size(tape) * seconds_per_line(kind(tape))
+    return LANE_FACTOR * seconds if batch else seconds
 
 
 def record(tape, seconds: float) -> None:

@@ -3,7 +3,8 @@
 ``backend="codegen"`` compiles on the path's first call (tapes up to a size cap); ``"auto"`` starts on
 the interpreter and tiers up by time, compiling in a background thread once the interpreter has cost
 the path as much time as the compile is predicted to take (a vmap batch's points count as calls);
-``"interp"`` never compiles.
+``"interp"`` never compiles. vmap's batches switch with the path's calls (the compiled per-point
+function at each point), then, once those batches have paid for it, to lane code.
 The kernels give bit-identical results (NaNs in the same places, though their sign bit and payload,
 which LLVM leaves unspecified, may differ), so switching is invisible except in speed.
 """
@@ -23,6 +24,7 @@ from ..config import codegen_max_ops, codegen_max_tapes
 from .custom_ops import uses_custom_ops
 from ..core.tape import Tape
 from . import codegen, compile_timings, kernels, vector
+from .codegen import lanes, points
 from .compile_notice import BACKGROUND_THREAD
 
 BACKENDS = ("auto", "interp", "codegen")
@@ -46,6 +48,9 @@ AUTO_MIN_HOT_CALLS = 20
 CHEAP_COMPILE_SECONDS = 2.0  # the old rule's compiles (200 straight lines) took about this long
 AUTO_MAX_ROLLED_TAPE = 2_000_000
 INTERP_SECONDS_PER_OP = 4e-9  # the rent of a batch point when no single call was timed (bench: 4-6 ns)
+# vmap runs a hot path's batches by its compiled per-point function (codegen/points.py) as soon as
+# that is compiled, and compiles the path's lane code (codegen/lanes.py; up to 1.7x faster) once those
+# batches have taken as long as the lane code is predicted to take to compile (compile_timings.py).
 # backend="codegen" compiles code of at most config.codegen_max_ops() instruction lines and runs
 # larger tapes on the interpreter, with a warning.
 _COMPILING = threading.Lock()  # one background compile at a time: it competes with the caller
@@ -145,9 +150,10 @@ def check_backend(backend) -> str:
     return backend
 
 
-def predicted_compile_seconds(tape: Tape) -> float:
-    """Seconds the tape's generated code would take to be ready (compile_timings.py)."""
-    return compile_timings.predicted_seconds(tape)
+def predicted_compile_seconds(tape: Tape, batch: bool = False) -> float:
+    """Seconds the tape's generated code (``batch``: its lane code) would take to be ready
+    (compile_timings.py)."""
+    return compile_timings.predicted_seconds(tape, batch)
 
 
 class Tier:
@@ -157,21 +163,23 @@ class Tier:
     that gets hot, compiles in a background thread and switches when it is ready (no call waits;
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
-    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "batch_started", "error",
-                 "compile_times", "threads", "rent", "hot_calls", "predicted", "vector", "vector_after", "batched")
+    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "lanes", "error",
+                 "compile_times", "threads", "rent", "hot_calls", "predicted", "lanes_predicted", "vector", "vector_after",
+                 "batched")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
         self.kernel = None
-        self.module = None  # the generated batch module for vmap (generated_module)
+        self.module = None  # what runs vmap's batches on generated code (generated_module)
         self.started = False
-        self.batch_started = False  # auto: the background compile of the batch function (vmap)
-        self.batched = False  # vmap has run the path: its tier-up compiles the batch function first
+        self.lanes = None  # the lane code's batch module: None (not asked for yet), "compiling", "ready" or "none"
+        self.batched = False  # vmap has run the path: its tier-up prepares the per-point batches too
         self.error = None
         self.calls = 0
         self.rent = None  # interpreter seconds of one call, measured at the second call
         self.hot_calls = AUTO_HOT_CALLS  # calls at which to look again at tiering up
         self.predicted = None  # predicted compile seconds, worked out once (_predicted)
+        self.lanes_predicted = None  # the same for the lane code, once vmap runs the per-point function
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
         self.threads = []  # background compiles started and not yet waited for (settle)
         self.vector = None  # the interpreter's vector form, once prepared in the background
@@ -266,15 +274,14 @@ class Tier:
             if self._unpaid(self._predicted()):  # a long compile, not yet paid for
                 self.started = False
                 return
-            if self.batched and self.module is None:  # vmap waits for this one: it comes first
-                self.batch_started = True
-                self._batch_module()
             wall, cpu = time.perf_counter(), time.thread_time()
             on_disk = compile_timings.compiled_on_disk(self.tape)
             kernel = codegen.compile_kernel(self.tape, self.kind)
             self.compile_times = (time.perf_counter() - wall, time.thread_time() - cpu)
             if not on_disk:
                 compile_timings.record(self.tape, self.compile_times[0])
+            if self.batched and self.module is None:  # vmap has run the path: its batches switch too
+                self.module = self._point_batches(kernel)
             self.kernel = kernel
         except Exception as exc:  # stay on the interpreter, which gives the same results
             self.error = exc
@@ -354,34 +361,82 @@ class Tier:
                               f"compile ({exc!r}); compile() hands out the interpreter's kernel", RuntimeWarning)
         return self.kernel
 
+    def running_batch(self) -> str:
+        """The kernel vmap's batches of this path (on the CPU) run now: "lanes" (lane code),
+        "points" (the compiled per-point function, codegen/points.py) or "interp"."""
+        module = self.module
+        return "interp" if module is None else "points" if isinstance(module, points.PointBatches) else "lanes"
+
+    def lanes_pending(self) -> bool:
+        """Whether more vmap calls will start the compile of this path's lane code (under "auto",
+        once its batches on the per-point function have paid for it)."""
+        return self.backend == "auto" and self.kernel is not None and self.lanes is None
+
+    def batch_settled(self) -> bool:
+        """Whether vmap's batches run generated code and no faster kernel is to come (the lane code
+        is compiled, or this tape has none)."""
+        return self.module is not None and (self.backend != "auto" or self.lanes in ("ready", "none"))
+
     def generated_module(self):
-        """The generated batch module (``codegen.batch_source``) vmap runs, else None: under
-        "codegen" always (written by the first request, its functions compiled by their first
-        call); under "auto" once the path's tier-up has compiled it: first thing, for a path that
-        vmap has run, else in a background thread started by the first request after the tier-up
-        (bit-identical to the batch interpreter, so the switch is invisible)."""
-        if self.module is None and self.backend == "codegen" and self.kernel is not None:
-            self.module = codegen.load_module(self.tape, batch=True)
-        elif (self.module is None and self.backend == "auto" and self.kernel is not None
-                and not self.batch_started and _COMPILING.acquire(blocking=False)):
-            self.batch_started = True
-            self._start(self._compile_batch)
+        """What runs vmap's batches on generated code, else None (the batch interpreter): the lane
+        code's batch module (``codegen.batch_source``), or ``points.PointBatches`` of the compiled
+        per-point function for tapes without lane code. Under "codegen" the lane code (compiled by
+        its first call). Under "auto", from the tier-up on, the per-point batches; then the lane code,
+        compiled in a background thread once those batches have taken as long as it is predicted to
+        take to compile. Every kernel gives the batch interpreter's
+        results, bit for bit, so the switches are invisible."""
+        if self.module is None and self.kernel is not None and self.lanes is None:
+            if self.backend == "codegen":
+                self._lane_module()
+            else:
+                self.module = self._point_batches(self.kernel)
+        module = self.module
+        if (self.backend == "auto" and self.kernel is not None and self.lanes is None
+                and (module is None or module.seconds >= self._lanes_predicted())
+                and _COMPILING.acquire(blocking=False)):
+            self.lanes = "compiling"
+            self._start(self._compile_lanes)
         return self.module
 
-    def _compile_batch(self) -> None:
+    def _lanes_predicted(self) -> float:
+        if self.lanes_predicted is None:
+            self.lanes_predicted = predicted_compile_seconds(self.tape, batch=True)
+        return self.lanes_predicted
+
+    def _point_batches(self, kernel):
+        """``points.PointBatches`` of the compiled per-point ``kernel``, or None (with a warning when
+        its driver failed to compile: the batch interpreter gives the same results)."""
         try:
-            self._batch_module()
+            return points.PointBatches.of(kernel, self.kind)
+        except Exception as exc:
+            warnings.warn(f"scalargrad: the per-point batch driver failed to compile ({exc!r}); vmap runs the "
+                          "batch interpreter until the path's lane code is compiled", RuntimeWarning)
+            return None
+
+    def _compile_lanes(self) -> None:
+        try:
+            self._lane_module()
         finally:
             _COMPILING.release()
 
-    def _batch_module(self) -> None:
-        """Compile the generated batch function, which vmap then runs; a failure leaves vmap on the batch
-        interpreter, which gives the same results, with a warning."""
+    def _lane_module(self) -> None:
+        """Compile the lane code's batch module, which vmap then runs. A tape without lane code keeps
+        the per-point batches; a failure keeps them too (or the batch interpreter), with a warning: both
+        give the same results."""
         try:
             module = codegen.load_module(self.tape, batch=True)
+        except lanes.Unsupported:
+            self.lanes = "none"
+            if self.module is None:
+                self.module = self._point_batches(self.kernel)
+            return
+        try:
             codegen.compile_batch(module, self.kind)
-            self.module = module
         except Exception as exc:
-            self.error = exc
+            self.lanes = "none"
+            if self.module is None:
+                self.module = self._point_batches(self.kernel)
             warnings.warn(f"scalargrad: the generated batch function for a {len(self.tape)}-instruction tape "
-                          f"failed to compile ({exc!r}); vmap stays on the interpreter", RuntimeWarning)
+                          f"failed to compile ({exc!r}); vmap runs {self.running_batch()}", RuntimeWarning)
+            return
+        self.module, self.lanes = module, "ready"

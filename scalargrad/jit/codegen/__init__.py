@@ -4,7 +4,8 @@
 grad) -> (value, ok)``, bit-identical to the interpreter; ``load_module(tape)`` writes it to a real
 file in ``cache_dir()`` named by ``tape_key`` (Numba caches compiled code only for real files) and
 imports it, and ``compile_kernel`` loads the machine code from Numba's disk cache when it can. The
-batch functions vmap runs are a second module (``batch_source``, ``load_module(tape, batch=True)``).
+lane code vmap runs is a second module (``batch_source``, ``load_module(tape, batch=True)``); batches
+can also call the compiled per-point function at each point (points.py).
 Which backend runs a path is decided in ``jit/tier.py``. Modules, lowest first:
 
   cache.py        where generated files live, their key, atomic writes, pruning; ``LOCK``
@@ -14,6 +15,7 @@ Which backend runs a path is decided in ``jit/tier.py``. Modules, lowest first:
   loops.py        periodic runs of a tape (``Loop``, ``Plan``, ``plan``)
   rolled.py       a plan's loops written as code
   lanes.py        per-point bodies rewritten to run POINTS_PER_LOOP points at once (batch code)
+  points.py       batches by a compiled per-point function's address, from one cached parallel driver
   text.py         the generated modules' text: ``source``, ``batch_source``, ``rolled_plan``
   load.py         importing generated modules, compiling them, repairing a damaged Numba cache
 """

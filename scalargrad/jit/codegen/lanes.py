@@ -21,8 +21,8 @@ is false and its results are discarded (vmap recomputes such points one by one).
 (transposed, 4 × 4 blocks at a time with vector shuffles, ``intrinsics.transpose4``: copied one
 element at a time, the transposes took about 110 ns a point of Rosenbrock-100, as much as the lane
 code's 163), runs the lane function and copies the results out. Tapes whose buffer rows would not
-fit in a core's cache (``MAX_ROWS``, e.g. the MLP's 21,000 rows of V and A) keep the point-at-a-time
-drivers.
+fit in a core's cache (``MAX_ROWS``, e.g. the MLP's 21,000 rows of V and A) have no lane code: their
+batches call the per-point function at each point (points.py).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from ...core.tape import Tape
 from .. import float_functions
 from ..flags import njit
 from . import intrinsics, lanes
-from .cache import module_name, tape_key
+from .cache import tape_key
 from .expressions import constant_line
 from .loops import plan
 from .rolled import function_bodies
@@ -109,27 +109,15 @@ def source(tape: Tape, key: str | None = None) -> str:
 
 def batch_source(tape: Tape, key: str | None = None) -> str:
     """The text of ``tape``'s batch module: ``evaluate_batch(X, out, ok)`` and
-    ``value_and_grad_batch(X, values, G, ok)``, as lane code (lanes.py) when the rewrite applies (its
-    buffer fits a core's cache), else the per-point functions of ``source``'s module (imported from
-    it, so never compiled twice) at one point per iteration of a parallel loop."""
+    ``value_and_grad_batch(X, values, G, ok)`` as lane code (lanes.py). Raises ``lanes.Unsupported``
+    when the rewrite does not apply (a buffer larger than a core's cache): such tapes run batches by
+    their per-point functions (points.py)."""
     key = key or tape_key(tape)
     constants: dict = {}
     ev, vg = _bodies(tape, constants)
     n_inputs, n_outputs = len(tape.inputs), len(tape.outputs)
-    try:
-        ev_lanes, ev_rows = lanes.lane_function("evaluate", ev, n_inputs, n_outputs)
-        vg_lanes, vg_rows = lanes.lane_function("value_and_grad", vg, n_inputs, n_outputs)
-    except lanes.Unsupported:
-        header = _header(tape, key, "the batch functions, a point at a time",
-                         [f"from {module_name(key)} import evaluate, value_and_grad"], {})
-        return "\n".join(header + [
-            "", "", "@njit(parallel=True)", "def evaluate_batch(X, out, ok):",
-            '    """evaluate at every row of X, in parallel."""',
-            "    for p in prange(X.shape[0]):", "        ok[p] = evaluate(X[p], out[p])",
-            "", "", "@njit(parallel=True)", "def value_and_grad_batch(X, values, G, ok):",
-            '    """value_and_grad at every row of X, in parallel."""',
-            "    for p in prange(X.shape[0]):", "        value, good = value_and_grad(X[p], G[p])",
-            "        values[p] = value", "        ok[p] = good"]) + "\n"
+    ev_lanes, ev_rows = lanes.lane_function("evaluate", ev, n_inputs, n_outputs)
+    vg_lanes, vg_rows = lanes.lane_function("value_and_grad", vg, n_inputs, n_outputs)
     header = _header(tape, key, "the batch functions as lane code",
                      [f"from {intrinsics.__name__} import transpose4"], constants)
     return "\n".join(header + ["", "", *ev_lanes.splitlines(), "", "", *vg_lanes.splitlines(),
