@@ -503,10 +503,10 @@ def test_a_damaged_numba_cache_entry_is_deleted_and_compiled_again(tmp_path, cac
 
 def _wait_for_lanes(path_tier, timeout=120.0):
     deadline = time.monotonic() + timeout
-    while path_tier.lanes == "compiling" and time.monotonic() < deadline:
+    while path_tier.lane_code == "compiling" and time.monotonic() < deadline:
         time.sleep(0.05)
     path_tier.settle()
-    assert path_tier.lanes == "ready"
+    assert path_tier.lane_code == "ready"
 
 
 def _identical_results(got, want):
@@ -560,8 +560,8 @@ def test_a_large_batch_makes_a_path_hot_at_once(monkeypatch):
     assert path_tier.settle() and path_tier.error is None
     # the tier-up compiles the per-point function, which runs vmap's batches from then on
     assert order == ["compile_kernel"] and path_tier.running_batch() == "points"
-    assert not path_tier.batch_settled() and path_tier.lanes_pending()
-    path_tier.lanes_predicted = 0.0
+    assert not path_tier.batch_settled() and path_tier.lane_code_pending()
+    path_tier.lane_code_predicted = 0.0
     second = batched(X)  # now paid for: the lane code's compile starts
     _wait_for_lanes(path_tier)
     assert order == ["compile_kernel", "compile_batch"] and path_tier.batch_settled()
@@ -581,17 +581,17 @@ def test_lane_code_waits_until_the_per_point_batches_have_paid_for_its_compile(m
     path_tier = next(iter(fn.cache.values())).paths[0].tier
     path_tier.kernel = codegen.compile_kernel(path_tier.tape, "value_and_grad")  # as a tier-up leaves it
     path_tier.started = True
-    path_tier.lanes_predicted = 2.0  # the lane code's predicted compile seconds
+    path_tier.lane_code_predicted = 2.0  # the lane code's predicted compile seconds
     X = np.ones((8, 3))
     sg.vmap(fn)(X)
     batches = path_tier.module
-    assert isinstance(batches, points.PointBatches) and started == [] and path_tier.lanes_pending()
+    assert isinstance(batches, points.PointBatches) and started == [] and path_tier.lane_code_pending()
     batches.seconds = 1.99  # the batches have taken 1.99 s
     sg.vmap(fn)(X)
     assert started == []
     batches.seconds = 2.0
     sg.vmap(fn)(X)
-    assert started == ["_compile_lanes"] and path_tier.lanes == "compiling"
+    assert started == ["_compile_lanes"] and path_tier.lane_code == "compiling"
 
 
 def test_vmap_with_codegen_runs_the_generated_batch_kernel_with_the_interpreters_results():

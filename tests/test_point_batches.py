@@ -87,7 +87,7 @@ def test_a_path_without_lane_code_keeps_the_point_batches_under_auto(monkeypatch
         second = batched(X)  # runs the point batches and finds the tape has no lane code
         path_tier.settle()
         third = batched(X)
-    assert path_tier.lanes == "none" and path_tier.running_batch() == "points" and path_tier.batch_settled()
+    assert path_tier.lane_code == "none" and path_tier.running_batch() == "points" and path_tier.batch_settled()
     want = sg.vmap(sg.value_and_grad(rosen, backend="interp"))(X)
     for got in (first, second, third):
         for a, b in zip(got, want):

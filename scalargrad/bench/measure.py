@@ -86,7 +86,7 @@ def settle(call, transformed, batch: bool = False) -> None:
     while tier is not None:
         wait_for_compiles()
         call()
-        if not tier.settle() and not (batch and tier.lanes_pending() and time.perf_counter() < deadline):
+        if not tier.settle() and not (batch and tier.lane_code_pending() and time.perf_counter() < deadline):
             break
 
 

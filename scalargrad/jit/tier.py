@@ -163,8 +163,8 @@ class Tier:
     that gets hot, compiles in a background thread and switches when it is ready (no call waits;
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
-    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "lanes", "error",
-                 "compile_times", "threads", "rent", "hot_calls", "predicted", "lanes_predicted", "vector", "vector_after",
+    __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "lane_code", "error",
+                 "compile_times", "threads", "rent", "hot_calls", "predicted", "lane_code_predicted", "vector", "vector_after",
                  "batched")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
@@ -172,14 +172,14 @@ class Tier:
         self.kernel = None
         self.module = None  # what runs vmap's batches on generated code (generated_module)
         self.started = False
-        self.lanes = None  # the lane code's batch module: None (not asked for yet), "compiling", "ready" or "none"
+        self.lane_code = None  # vmap's lane code: None (not asked for yet), "compiling", "ready" or "none"
         self.batched = False  # vmap has run the path: its tier-up prepares the per-point batches too
         self.error = None
         self.calls = 0
         self.rent = None  # interpreter seconds of one call, measured at the second call
         self.hot_calls = AUTO_HOT_CALLS  # calls at which to look again at tiering up
         self.predicted = None  # predicted compile seconds, worked out once (_predicted)
-        self.lanes_predicted = None  # the same for the lane code, once vmap runs the per-point function
+        self.lane_code_predicted = None  # the same for the lane code, once vmap runs the per-point function
         self.compile_times = None  # (wall seconds, CPU seconds of the compiling thread)
         self.threads = []  # background compiles started and not yet waited for (settle)
         self.vector = None  # the interpreter's vector form, once prepared in the background
@@ -367,15 +367,15 @@ class Tier:
         module = self.module
         return "interp" if module is None else "points" if isinstance(module, points.PointBatches) else "lanes"
 
-    def lanes_pending(self) -> bool:
+    def lane_code_pending(self) -> bool:
         """Whether more vmap calls will start the compile of this path's lane code (under "auto",
         once its batches on the per-point function have paid for it)."""
-        return self.backend == "auto" and self.kernel is not None and self.lanes is None
+        return self.backend == "auto" and self.kernel is not None and self.lane_code is None
 
     def batch_settled(self) -> bool:
         """Whether vmap's batches run generated code and no faster kernel is to come (the lane code
         is compiled, or this tape has none)."""
-        return self.module is not None and (self.backend != "auto" or self.lanes in ("ready", "none"))
+        return self.module is not None and (self.backend != "auto" or self.lane_code in ("ready", "none"))
 
     def generated_module(self):
         """What runs vmap's batches on generated code, else None (the batch interpreter): the lane
@@ -383,25 +383,26 @@ class Tier:
         per-point function for tapes without lane code. Under "codegen" the lane code (compiled by
         its first call). Under "auto", from the tier-up on, the per-point batches; then the lane code,
         compiled in a background thread once those batches have taken as long as it is predicted to
-        take to compile. Every kernel gives the batch interpreter's
-        results, bit for bit, so the switches are invisible."""
-        if self.module is None and self.kernel is not None and self.lanes is None:
+        take to compile. Every kernel gives the batch interpreter's results, bit for bit, so the
+        switches are invisible."""
+        if self.module is None and self.kernel is not None and self.lane_code is None:
             if self.backend == "codegen":
                 self._lane_module()
             else:
                 self.module = self._point_batches(self.kernel)
         module = self.module
-        if (self.backend == "auto" and self.kernel is not None and self.lanes is None
-                and (module is None or module.seconds >= self._lanes_predicted())
+        if (self.backend == "auto" and self.kernel is not None and self.lane_code is None
+                and (module is None or module.seconds >= self._lane_code_predicted())
                 and _COMPILING.acquire(blocking=False)):
-            self.lanes = "compiling"
+            self.lane_code = "compiling"
             self._start(self._compile_lanes)
         return self.module
 
-    def _lanes_predicted(self) -> float:
-        if self.lanes_predicted is None:
-            self.lanes_predicted = predicted_compile_seconds(self.tape, batch=True)
-        return self.lanes_predicted
+    def _lane_code_predicted(self) -> float:
+        """The lane code's predicted compile seconds, worked out once (it reads the cache)."""
+        if self.lane_code_predicted is None:
+            self.lane_code_predicted = predicted_compile_seconds(self.tape, batch=True)
+        return self.lane_code_predicted
 
     def _point_batches(self, kernel):
         """``points.PointBatches`` of the compiled per-point ``kernel``, or None (with a warning when
@@ -410,7 +411,7 @@ class Tier:
             return points.PointBatches.of(kernel, self.kind)
         except Exception as exc:
             warnings.warn(f"scalargrad: the per-point batch driver failed to compile ({exc!r}); vmap runs the "
-                          "batch interpreter until the path's lane code is compiled", RuntimeWarning)
+                          "batch interpreter (or lane code, once compiled), with the same results", RuntimeWarning)
             return None
 
     def _compile_lanes(self) -> None:
@@ -421,22 +422,20 @@ class Tier:
 
     def _lane_module(self) -> None:
         """Compile the lane code's batch module, which vmap then runs. A tape without lane code keeps
-        the per-point batches; a failure keeps them too (or the batch interpreter), with a warning: both
-        give the same results."""
+        the per-point batches; a failed compile keeps them too (or the batch interpreter), with a
+        warning: they give the same results."""
         try:
             module = codegen.load_module(self.tape, batch=True)
-        except lanes.Unsupported:
-            self.lanes = "none"
-            if self.module is None:
-                self.module = self._point_batches(self.kernel)
-            return
-        try:
             codegen.compile_batch(module, self.kind)
+        except lanes.Unsupported:  # its buffers would not fit in a core's cache (lanes.MAX_ROWS)
+            module = None
         except Exception as exc:
-            self.lanes = "none"
+            module = None
+            warnings.warn(f"scalargrad: the lane code for a {len(self.tape)}-instruction tape failed to compile "
+                          f"({exc!r}); vmap runs its batches as before, with the same results", RuntimeWarning)
+        if module is None:
+            self.lane_code = "none"
             if self.module is None:
                 self.module = self._point_batches(self.kernel)
-            warnings.warn(f"scalargrad: the generated batch function for a {len(self.tape)}-instruction tape "
-                          f"failed to compile ({exc!r}); vmap runs {self.running_batch()}", RuntimeWarning)
-            return
-        self.module, self.lanes = module, "ready"
+        else:
+            self.module, self.lane_code = module, "ready"
