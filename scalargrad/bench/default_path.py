@@ -117,9 +117,9 @@ def run_child(row: Row, run: Settings) -> dict:
 
 
 def warm_kernels(rows) -> None:
-    """Load (or compile into Numba's disk cache) the interpreter's single-point, vector and batch kernels,
-    the drivers of batches by generated per-point functions, and the rows' hand-written code, so that no child compiles them: the table is about a fresh process,
-    not a fresh install."""
+    """Load (or compile into Numba's disk cache) the interpreter's single-point, vector and batch
+    kernels, the drivers of batches by generated per-point functions, and the rows' hand-written code,
+    so that no child compiles them: the table is about a fresh process, not a fresh install."""
     vg = sg.value_and_grad(lambda x: x[0] * x[1])
     vg(np.ones(2))
     sg.vmap(vg)(np.ones((2, 2)))  # two points: far from a tier-up

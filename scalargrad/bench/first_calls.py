@@ -44,9 +44,9 @@ def time_calls(call, kernel, settled, hand_call, window: float, wait: float, aft
     - the median of every call from the first call's start until ``window`` seconds later (at least
       MIN_REPEATS calls), with the kernel noted before each;
     - then, when ``wait`` > 0, calls until the path runs its last kernel (``settled()``) or ``wait``
-      seconds have passed since the first call, and the median of ``after`` seconds of calls interleaved with
-      ``hand_call`` (its first call, untimed, compiles it); otherwise hand_call's median alone, once
-      no background compile is in flight.
+      seconds have passed since the first call, and the median of ``after`` seconds of calls
+      interleaved with ``hand_call`` (its first call, untimed, compiles it); otherwise hand_call's
+      median alone, once no background compile is in flight.
     """
     notes = []  # (seconds since the first call's start, kernel) before each call of the window
     start = time.perf_counter()
@@ -82,8 +82,8 @@ def time_calls(call, kernel, settled, hand_call, window: float, wait: float, aft
 
 
 def workload_calls(workload: str, size, batch):
-    """(call, kernel, settled, hand_call, reference result) of one row: ``sg.value_and_grad(f)`` at the
-    workload's point, or with ``batch`` its ``sg.vmap`` over that many points near it
+    """(call, kernel, settled, hand_call, reference result) of one row: ``sg.value_and_grad(f)`` at
+    the workload's point, or with ``batch`` its ``sg.vmap`` over that many points near it
     (measure.batch_points), and the hand-written code on the same input (into buffers of its own)."""
     fun, x0 = WORKLOADS[workload].make(size)
     vg = sg.value_and_grad(fun)

@@ -164,8 +164,8 @@ class Tier:
     results are bit-identical, so the switch is invisible); ``"interp"`` never compiles."""
 
     __slots__ = ("tape", "kind", "backend", "calls", "kernel", "module", "started", "lane_code", "error",
-                 "compile_times", "threads", "rent", "hot_calls", "predicted", "lane_code_predicted", "vector", "vector_after",
-                 "batched")
+                 "compile_times", "threads", "rent", "hot_calls", "predicted", "lane_code_predicted", "vector",
+                 "vector_after", "batched")
 
     def __init__(self, tape: Tape, kind: str, backend: str = "auto"):
         self.tape, self.kind, self.backend = tape, kind, check_backend(backend)
