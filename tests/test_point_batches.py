@@ -14,7 +14,8 @@ from scalargrad.jit import codegen, tier
 from scalargrad.jit.codegen import lanes, points
 from scalargrad.jit.passes import optimize
 
-from helpers import SPECIAL, central_diff, hot_after, random_loop_body, rosen, two_loop_function, wait_for_kernel
+from helpers import (SPECIAL, batches_match_points, central_diff, hot_after, random_loop_body, rosen,
+                     two_loop_function, wait_for_kernel)
 
 
 def _bits(a):
@@ -40,16 +41,7 @@ def test_point_batches_give_the_per_point_functions_bits_with_guards_nans_and_se
     X[5, 3] = -1.0  # another branch: its guard fails
     X[9] = np.where(rng.random(n) < 0.4, SPECIAL[2], X[9])
     X[11, 0] = np.nan
-    batches, module = _batches(tape), codegen.load_module(tape)
-    values, G, ok = codegen.value_and_grad_batch(batches["value_and_grad"], X, n)
-    out, ok_out = codegen.evaluate_batch(batches["evaluate"], X, len(tape.outputs))
-    for p, xp in enumerate(X):
-        g, y = np.empty(n), np.empty(len(tape.outputs))
-        value, good = module.value_and_grad(xp, g)
-        assert ok[p] == good and ok_out[p] == module.evaluate(xp, y), p
-        if good:
-            np.testing.assert_array_equal(_bits(np.append(values[p], G[p])), _bits(np.append(value, g)))
-            np.testing.assert_array_equal(_bits(out[p]), _bits(y))
+    ok = batches_match_points(tape, X, lane_code=False)
     assert not ok[5] and ok[:5].all()
 
 
@@ -110,3 +102,20 @@ def test_a_failing_driver_leaves_vmap_on_the_batch_interpreter_with_a_warning(mo
     want_values, want_G = sg.vmap(sg.value_and_grad(rosen, backend="interp"))(X)
     np.testing.assert_array_equal(_bits(values), _bits(want_values))
     np.testing.assert_array_equal(_bits(G), _bits(want_G))
+
+
+def test_a_driver_that_failed_to_compile_is_not_tried_again(monkeypatch):
+    calls = []
+
+    def failing(kind):
+        calls.append(kind)
+        raise RuntimeError("no driver")
+
+    monkeypatch.setattr(points, "warm_up", failing)
+    monkeypatch.setattr(points, "_FAILED", {})
+    tape = optimize(sg.trace(lambda x: x[0] * sg.exp(x[1]), np.ones(2)))
+    kernel = codegen.compile_kernel(tape, "value_and_grad")
+    with pytest.raises(RuntimeError, match="no driver"):  # the first time: the caller warns
+        points.PointBatches.of(kernel, "value_and_grad")
+    assert points.PointBatches.of(kernel, "value_and_grad") is None  # later: quietly none
+    assert calls == ["value_and_grad"]

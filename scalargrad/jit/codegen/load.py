@@ -19,7 +19,7 @@ from ..custom_ops import ops_in, uses_custom_ops
 from .cache import LOCK, cache_dir, holds_text, module_name, module_path, prune_cache, tape_key, write_atomic
 from .text import batch_source, source
 
-_ARGS = (types.float64[::1], types.float64[::1])  # the one signature compiled: C-contiguous x, out/grad
+KERNEL_ARGS = (types.float64[::1], types.float64[::1])  # the one signature compiled: C-contiguous x, out/grad
 
 _MODULES: dict[str, object] = {}  # module name -> the imported generated module (under cache.LOCK)
 # Numba never frees compiled code (about 1 MiB per tape), so a process compiles generated code for
@@ -96,7 +96,7 @@ def evaluate_batch(module, X, n_outputs: int):
     return out, ok
 
 
-_BATCH_ARGS = {  # the one signature of each batch function, as value_and_grad_batch and evaluate_batch call them
+BATCH_ARGS = {  # the one signature of each batch function, as value_and_grad_batch and evaluate_batch call them
     "value_and_grad": (types.float64[:, ::1], types.float64[::1], types.float64[:, ::1], types.boolean[::1]),
     "evaluate": (types.float64[:, ::1], types.float64[:, ::1], types.boolean[::1]),
 }
@@ -125,7 +125,7 @@ def _compile(dispatcher, signature) -> None:
 
 def compile_batch(module, kind: str) -> None:
     """Compile (or load from Numba's disk cache) the batch function of ``kind`` in ``module``."""
-    _compile(getattr(module, f"{kind}_batch"), _BATCH_ARGS[kind])
+    _compile(getattr(module, f"{kind}_batch"), BATCH_ARGS[kind])
 
 
 def compile_kernel(tape: Tape, kind: str):
@@ -134,5 +134,5 @@ def compile_kernel(tape: Tape, kind: str):
     if kind not in ("value_and_grad", "evaluate"):
         raise ValueError(f"kind must be 'value_and_grad' or 'evaluate', got {kind!r}")
     dispatcher = getattr(load_module(tape), kind)
-    _compile(dispatcher, _ARGS)
+    _compile(dispatcher, KERNEL_ARGS)
     return dispatcher

@@ -21,8 +21,9 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from ..flags import njit
+from .load import BATCH_ARGS, KERNEL_ARGS
 
-ROW = types.float64[::1]  # a row of X, of values or of G: the argument type of both per-point functions
+ROW = KERNEL_ARGS[0]  # a row of X, of values or of G: the argument type of both per-point functions
 RETURNS = {"value_and_grad": types.Tuple((types.float64, types.boolean)), "evaluate": types.boolean}
 
 
@@ -62,24 +63,21 @@ def evaluate_points(address, X, out, ok):
         ok[p] = _call_evaluate(address, X[p], out[p])
 
 
-_DRIVER_ARGS = {  # the one signature of each driver, as PointBatches calls them
-    "value_and_grad": (types.int64, types.float64[:, ::1], types.float64[::1], types.float64[:, ::1],
-                       types.boolean[::1]),
-    "evaluate": (types.int64, types.float64[:, ::1], types.float64[:, ::1], types.boolean[::1]),
-}
 _DRIVERS = {"value_and_grad": value_and_grad_points, "evaluate": evaluate_points}
+_FAILED: dict[str, Exception] = {}  # kind -> why its driver failed to compile: not tried again
 
 
 def warm_up(kind: str) -> None:
-    """Compile (once per installation; later loaded from Numba's disk cache) the driver of ``kind``."""
-    _DRIVERS[kind].compile(_DRIVER_ARGS[kind])
+    """Compile (once per installation; later loaded from Numba's disk cache) the driver of ``kind``:
+    the generated batch function's signature (load.BATCH_ARGS) after the address."""
+    _DRIVERS[kind].compile((types.int64, *BATCH_ARGS[kind]))
 
 
 def kernel_address(dispatcher, kind: str) -> int | None:
-    """The address of the C wrapper of ``dispatcher``'s compilation for two rows (load.py's one
-    signature), a per-point function of ``kind``; None when it has none or its return value is not
-    laid out as the drivers expect."""
-    compiled = dispatcher.overloads.get((ROW, ROW))
+    """The address of the C wrapper of ``dispatcher``'s compilation for load.KERNEL_ARGS, a per-point
+    function of ``kind``; None when it has none or its return value is not laid out as the drivers
+    expect."""
+    compiled = dispatcher.overloads.get(KERNEL_ARGS)
     if compiled is None:
         return None
     context = compiled.target_context
@@ -103,11 +101,17 @@ class PointBatches:
 
     @classmethod
     def of(cls, kernel, kind: str):
-        """The batches of ``kernel``, or None when it has no usable address."""
+        """The batches of ``kernel``, or None when it has no usable address or the driver failed to
+        compile earlier in this process. Raises the driver's compile error the first time only, so
+        that a caller warns once rather than at every batch."""
         address = kernel_address(kernel, kind)
-        if address is None:
+        if address is None or kind in _FAILED:
             return None
-        warm_up(kind)
+        try:
+            warm_up(kind)
+        except Exception as exc:
+            _FAILED[kind] = exc
+            raise
         return cls(kernel, kind, address)
 
     def value_and_grad_batch(self, X, values, G, ok) -> None:
