@@ -21,6 +21,7 @@ import numpy as np
 
 import scalargrad as sg
 from scalargrad.jit import codegen, kernels
+from scalargrad.jit.codegen import points
 from scalargrad.core.ops import COMPARISONS, USER_OPS
 from scalargrad.record.operators import FUNCTIONS_BY_NAME
 
@@ -124,6 +125,30 @@ def assert_identical(actual, expected, what=""):
     nan = np.isnan(e)
     assert np.array_equal(np.isnan(a), nan), f"NaN in different places {what}: {a} vs {e}"
     assert np.array_equal(a[~nan].view(np.uint64), e[~nan].view(np.uint64)), f"{what}: {a} vs {e}"
+
+
+def batches_match_points(tape, X, lane_code=True):
+    """The generated batch module's functions (lane code, or with ``lane_code`` False the
+    batches by the per-point functions, codegen/points.py) against the per-point module's functions,
+    bit for bit, at every row of X whose guards hold; returns the batch's ok flags."""
+    module = codegen.load_module(tape)
+    if lane_code:
+        vg_batch = ev_batch = codegen.load_module(tape, batch=True)
+    else:
+        vg_batch, ev_batch = (points.PointBatches.of(codegen.compile_kernel(tape, kind), kind)
+                              for kind in ("value_and_grad", "evaluate"))
+    n_out = len(tape.outputs)
+    values, G, ok = codegen.value_and_grad_batch(vg_batch, X, len(tape.inputs))
+    out, ok_out = codegen.evaluate_batch(ev_batch, X, n_out)
+    for p, x in enumerate(X):
+        g, y = np.empty(len(x)), np.empty(n_out)
+        value, good = module.value_and_grad(x, g)
+        assert ok[p] == good and ok_out[p] == module.evaluate(x, y), p
+        if good:  # a failing point's results are discarded (vmap recomputes it)
+            np.testing.assert_array_equal(np.append(values[p], G[p]).view(np.uint64),
+                                          np.append(value, g).view(np.uint64), err_msg=f"point {p}")
+            np.testing.assert_array_equal(out[p].view(np.uint64), y.view(np.uint64), err_msg=f"point {p}")
+    return ok
 
 
 # --- random programs over the op table ---------------------------------------------------------

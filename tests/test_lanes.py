@@ -9,10 +9,10 @@ from numba import njit
 
 import scalargrad as sg
 from scalargrad.jit import codegen
-from scalargrad.jit.codegen import intrinsics, lanes, points, text as codegen_text
+from scalargrad.jit.codegen import intrinsics, lanes, text as codegen_text
 from scalargrad.jit.passes import optimize
 
-from helpers import SPECIAL, random_loop_body, rosen, two_loop_function
+from helpers import SPECIAL, batches_match_points, random_loop_body, rosen, two_loop_function
 
 
 @pytest.fixture(autouse=True)
@@ -37,30 +37,6 @@ def test_transpose4_moves_a_block_at_any_offset_and_stride():
         np.testing.assert_array_equal(dst, want)
 
 
-def _module_batches_match_points(tape, X, lane_code=True):
-    """The generated batch module's functions (lane code, or with ``lane_code`` False the
-    batches by the per-point functions, points.py) against the per-point module's functions, at
-    every row of X."""
-    module = codegen.load_module(tape)
-    if lane_code:
-        vg_batch = ev_batch = codegen.load_module(tape, batch=True)
-    else:
-        vg_batch, ev_batch = (points.PointBatches.of(codegen.compile_kernel(tape, kind), kind)
-                              for kind in ("value_and_grad", "evaluate"))
-    n_out = len(tape.outputs)
-    values, G, ok = codegen.value_and_grad_batch(vg_batch, X, len(tape.inputs))
-    out, ok_out = codegen.evaluate_batch(ev_batch, X, n_out)
-    for p, x in enumerate(X):
-        g, y = np.empty(len(x)), np.empty(n_out)
-        value, good = module.value_and_grad(x, g)
-        assert ok[p] == good and ok_out[p] == module.evaluate(x, y), p
-        if good:  # a failing point's results are discarded (vmap recomputes it)
-            np.testing.assert_array_equal(np.append(values[p], G[p]).view(np.uint64),
-                                          np.append(value, g).view(np.uint64), err_msg=f"point {p}")
-            np.testing.assert_array_equal(out[p].view(np.uint64), y.view(np.uint64), err_msg=f"point {p}")
-    return ok
-
-
 # About 10 s a seed (a lane program of its own to compile): seed 0 always, the others with -m slow.
 @pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in range(1, 4))])
 def test_lane_batches_of_random_loops_with_guards_match_the_per_point_code_bit_for_bit(seed):
@@ -79,7 +55,7 @@ def test_lane_batches_of_random_loops_with_guards_match_the_per_point_code_bit_f
     X[5, 3] = -1.0  # another branch: its guard fails in the middle of a lane group
     X[36, 0] = -0.5
     X[7] = np.where(rng.random(n) < 0.3, SPECIAL[seed % len(SPECIAL)], X[7])
-    ok = _module_batches_match_points(tape, X)
+    ok = batches_match_points(tape, X)
     assert not ok[5] and not ok[36] and ok[:5].all()
 
 
@@ -91,7 +67,7 @@ def test_lane_batches_of_straight_code_match_the_per_point_code():
     X[0, 3] = 0.5
     tape = optimize(sg.trace(f, X[0]))
     assert codegen.rolled_plan(tape) is None
-    ok = _module_batches_match_points(tape, X)
+    ok = batches_match_points(tape, X)
     assert ok.any() and not ok.all()
 
 
@@ -113,7 +89,7 @@ def test_a_buffer_over_max_rows_has_no_lane_code_and_runs_batches_by_the_per_poi
     with pytest.raises(lanes.Unsupported, match="MAX_ROWS"):
         codegen.batch_source(tape)
     X = np.random.default_rng(8).uniform(-2.0, 2.0, (37, 29))
-    assert _module_batches_match_points(tape, X, lane_code=False).all()
+    assert batches_match_points(tape, X, lane_code=False).all()
     # vmap under backend "codegen" runs them, with the interpreter's bits
     vg = sg.value_and_grad(rosen, backend="codegen")
     values, G = sg.vmap(vg)(X)
